@@ -1,0 +1,221 @@
+//! Batched socket I/O: `recvmmsg` into preallocated slots, `sendmmsg` of GRE header + frame as
+//! two iovecs per message (the frame is never copied to prepend a header).
+//!
+//! Everything is allocated once per worker; nothing here allocates per packet.
+
+use crate::wire::gre;
+use std::io;
+use std::os::fd::RawFd;
+
+/// Largest IPv4 packet (a reassembled one can be this big).
+pub const SLOT_LEN: usize = 65_536;
+
+/// Receive slots for `recvmmsg`.
+pub struct RxBatch {
+    bufs: Box<[u8]>,
+    iov: Box<[libc::iovec]>,
+    msgs: Box<[libc::mmsghdr]>,
+    n: usize,
+}
+
+// SAFETY: the raw pointers inside iovec/mmsghdr point into `bufs`, which moves with the batch;
+// a batch is used by one thread at a time.
+unsafe impl Send for RxBatch {}
+
+impl RxBatch {
+    /// `slots` receive slots of [`SLOT_LEN`] bytes.
+    pub fn new(slots: usize) -> RxBatch {
+        RxBatch {
+            bufs: vec![0u8; slots * SLOT_LEN].into_boxed_slice(),
+            // SAFETY (zeroed): iovec and mmsghdr are plain C structs; null/zero is valid.
+            iov: (0..slots).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            msgs: (0..slots).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            n: 0,
+        }
+    }
+
+    /// Receives up to the number of slots without blocking; returns how many arrived.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let base = self.bufs.as_mut_ptr();
+        for (i, (iov, m)) in self.iov.iter_mut().zip(self.msgs.iter_mut()).enumerate() {
+            // SAFETY: i * SLOT_LEN is within bufs (slots * SLOT_LEN bytes).
+            iov.iov_base = unsafe { base.add(i * SLOT_LEN) }.cast();
+            iov.iov_len = SLOT_LEN;
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_name = std::ptr::null_mut();
+            m.msg_hdr.msg_namelen = 0;
+            m.msg_hdr.msg_control = std::ptr::null_mut();
+            m.msg_hdr.msg_controllen = 0;
+            m.msg_hdr.msg_flags = 0;
+            m.msg_len = 0;
+        }
+        // SAFETY: msgs holds msgs.len() initialised headers whose iovecs point into bufs.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                self.msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            self.n = 0;
+            return Err(io::Error::last_os_error());
+        }
+        self.n = n as usize;
+        Ok(self.n)
+    }
+
+    /// Packet `i` of the last `recv`, or `Err(())` when it was cut short (larger than a slot).
+    #[inline]
+    pub fn packet(&self, i: usize) -> Result<&[u8], ()> {
+        let m = &self.msgs[i];
+        if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(());
+        }
+        let len = (m.msg_len as usize).min(SLOT_LEN);
+        Ok(&self.bufs[i * SLOT_LEN..i * SLOT_LEN + len])
+    }
+}
+
+/// Outcome of flushing a [`TxBatch`], per message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxResult {
+    /// Sent.
+    Sent,
+    /// EMSGSIZE: does not fit the path with DF set.
+    TooBig,
+    /// The socket buffer was full.
+    QueueFull,
+    /// Another error.
+    Error,
+}
+
+/// Messages waiting for one `sendmmsg`.
+pub struct TxBatch {
+    hdrs: Box<[[u8; gre::MAX_HEADER_LEN]]>,
+    iov: Box<[[libc::iovec; 2]]>,
+    msgs: Box<[libc::mmsghdr]>,
+    tag: Box<[(u16, u32)]>,
+    n: usize,
+}
+
+// SAFETY: see RxBatch; the pointers are only dereferenced by the kernel during `flush`.
+unsafe impl Send for TxBatch {}
+
+impl TxBatch {
+    /// Room for `cap` messages.
+    pub fn new(cap: usize) -> TxBatch {
+        TxBatch {
+            hdrs: vec![[0u8; gre::MAX_HEADER_LEN]; cap].into_boxed_slice(),
+            // SAFETY (zeroed): plain C structs.
+            iov: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            msgs: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            tag: vec![(0, 0); cap].into_boxed_slice(),
+            n: 0,
+        }
+    }
+
+    /// True when no more messages fit.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.n == self.msgs.len()
+    }
+
+    /// Number of queued messages.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Queues `frame` with GRE header `repr` to `dest`; `tag` (port, frame length) comes back
+    /// from [`TxBatch::flush`] for counting.
+    ///
+    /// # Safety
+    /// `frame` and `*dest` must stay valid and unchanged until the next `flush`.
+    #[inline]
+    pub unsafe fn push(
+        &mut self,
+        dest: *const libc::sockaddr_in,
+        repr: &gre::Repr,
+        frame: &[u8],
+        tag: u16,
+    ) {
+        debug_assert!(!self.is_full());
+        let i = self.n;
+        let hl = repr.header_len();
+        repr.emit(&mut self.hdrs[i], frame);
+        self.iov[i] = [
+            libc::iovec {
+                iov_base: self.hdrs[i].as_mut_ptr().cast(),
+                iov_len: hl,
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        let h = &mut self.msgs[i].msg_hdr;
+        h.msg_name = dest as *mut libc::c_void;
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        h.msg_iov = self.iov[i].as_mut_ptr();
+        h.msg_iovlen = 2;
+        h.msg_control = std::ptr::null_mut();
+        h.msg_controllen = 0;
+        h.msg_flags = 0;
+        self.tag[i] = (tag, frame.len() as u32);
+        self.n += 1;
+    }
+
+    /// Sends everything queued on `fd`; calls `done(tag, frame_len, result)` once per message,
+    /// then empties the batch. A message the kernel refuses is reported and skipped; the
+    /// rest are still sent.
+    pub fn flush(&mut self, fd: RawFd, mut done: impl FnMut(u16, u32, TxResult)) {
+        let mut start = 0;
+        while start < self.n {
+            // SAFETY: msgs[start..n] were filled by push; their pointers are valid per push's
+            // contract until this flush returns.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.msgs[start..].as_mut_ptr(),
+                    (self.n - start) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc > 0 {
+                for &(t, l) in &self.tag[start..start + rc as usize] {
+                    done(t, l, TxResult::Sent);
+                }
+                start += rc as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            let r = match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EMSGSIZE) => TxResult::TooBig,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => TxResult::QueueFull,
+                _ => TxResult::Error,
+            };
+            if r == TxResult::QueueFull {
+                // The queue will not drain within this call: drop the rest of the burst.
+                for &(t, l) in &self.tag[start..self.n] {
+                    done(t, l, r);
+                }
+                break;
+            }
+            let (t, l) = self.tag[start];
+            done(t, l, r);
+            start += 1;
+        }
+        self.n = 0;
+    }
+}

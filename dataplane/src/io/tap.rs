@@ -1,0 +1,132 @@
+//! TAP devices: one multi-queue device, one non-blocking fd per worker queue.
+//!
+//! Written against the kernel's TUN/TAP ioctls directly instead of the `tun-tap` crate, which
+//! cannot open multi-queue devices (`IFF_MULTI_QUEUE`) or enable the virtio-net header that
+//! offloads need, and pulls in an old async stack by default.
+
+use super::netdev;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Errors of TAP setup, one per step.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// /dev/net/tun is missing.
+    #[error("/dev/net/tun not found: load the tun module (modprobe tun) or, in a container, pass the device in (--device /dev/net/tun)")]
+    NoTunDevice,
+    /// Not allowed to create TAP devices.
+    #[error("creating TAP {0} needs root or CAP_NET_ADMIN: run dnet-switch as root")]
+    NotPermitted(String),
+    /// Opening /dev/net/tun failed otherwise.
+    #[error("open /dev/net/tun: {0}")]
+    Open(io::Error),
+    /// A device with this name already exists.
+    #[error("interface {0} already exists (another dnet-switch running?): choose another --tap name or remove it")]
+    Exists(String),
+    /// The name is not usable.
+    #[error(transparent)]
+    Name(#[from] netdev::NetdevError),
+    /// TUNSETIFF failed.
+    #[error("TUNSETIFF for TAP {name} failed: {source}")]
+    SetIff {
+        /// Device name.
+        name: String,
+        /// errno.
+        source: io::Error,
+    },
+}
+
+/// One queue of a TAP device: reads and writes whole Ethernet frames (no packet-info header).
+#[derive(Debug)]
+pub struct TapQueue {
+    fd: OwnedFd,
+}
+
+impl TapQueue {
+    /// Reads one frame into `buf`. `WouldBlock` when the queue is empty.
+    #[inline]
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Writes one frame.
+    #[inline]
+    pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
+        // SAFETY: frame is valid for reads of frame.len() bytes.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl AsRawFd for TapQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn open_queue(name: &str) -> Result<(TapQueue, String), TapError> {
+    // SAFETY: the path is a valid C string; flags are plain constants.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOENT) => TapError::NoTunDevice,
+            Some(libc::EPERM) | Some(libc::EACCES) => TapError::NotPermitted(name.to_string()),
+            _ => TapError::Open(e),
+        });
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut ifr = netdev::ifreq(name)?;
+    ifr.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and updates one ifreq.
+    if unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF,
+            &mut ifr as *mut libc::ifreq,
+        )
+    } < 0
+    {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => TapError::NotPermitted(name.to_string()),
+            _ => TapError::SetIff {
+                name: name.to_string(),
+                source: e,
+            },
+        });
+    }
+    Ok((TapQueue { fd }, netdev::ifreq_name(&ifr)))
+}
+
+/// Creates TAP `name` with `queues` queues (one per worker). The device is not persistent:
+/// the kernel removes it when the last queue is closed, so no exit path can leak it.
+/// Refuses to attach to an existing interface, which would steal another switch's traffic.
+pub fn create(name: &str, queues: usize) -> Result<(String, Vec<TapQueue>), TapError> {
+    netdev::ifreq(name)?;
+    if netdev::index(name).is_some() {
+        return Err(TapError::Exists(name.to_string()));
+    }
+    let (first, real) = open_queue(name)?;
+    let mut qs = Vec::with_capacity(queues);
+    qs.push(first);
+    for _ in 1..queues {
+        qs.push(open_queue(&real)?.0);
+    }
+    Ok((real, qs))
+}

@@ -1,0 +1,226 @@
+//! The sans-io switch core: ports, MAC learning and the forwarding decision.
+//!
+//! It never sees a file descriptor or a clock. The I/O edge calls
+//! [`Switch::handle`]`(now, ingress, frame)` for every frame and carries out the returned
+//! [`Action`]; [`Switch::handle_timeout`] ages the MAC table. Each worker thread owns one
+//! `Switch`; workers keep their tables in step by exchanging [`SyncUpdate`]s, which are only
+//! produced when a station is new, moves, or is due for a periodic re-announcement — never per
+//! frame — so workers do not contend.
+
+pub mod fdb;
+pub mod forward;
+pub mod port;
+pub mod tunnel;
+
+pub use fdb::{Fdb, FdbKey, Millis};
+pub use forward::Action;
+pub use port::{Counters, DropReason, Event, PortId, PortKind, MAX_PORTS};
+
+use crate::wire::ethernet::{self, Frame};
+use fdb::Learned;
+use std::sync::Arc;
+
+/// Settings of the core.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most MAC entries (default 8192, as OVS).
+    pub fdb_capacity: usize,
+    /// MAC aging time in ms (default 300 s).
+    pub aging_ms: Millis,
+    /// Never forward tunnel → tunnel (full mesh). Default on.
+    pub split_horizon: bool,
+    /// Longest inner Ethernet frame accepted: MTU + 18 (header with one 802.1Q tag).
+    pub max_frame: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            fdb_capacity: 8192,
+            aging_ms: 300_000,
+            split_horizon: true,
+            max_frame: 1500 + ethernet::TAGGED_HEADER_LEN,
+        }
+    }
+}
+
+/// A MAC table change another worker should apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncUpdate {
+    /// Station.
+    pub key: FdbKey,
+    /// Its port.
+    pub port: PortId,
+    /// When it was seen.
+    pub seen: Millis,
+}
+
+/// The result of handling one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// What to do with the frame.
+    pub action: Action,
+    /// A learning update to pass to the other workers, if any.
+    pub sync: Option<SyncUpdate>,
+}
+
+/// One switch core.
+pub struct Switch {
+    ports: Vec<Option<PortKind>>,
+    fdb: Fdb,
+    cfg: Config,
+    counters: Arc<Counters>,
+}
+
+impl Switch {
+    /// A switch with no ports; its counters are written to `counters`.
+    pub fn new(cfg: Config, counters: Arc<Counters>) -> Switch {
+        Switch {
+            ports: Vec::with_capacity(MAX_PORTS),
+            fdb: Fdb::new(cfg.fdb_capacity, cfg.aging_ms),
+            cfg,
+            counters,
+        }
+    }
+
+    /// Adds a port at index `id` (ids are chosen by the caller so that every worker agrees).
+    ///
+    /// # Panics
+    /// If `id >= MAX_PORTS` (a configuration bug: the caller validates the peer count).
+    pub fn set_port(&mut self, id: PortId, kind: PortKind) {
+        let i = usize::from(id);
+        assert!(i < MAX_PORTS, "port id {id} out of range");
+        if self.ports.len() <= i {
+            self.ports.resize(i + 1, None);
+        }
+        self.ports[i] = Some(kind);
+    }
+
+    /// Removes a port and forgets the stations learned on it.
+    pub fn remove_port(&mut self, id: PortId) {
+        if let Some(p) = self.ports.get_mut(usize::from(id)) {
+            *p = None;
+        }
+        self.fdb.flush(Some(id));
+    }
+
+    /// The kind of port `id`, if it exists.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<PortKind> {
+        self.ports.get(usize::from(id)).copied().flatten()
+    }
+
+    /// The counters this core writes.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The MAC table (read-only).
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    /// Decides what to do with `frame`, received on `ingress` at `now`, and learns its source.
+    /// Counts the frame as received and counts the drop reason, if any. Never panics.
+    pub fn handle(&mut self, now: Millis, ingress: PortId, frame: &[u8]) -> Verdict {
+        let verdict = self.decide(now, ingress, frame);
+        match verdict.action {
+            Action::Drop(why) => self.counters.dropped(why),
+            Action::Flood => self.counters.event(Event::Flood),
+            Action::Forward(_) => {}
+        }
+        verdict
+    }
+
+    fn decide(&mut self, now: Millis, ingress: PortId, frame: &[u8]) -> Verdict {
+        let drop = |why| Verdict {
+            action: Action::Drop(why),
+            sync: None,
+        };
+        let Some(in_kind) = self.port(ingress) else {
+            // A frame for a port removed a moment ago: nothing to learn or forward.
+            return drop(DropReason::UnknownPeer);
+        };
+        self.counters.rx(ingress, frame.len());
+        let Ok(eth) = Frame::new_checked(frame) else {
+            return drop(DropReason::Runt);
+        };
+        if frame.len() > self.cfg.max_frame {
+            return drop(DropReason::Giant);
+        }
+        let src = eth.src();
+        if !src.is_valid_source() {
+            return drop(DropReason::BadSourceMac);
+        }
+        let vlan = eth.vlan().unwrap_or(0);
+        let src_key = FdbKey::new(src, vlan);
+        let sync = match self.fdb.learn(src_key, ingress, now) {
+            Learned::New => {
+                self.counters.fdb_entries.reset_to(self.fdb.len() as u64);
+                true
+            }
+            Learned::Refreshed { sync: true } => true,
+            Learned::Moved { .. } => {
+                self.counters.event(Event::MacMove);
+                true
+            }
+            Learned::Refreshed { sync: false } => false,
+            Learned::Full => {
+                self.counters.event(Event::FdbFull);
+                false
+            }
+        };
+        let sync = sync.then_some(SyncUpdate {
+            key: src_key,
+            port: ingress,
+            seen: now,
+        });
+        let dst = eth.dst();
+        let out = if dst.is_multicast() {
+            None
+        } else {
+            self.fdb
+                .lookup(FdbKey::new(dst, vlan), now)
+                .filter(|p| self.port(*p).is_some())
+        };
+        let action = forward::decide(ingress, in_kind, out.map(|p| (p, self.port(p))), &self.cfg);
+        Verdict { action, sync }
+    }
+
+    /// The ports a flooded frame from `ingress` goes to: every port but the ingress, and with
+    /// split horizon no tunnel when the frame came from a tunnel.
+    #[inline]
+    pub fn flood_targets(&self, ingress: PortId) -> impl Iterator<Item = PortId> + '_ {
+        let from_tunnel = self.port(ingress).is_some_and(|k| k.is_tunnel());
+        let sh = self.cfg.split_horizon && from_tunnel;
+        self.ports.iter().enumerate().filter_map(move |(i, k)| {
+            let k = (*k)?;
+            let id = i as PortId;
+            (id != ingress && !(sh && k.is_tunnel())).then_some(id)
+        })
+    }
+
+    /// Applies another worker's learning update.
+    pub fn apply_sync(&mut self, u: SyncUpdate) {
+        if self.port(u.port).is_some() && !self.fdb.merge(u.key, u.port, u.seen) {
+            self.counters.event(Event::FdbFull);
+        }
+        self.counters.fdb_entries.reset_to(self.fdb.len() as u64);
+    }
+
+    /// Periodic work: ages out stations. Call about once a second.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.fdb.expire(now);
+        self.counters.fdb_entries.reset_to(self.fdb.len() as u64);
+    }
+
+    /// Forgets stations on `port` (or all).
+    pub fn flush(&mut self, port: Option<PortId>) -> usize {
+        let n = self.fdb.flush(port);
+        self.counters.fdb_entries.reset_to(self.fdb.len() as u64);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests;

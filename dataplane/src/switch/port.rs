@@ -1,0 +1,257 @@
+//! Ports of the switch and their counters.
+//!
+//! Port 0 is the local TAP; ports 1.. are GRE tunnels to peers, in configuration order.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Index of a port.
+pub type PortId = u16;
+
+/// Most ports a switch can have (TAP + tunnels). Counters are preallocated for all of them so
+/// nothing is allocated when a peer is added at run time.
+pub const MAX_PORTS: usize = 1024;
+
+/// What is behind a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// A local TAP (containers on this host).
+    Local,
+    /// A GRE tunnel to the peer host at this underlay address.
+    Tunnel(Ipv4Addr),
+}
+
+impl PortKind {
+    /// True for tunnels.
+    #[inline]
+    pub fn is_tunnel(&self) -> bool {
+        matches!(self, PortKind::Tunnel(_))
+    }
+}
+
+/// A counter written by exactly one thread (its worker) and read by others (the control
+/// socket). A relaxed load + store is a plain `mov` on x86: no locked instruction per frame.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this (single writer).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Overwrites the value (single writer only; for gauges such as table size).
+    #[inline]
+    pub fn reset_to(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-port counters, from the switch's point of view (rx = frames into the switch on this
+/// port; bytes are inner Ethernet frame bytes).
+#[derive(Default, Debug)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx_packets: Counter,
+    /// Bytes received.
+    pub rx_bytes: Counter,
+    /// Frames sent.
+    pub tx_packets: Counter,
+    /// Bytes sent.
+    pub tx_bytes: Counter,
+}
+
+/// Every reason a frame or packet is dropped. The discriminant indexes the drop counters,
+/// and [`DropReason::name`] is the stable name shown by `dnetctl stats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Outer IPv4 header truncated or malformed, or not GRE.
+    BadOuterIp = 0,
+    /// GRE header truncated.
+    GreTruncated,
+    /// GRE version ≠ 0.
+    GreVersion,
+    /// GRE routing / strict-source-route bits (RFC 1701 features).
+    GreRouting,
+    /// GRE protocol type other than 0x6558.
+    GreProtocol,
+    /// GRE checksum present and wrong.
+    GreChecksum,
+    /// GRE key absent or not the configured one.
+    WrongKey,
+    /// GRE from an address that is not a configured peer.
+    UnknownPeer,
+    /// Inner frame shorter than an Ethernet header.
+    Runt,
+    /// Inner frame longer than the local MTU allows.
+    Giant,
+    /// Source MAC is multicast, broadcast or zero.
+    BadSourceMac,
+    /// Destination is behind the port the frame came in on (normal bridge filtering).
+    SamePort,
+    /// Tunnel-to-tunnel forwarding refused by split horizon.
+    SplitHorizon,
+    /// Received GRE packet larger than the receive buffer.
+    Oversize,
+    /// Encapsulated packet does not fit the path (EMSGSIZE with DF set).
+    TooBig,
+    /// Sending to a peer failed (other than EMSGSIZE / a full queue).
+    TxError,
+    /// The socket's send queue was full (EAGAIN/ENOBUFS).
+    TxQueueFull,
+    /// Writing a frame to the TAP failed.
+    TapWriteError,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = DropReason::TapWriteError as usize + 1;
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::BadOuterIp,
+        DropReason::GreTruncated,
+        DropReason::GreVersion,
+        DropReason::GreRouting,
+        DropReason::GreProtocol,
+        DropReason::GreChecksum,
+        DropReason::WrongKey,
+        DropReason::UnknownPeer,
+        DropReason::Runt,
+        DropReason::Giant,
+        DropReason::BadSourceMac,
+        DropReason::SamePort,
+        DropReason::SplitHorizon,
+        DropReason::Oversize,
+        DropReason::TooBig,
+        DropReason::TxError,
+        DropReason::TxQueueFull,
+        DropReason::TapWriteError,
+    ];
+
+    /// Stable snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::BadOuterIp => "bad_outer_ip",
+            DropReason::GreTruncated => "gre_truncated",
+            DropReason::GreVersion => "gre_version",
+            DropReason::GreRouting => "gre_routing",
+            DropReason::GreProtocol => "gre_protocol",
+            DropReason::GreChecksum => "gre_checksum",
+            DropReason::WrongKey => "wrong_key",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::Runt => "runt",
+            DropReason::Giant => "giant",
+            DropReason::BadSourceMac => "bad_source_mac",
+            DropReason::SamePort => "same_port",
+            DropReason::SplitHorizon => "split_horizon",
+            DropReason::Oversize => "oversize",
+            DropReason::TooBig => "too_big",
+            DropReason::TxError => "tx_error",
+            DropReason::TxQueueFull => "tx_queue_full",
+            DropReason::TapWriteError => "tap_write_error",
+        }
+    }
+}
+
+/// Things worth counting that are not drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Event {
+    /// A source could not be learned because the MAC table is full (the frame still flooded).
+    FdbFull = 0,
+    /// A learned MAC appeared on another port.
+    MacMove,
+    /// A frame was flooded (unknown unicast, broadcast or multicast).
+    Flood,
+    /// A learning update for another worker was lost because its queue was full.
+    LearnSyncLost,
+}
+
+impl Event {
+    /// Number of events.
+    pub const COUNT: usize = Event::LearnSyncLost as usize + 1;
+    /// Every event, in counter order.
+    pub const ALL: [Event; Event::COUNT] = [
+        Event::FdbFull,
+        Event::MacMove,
+        Event::Flood,
+        Event::LearnSyncLost,
+    ];
+
+    /// Stable snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::FdbFull => "fdb_full",
+            Event::MacMove => "mac_move",
+            Event::Flood => "flood",
+            Event::LearnSyncLost => "learn_sync_lost",
+        }
+    }
+}
+
+/// All counters of one worker. Allocated once; the worker writes, anyone reads.
+#[derive(Debug)]
+pub struct Counters {
+    /// Indexed by [`PortId`].
+    pub ports: Box<[PortCounters]>,
+    /// Indexed by [`DropReason`].
+    pub drops: [Counter; DropReason::COUNT],
+    /// Indexed by [`Event`].
+    pub events: [Counter; Event::COUNT],
+    /// MAC table size as last seen by the worker.
+    pub fdb_entries: Counter,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            drops: Default::default(),
+            events: Default::default(),
+            fdb_entries: Counter::default(),
+        }
+    }
+}
+
+impl Counters {
+    /// Counts one drop.
+    #[inline]
+    pub fn dropped(&self, why: DropReason) {
+        self.drops[why as usize].add(1);
+    }
+
+    /// Counts one event.
+    #[inline]
+    pub fn event(&self, what: Event) {
+        self.events[what as usize].add(1);
+    }
+
+    /// Counts a received frame.
+    #[inline]
+    pub fn rx(&self, port: PortId, bytes: usize) {
+        if let Some(c) = self.ports.get(usize::from(port)) {
+            c.rx_packets.add(1);
+            c.rx_bytes.add(bytes as u64);
+        }
+    }
+
+    /// Counts a sent frame.
+    #[inline]
+    pub fn tx(&self, port: PortId, bytes: usize) {
+        if let Some(c) = self.ports.get(usize::from(port)) {
+            c.tx_packets.add(1);
+            c.tx_bytes.add(bytes as u64);
+        }
+    }
+}

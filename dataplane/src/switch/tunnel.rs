@@ -1,0 +1,240 @@
+//! Tunnel ports: which peer a received GRE packet belongs to, whether it is ours, and the GRE
+//! header each peer gets. Pure functions over byte slices; the sockets live in `io`.
+
+use super::{DropReason, PortId};
+use crate::wire::{gre, ipv4, WireError};
+use std::net::Ipv4Addr;
+
+/// GRE options shared by every tunnel of a switch (per-peer options can be added here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GreOptions {
+    /// 32-bit key identifying the overlay; `None` and `Some(0)` are the same network (as OVS).
+    pub key: Option<u32>,
+    /// Emit checksums (received ones are verified whenever present).
+    pub csum: bool,
+    /// Emit sequence numbers (received ones are accepted in any order).
+    pub seq: bool,
+}
+
+impl GreOptions {
+    /// GRE header bytes these options emit.
+    pub fn header_len(&self) -> usize {
+        self.repr(0).header_len()
+    }
+
+    /// Bytes added to each inner Ethernet frame on the underlay: outer IPv4 (20) + GRE.
+    pub fn overhead(&self) -> usize {
+        ipv4::MIN_HEADER_LEN + self.header_len()
+    }
+
+    /// The header for a packet with sequence number `seq` (ignored unless enabled).
+    #[inline]
+    pub fn repr(&self, seq: u32) -> gre::Repr {
+        gre::Repr {
+            csum: self.csum,
+            key: self.key,
+            seq: self.seq.then_some(seq),
+        }
+    }
+}
+
+/// Configured peers: underlay address → tunnel port.
+#[derive(Clone, Debug, Default)]
+pub struct PeerTable {
+    // Sorted by address: a binary search is a few compares for any realistic mesh size.
+    by_addr: Vec<(u32, PortId)>,
+}
+
+impl PeerTable {
+    /// Adds or replaces a peer.
+    pub fn insert(&mut self, addr: Ipv4Addr, port: PortId) {
+        let a = u32::from(addr);
+        match self.by_addr.binary_search_by_key(&a, |e| e.0) {
+            Ok(i) => self.by_addr[i].1 = port,
+            Err(i) => self.by_addr.insert(i, (a, port)),
+        }
+    }
+
+    /// Removes a peer; returns its port.
+    pub fn remove(&mut self, addr: Ipv4Addr) -> Option<PortId> {
+        let a = u32::from(addr);
+        let i = self.by_addr.binary_search_by_key(&a, |e| e.0).ok()?;
+        Some(self.by_addr.remove(i).1)
+    }
+
+    /// The port of the peer at `addr`.
+    #[inline]
+    pub fn get(&self, addr: Ipv4Addr) -> Option<PortId> {
+        let a = u32::from(addr);
+        self.by_addr
+            .binary_search_by_key(&a, |e| e.0)
+            .ok()
+            .map(|i| self.by_addr[i].1)
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    /// True with no peers.
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+}
+
+/// Opens a received IPv4 packet (as a raw GRE socket delivers it): checks it is GRE from a
+/// configured peer, valid per RFC 2784/2890, carrying Ethernet, with our key. Returns the
+/// peer's port and the inner frame, or the reason to drop it.
+#[inline]
+pub fn decap<'a>(
+    packet: &'a [u8],
+    peers: &PeerTable,
+    opts: &GreOptions,
+) -> Result<(PortId, &'a [u8]), DropReason> {
+    let ip = ipv4::Packet::new_checked(packet).map_err(|_| DropReason::BadOuterIp)?;
+    if ip.protocol() != ipv4::PROTO_GRE {
+        return Err(DropReason::BadOuterIp);
+    }
+    // Check the sender before spending a checksum on its packet.
+    let port = peers.get(ip.src()).ok_or(DropReason::UnknownPeer)?;
+    let g = gre::Packet::new_unchecked(ip.into_payload());
+    let repr = gre::Repr::parse(&g).map_err(|e| match e {
+        WireError::BadVersion => DropReason::GreVersion,
+        WireError::Routing => DropReason::GreRouting,
+        WireError::UnknownProtocol => DropReason::GreProtocol,
+        WireError::BadChecksum => DropReason::GreChecksum,
+        WireError::Truncated | WireError::BadIpv4 => DropReason::GreTruncated,
+    })?;
+    if repr.key.unwrap_or(0) != opts.key.unwrap_or(0) {
+        return Err(DropReason::WrongKey);
+    }
+    Ok((port, g.into_payload()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(src: [u8; 4], gre_hdr: &[u8], inner: &[u8]) -> Vec<u8> {
+        let total = 20 + gre_hdr.len() + inner.len();
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            47,
+            0,
+            0,
+        ];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&[10, 200, 0, 2]);
+        p.extend_from_slice(gre_hdr);
+        p.extend_from_slice(inner);
+        p
+    }
+
+    fn peers() -> PeerTable {
+        let mut t = PeerTable::default();
+        t.insert(Ipv4Addr::new(10, 200, 0, 1), 1);
+        t.insert(Ipv4Addr::new(10, 200, 0, 3), 2);
+        t
+    }
+
+    const INNER: [u8; 14] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+
+    #[test]
+    fn accepts_configured_peer() {
+        let p = packet([10, 200, 0, 3], &[0, 0, 0x65, 0x58], &INNER);
+        let (port, inner) = decap(&p, &peers(), &GreOptions::default()).unwrap();
+        assert_eq!(port, 2);
+        assert_eq!(inner, &INNER);
+    }
+
+    #[test]
+    fn key_rules() {
+        let keyed = packet([10, 200, 0, 1], &[0x20, 0, 0x65, 0x58, 0, 0, 0, 42], &INNER);
+        let key0 = packet([10, 200, 0, 1], &[0x20, 0, 0x65, 0x58, 0, 0, 0, 0], &INNER);
+        let plain = packet([10, 200, 0, 1], &[0, 0, 0x65, 0x58], &INNER);
+        let k42 = GreOptions {
+            key: Some(42),
+            ..Default::default()
+        };
+        let none = GreOptions::default();
+        assert!(decap(&keyed, &peers(), &k42).is_ok());
+        assert_eq!(decap(&plain, &peers(), &k42), Err(DropReason::WrongKey));
+        assert_eq!(decap(&keyed, &peers(), &none), Err(DropReason::WrongKey));
+        // "No key" and key 0 are the same network.
+        assert!(decap(&key0, &peers(), &none).is_ok());
+        let k0 = GreOptions {
+            key: Some(0),
+            ..Default::default()
+        };
+        assert!(decap(&plain, &peers(), &k0).is_ok());
+    }
+
+    #[test]
+    fn refusals_map_to_drop_reasons() {
+        let o = GreOptions::default();
+        let t = peers();
+        let cases: Vec<(Vec<u8>, DropReason)> = vec![
+            (
+                packet([10, 200, 0, 9], &[0, 0, 0x65, 0x58], &INNER),
+                DropReason::UnknownPeer,
+            ),
+            (
+                packet([10, 200, 0, 1], &[0, 1, 0x65, 0x58], &INNER),
+                DropReason::GreVersion,
+            ),
+            (
+                packet([10, 200, 0, 1], &[0x40, 0, 0x65, 0x58], &INNER),
+                DropReason::GreRouting,
+            ),
+            (
+                packet([10, 200, 0, 1], &[0, 0, 0x08, 0x00], &INNER),
+                DropReason::GreProtocol,
+            ),
+            (
+                packet([10, 200, 0, 1], &[0x80, 0, 0x65, 0x58, 1, 2, 0, 0], &INNER),
+                DropReason::GreChecksum,
+            ),
+            (
+                packet([10, 200, 0, 1], &[0x20, 0], &[]),
+                DropReason::GreTruncated,
+            ),
+            (vec![0x45, 0, 0], DropReason::BadOuterIp),
+        ];
+        for (p, want) in cases {
+            assert_eq!(decap(&p, &t, &o), Err(want), "{p:02x?}");
+        }
+        let mut not_gre = packet([10, 200, 0, 1], &[0, 0, 0x65, 0x58], &INNER);
+        not_gre[9] = 17;
+        assert_eq!(decap(&not_gre, &t, &o), Err(DropReason::BadOuterIp));
+    }
+
+    #[test]
+    fn overhead_follows_options() {
+        assert_eq!(GreOptions::default().overhead(), 24);
+        let all = GreOptions {
+            key: Some(1),
+            csum: true,
+            seq: true,
+        };
+        assert_eq!(all.overhead(), 36);
+    }
+
+    #[test]
+    fn peer_table() {
+        let mut t = peers();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(Ipv4Addr::new(10, 200, 0, 3)), Some(2));
+        assert_eq!(t.remove(Ipv4Addr::new(10, 200, 0, 3)), Some(2));
+        assert_eq!(t.get(Ipv4Addr::new(10, 200, 0, 3)), None);
+        assert_eq!(t.remove(Ipv4Addr::new(10, 200, 0, 3)), None);
+    }
+}
