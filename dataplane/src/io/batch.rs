@@ -68,15 +68,15 @@ impl RxBatch {
         Ok(self.n)
     }
 
-    /// Packet `i` of the last `recv`, or `Err(())` when it was cut short (larger than a slot).
+    /// Packet `i` of the last `recv`, or `None` when it was cut short (larger than a slot).
     #[inline]
-    pub fn packet(&self, i: usize) -> Result<&[u8], ()> {
+    pub fn packet(&self, i: usize) -> Option<&[u8]> {
         let m = &self.msgs[i];
         if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            return Err(());
+            return None;
         }
         let len = (m.msg_len as usize).min(SLOT_LEN);
-        Ok(&self.bufs[i * SLOT_LEN..i * SLOT_LEN + len])
+        Some(&self.bufs[i * SLOT_LEN..i * SLOT_LEN + len])
     }
 }
 

@@ -262,7 +262,7 @@ impl Worker {
             }
         };
         for i in 0..n {
-            let Ok(pkt) = b.gre_rx.packet(i) else {
+            let Some(pkt) = b.gre_rx.packet(i) else {
                 self.core.counters().dropped(DropReason::Oversize);
                 continue;
             };

@@ -1,0 +1,60 @@
+//! `dnetctl`: run the dnet demo, and query a running `dnet-switch`.
+
+mod demo;
+mod stats_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Control tool for dnet, a userspace learning Ethernet switch that joins the container bridges
+/// of several hosts over GRE tunnels.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dnetctl",
+    version,
+    after_help = "First time? Build everything and watch it work:\n  \
+                  cargo build --release && sudo target/release/dnetctl demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    Demo(demo::DemoArgs),
+    Stats(stats_cmd::StatsArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Stats(a) => stats_cmd::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dnetctl: error: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message already
+/// includes (several error types here embed their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if msg.contains(&c) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&c);
+    }
+    msg
+}

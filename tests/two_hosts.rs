@@ -1,0 +1,142 @@
+//! Two hosts, one container each, joined by two dnet-switch processes: connectivity, a verified
+//! TCP transfer, and switch counters that agree with what was sent.
+
+use dnet_e2e::{settled_stats, skip_unless_root, total_drops};
+use dnetctl::testbed::{tap_port, tunnel_port, Testbed, BRIDGE, DEFAULT_TAP};
+use dnetctl::traffic::{ping, tcp_transfer};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn ping_and_verified_tcp_between_containers() {
+    if skip_unless_root("ping_and_verified_tcp_between_containers") {
+        return;
+    }
+    let tb = Testbed::new(2).expect("building testbed");
+    let sw = tb.start_switches().expect("starting switches");
+    let (a, b) = (tb.host(0), tb.host(1));
+
+    let p = ping(&a.container_ns, b.container_ip, 10, Duration::from_secs(2)).expect("ping a->b");
+    assert_eq!(p.received, 10, "ping a->b lost replies: {p:?}");
+    let p = ping(&b.container_ns, a.container_ip, 5, Duration::from_secs(2)).expect("ping b->a");
+    assert_eq!(p.received, 5, "ping b->a lost replies: {p:?}");
+
+    let bytes = 32 * MIB;
+    let r = tcp_transfer(
+        &a.container_ns,
+        &b.container_ns,
+        b.container_ip,
+        bytes,
+        Duration::from_secs(60),
+    )
+    .expect("tcp transfer a->b");
+    assert_eq!(r.bytes, bytes);
+    eprintln!("tcp a->b: {:.2} Gbit/s", r.gbit_per_s());
+
+    let st = settled_stats(&[&sw[0], &sw[1]]);
+    let (sa, sb) = (&st[0], &st[1]);
+    eprintln!("switch a: {sa:#?}\nswitch b: {sb:#?}");
+    let port =
+        |s, ip| tunnel_port(s, ip).unwrap_or_else(|| panic!("no tunnel port to {ip} in {s:?}"));
+    let (a_tap, a_tun) = (
+        tap_port(sa).expect("tap port of a"),
+        port(sa, b.underlay_ip),
+    );
+    let (b_tap, b_tun) = (
+        tap_port(sb).expect("tap port of b"),
+        port(sb, a.underlay_ip),
+    );
+    // At least one frame per full-size segment went a -> b.
+    let min_frames = bytes / u64::from(sa.mtu);
+    assert!(
+        a_tap.rx_packets >= min_frames,
+        "a TAP rx {} < {min_frames}",
+        a_tap.rx_packets
+    );
+    assert!(
+        a_tun.tx_bytes >= bytes,
+        "a tunnel tx bytes {} < {bytes}",
+        a_tun.tx_bytes
+    );
+    // With two hosts every tunnel frame of a came from its TAP, every TAP frame of b from its
+    // tunnel, and b cannot receive more than a sent (and vice versa for the replies).
+    assert!(
+        a_tap.rx_packets >= a_tun.tx_packets,
+        "a: TAP rx {} < tunnel tx {}",
+        a_tap.rx_packets,
+        a_tun.tx_packets
+    );
+    assert!(
+        b_tun.rx_packets <= a_tun.tx_packets,
+        "b tunnel rx {} > a tunnel tx {}",
+        b_tun.rx_packets,
+        a_tun.tx_packets
+    );
+    assert!(
+        b_tun.rx_packets >= min_frames,
+        "b tunnel rx {} < {min_frames}",
+        b_tun.rx_packets
+    );
+    assert!(
+        b_tap.tx_packets <= b_tun.rx_packets,
+        "b TAP tx {} > tunnel rx {}",
+        b_tap.tx_packets,
+        b_tun.rx_packets
+    );
+    assert!(
+        b_tap.tx_packets >= min_frames,
+        "b TAP tx {} < {min_frames}",
+        b_tap.tx_packets
+    );
+    assert!(b_tap.rx_packets >= b_tun.tx_packets && a_tun.rx_packets <= b_tun.tx_packets);
+    assert!(
+        a_tun.rx_packets > 0 && a_tap.tx_packets > 0,
+        "no replies counted on a"
+    );
+    // Frames a's TAP took in are either in the tunnel or counted as dropped.
+    assert!(
+        a_tun.tx_packets + total_drops(sa) >= a_tap.rx_packets,
+        "a lost frames uncounted: TAP rx {}, tunnel tx {}, drops {}",
+        a_tap.rx_packets,
+        a_tun.tx_packets,
+        total_drops(sa)
+    );
+    assert!(
+        sa.fdb_entries >= 2 && sb.fdb_entries >= 2,
+        "MACs not learned: a {} b {}",
+        sa.fdb_entries,
+        sb.fdb_entries
+    );
+}
+
+#[test]
+fn tap_mtu_and_bridge_membership() {
+    if skip_unless_root("tap_mtu_and_bridge_membership") {
+        return;
+    }
+    let tb = Testbed::new(2).expect("building testbed");
+    let sw = tb.start_switch(0).expect("starting switch");
+    let st = sw.stats().expect("stats");
+    // GRE over IPv4 on a 1500-byte underlay: 1500 - 20 (IP) - 4 (GRE) - 14 (inner Ethernet).
+    assert_eq!(st.mtu, 1462, "default TAP MTU on a 1500 underlay");
+    assert_eq!(st.tap, DEFAULT_TAP);
+    assert_eq!(
+        st.local,
+        tb.host(0).underlay_ip,
+        "local address picked from the route to the peer"
+    );
+    assert_eq!(
+        st.ports.len(),
+        2,
+        "one TAP and one tunnel port: {:?}",
+        st.ports
+    );
+    let link = dnetctl::cmd::ip_in(&tb.host(0).ns, &["-o", "link", "show", "dev", DEFAULT_TAP])
+        .expect("TAP exists");
+    assert!(
+        link.contains(&format!("master {BRIDGE}")),
+        "TAP not in {BRIDGE}: {link}"
+    );
+    assert!(link.contains("mtu 1462"), "TAP MTU: {link}");
+}
