@@ -155,6 +155,10 @@ fn run(args: Args) -> Result<()> {
         dp_cfg.workers,
     );
 
+    if let Some(br) = &dp_cfg.bridge {
+        warn_bridge_mtu(br, &dp.tap, dp_cfg.mtu, s.overhead);
+    }
+
     let info = Arc::new(SwitchInfo {
         tap: dp.tap.clone(),
         mtu: dp_cfg.mtu,
@@ -190,6 +194,24 @@ fn run(args: Args) -> Result<()> {
         bail!("a worker stopped unexpectedly (see the log above)");
     }
     Ok(())
+}
+
+/// The bridge drops frames bigger than the MTU of the port they leave by, silently. Say so now
+/// for every port already on the bridge whose MTU is larger than the TAP's.
+fn warn_bridge_mtu(bridge: &str, tap: &str, mtu: u32, overhead: u32) {
+    for port in dnet::io::netdev::bridge_ports(bridge) {
+        if port == tap {
+            continue;
+        }
+        if let Ok(m) = dnet::io::netdev::mtu(&port) {
+            if m > mtu {
+                log::warn!(
+                    "bridge {bridge} port {port} has MTU {m}, above {tap}'s {mtu}: the bridge will drop its frames larger than {mtu} bytes on the way to other hosts; set the containers' MTU to {mtu} (docker: com.docker.network.driver.mtu) or raise the underlay MTU to {}",
+                    m + overhead
+                );
+            }
+        }
+    }
 }
 
 fn on_off(b: bool) -> &'static str {

@@ -118,6 +118,21 @@ pub fn is_bridge(name: &str) -> bool {
         .exists()
 }
 
+/// Names of the interfaces enslaved to `bridge` (empty if it has none or is not a bridge).
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let dir = std::path::Path::new("/sys/class/net")
+        .join(bridge)
+        .join("brif");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Adds interface `port` to bridge `bridge`.
 pub fn bridge_add(bridge: &str, port: &str) -> Result<(), NetdevError> {
     let idx = index(port).ok_or_else(|| NetdevError::NotFound(port.to_string()))?;
