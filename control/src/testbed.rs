@@ -367,6 +367,38 @@ impl Switch {
     }
 }
 
+/// Any other process started by [`Testbed::spawn_in`] (e.g. a foreign switch daemon such as
+/// ovs-vswitchd). Like [`Switch`], the process itself is owned by the testbed.
+#[derive(Debug)]
+pub struct Process {
+    /// Its PID.
+    pub pid: u32,
+    /// Namespace it runs in.
+    pub ns: String,
+    /// File holding its stdout and stderr.
+    pub log: PathBuf,
+    res: Arc<Mutex<Resources>>,
+}
+
+impl Process {
+    /// Exit status if it has exited (reaping it), `None` while it runs.
+    pub fn try_status(&self) -> Result<Option<ExitStatus>> {
+        let mut res = lock(&self.res);
+        match res.find_child(self.pid) {
+            Some(c) => c
+                .try_wait()
+                .map_err(|e| Error::io(format!("waiting for pid {}", self.pid), e)),
+            None => Err(Error::TornDown),
+        }
+    }
+
+    /// What the process has written to stdout/stderr so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log)
+            .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log.display()))
+    }
+}
+
 /// The RAII guard owning a whole simulated network. Dropping it (also during a panic) kills
 /// every process it started and deletes every namespace it created — and nothing else.
 #[derive(Debug)]
@@ -589,8 +621,13 @@ impl Testbed {
     /// Starts a switch on host `i` with default options (full mesh to all other hosts, TAP in
     /// [`BRIDGE`]), waits until it answers, and sets the container MTU to the switch's MTU.
     pub fn start_switch(&self, i: usize) -> Result<Switch> {
-        let opts = SwitchOptions::default();
-        let sw = self.spawn_switch(i, &opts)?;
+        self.start_switch_with(i, &SwitchOptions::default())
+    }
+
+    /// [`Testbed::start_switch`] with explicit options (e.g. `--key 42` in
+    /// [`SwitchOptions::extra_args`]).
+    pub fn start_switch_with(&self, i: usize, opts: &SwitchOptions) -> Result<Switch> {
+        let sw = self.spawn_switch(i, opts)?;
         let stats = sw.wait_ready(READY_TIMEOUT)?;
         wait_link_up(&self.hosts[i].ns, &opts.tap)?;
         self.set_container_mtu(i, stats.mtu)?;
@@ -669,6 +706,61 @@ impl Testbed {
             ns: h.ns.clone(),
             pid,
             socket,
+            log,
+            res: self.res.clone(),
+        })
+    }
+
+    /// Starts `cmd` inside namespace `ns` (as `ip netns exec NS <cmd>`, which execs it, so the
+    /// PID is the program's own) and tracks it like a switch: killed by PID at teardown (so it
+    /// must stay in the foreground, not daemonize), its stdout and stderr in a log file in
+    /// [`Testbed::dir`] that is printed if teardown happens during a panic. `cmd`'s program,
+    /// arguments, environment and working directory are used; its stdio settings are not.
+    /// `label` names the process in that log's file name and heading.
+    pub fn spawn_in(&self, ns: &str, label: &str, cmd: &Command) -> Result<Process> {
+        // Numbered from the switches' counter: one sequence keeps every log name unique.
+        let k = self.switch_counter.fetch_add(1, Ordering::Relaxed);
+        let log = self.dir.join(format!("{label}-{k}.log"));
+        let mut out =
+            File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io(format!("dup {}", log.display()), e))?;
+        let mut full = Command::new("ip");
+        full.args(["netns", "exec", ns])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (key, val) in cmd.get_envs() {
+            match val {
+                Some(v) => full.env(key, v),
+                None => full.env_remove(key),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            full.current_dir(d);
+        }
+        let cmdline = format!("{full:?}");
+        let _ = writeln!(out, "# testbed: {cmdline}");
+        full.stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .process_group(0);
+        let mut res = lock(&self.res);
+        if res.torn_down {
+            return Err(Error::TornDown);
+        }
+        let child = full.spawn().map_err(|source| Error::Spawn {
+            cmd: cmdline.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        res.children.push(child);
+        res.logs
+            .push((format!("{label} pid {pid} in {ns}"), log.clone()));
+        drop(res);
+        Ok(Process {
+            pid,
+            ns: ns.to_string(),
             log,
             res: self.res.clone(),
         })
