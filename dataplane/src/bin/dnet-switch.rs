@@ -163,8 +163,7 @@ fn run(args: Args) -> Result<()> {
         tap: dp.tap.clone(),
         mtu: dp_cfg.mtu,
         local: dp_cfg.local,
-        ports: dp.ports.clone(),
-        counters: dp.counters.clone(),
+        dataplane: dp.control.clone(),
     });
     let sock_path = args
         .control_socket

@@ -3,6 +3,7 @@
 //! peer's credentials are checked.
 
 use super::proto::{DropCount, PortKind as WirePortKind, PortStats, Request, Response, Stats};
+use crate::io::DataplaneControl;
 use crate::switch::{Counters, DropReason, Event, PortKind};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
@@ -39,20 +40,21 @@ pub struct SwitchInfo {
     pub mtu: u32,
     /// Underlay source.
     pub local: Ipv4Addr,
-    /// Ports by id.
-    pub ports: Vec<PortKind>,
-    /// Each worker's counters.
-    pub counters: Vec<Arc<Counters>>,
+    /// The running data path.
+    pub dataplane: Arc<DataplaneControl>,
 }
 
 impl SwitchInfo {
     /// Sums the workers' counters into a [`Stats`] snapshot.
     pub fn stats(&self) -> Stats {
-        let sum = |f: &dyn Fn(&Counters) -> u64| self.counters.iter().map(|c| f(c)).sum::<u64>();
+        let counters = &self.dataplane.counters;
+        let sum = |f: &dyn Fn(&Counters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
         let ports = self
-            .ports
-            .iter()
+            .dataplane
+            .ports()
+            .into_iter()
             .enumerate()
+            .filter_map(|(i, k)| Some((i, k?)))
             .map(|(i, k)| PortStats {
                 name: match k {
                     PortKind::Local => self.tap.clone(),
@@ -64,7 +66,7 @@ impl SwitchInfo {
                 },
                 peer: match k {
                     PortKind::Local => None,
-                    PortKind::Tunnel(a) => Some(*a),
+                    PortKind::Tunnel(a) => Some(a),
                 },
                 rx_packets: sum(&|c| c.ports[i].rx_packets.get()),
                 rx_bytes: sum(&|c| c.ports[i].rx_bytes.get()),
@@ -76,9 +78,8 @@ impl SwitchInfo {
             tap: self.tap.clone(),
             mtu: self.mtu,
             local: self.local,
-            workers: self.counters.len(),
-            fdb_entries: self
-                .counters
+            workers: counters.len(),
+            fdb_entries: counters
                 .iter()
                 .map(|c| c.fdb_entries.get() as usize)
                 .max()

@@ -9,12 +9,14 @@ pub mod worker;
 
 use crate::switch::tunnel::{GreOptions, PeerTable};
 use crate::switch::{self, Counters, PortId, PortKind, Switch};
+use crossbeam_channel::Sender;
 use gre_socket::{GreSocket, OuterOptions};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use worker::{FdbDump, WorkerCommand};
 
 /// Everything needed to bring the data path up (already validated by [`crate::config`]).
 #[derive(Clone, Debug)]
@@ -63,13 +65,132 @@ pub enum StartError {
 pub struct Dataplane {
     /// The TAP's actual name.
     pub tap: String,
+    /// Handle for run-time changes and queries (shared with the control socket).
+    pub control: Arc<DataplaneControl>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Errors of run-time changes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    /// The peer is already configured.
+    #[error("peer {0} is already configured")]
+    PeerExists(Ipv4Addr),
+    /// No such peer.
+    #[error("peer {0} is not configured (see `dnetctl show`)")]
+    NoSuchPeer(Ipv4Addr),
+    /// Port table full.
+    #[error("no free port: at most {max} peers", max = switch::MAX_PORTS - 1)]
+    Full,
+    /// A worker did not answer.
+    #[error("a worker did not answer within 1 s")]
+    Timeout,
+}
+
+/// The control plane's view of a running data path: ports, counters, and channels to the
+/// workers. Requests reach workers between bursts; the forwarding path never waits for it.
+pub struct DataplaneControl {
     /// Each worker's counters (sum them for totals).
     pub counters: Vec<Arc<Counters>>,
-    /// Ports by id: the TAP, then one tunnel per peer.
-    pub ports: Vec<PortKind>,
-    threads: Vec<JoinHandle<std::io::Result<()>>>,
+    ports: Mutex<Vec<Option<PortKind>>>,
+    cmds: Vec<Sender<WorkerCommand>>,
     wakers: Vec<Arc<mio::Waker>>,
-    stop: Arc<AtomicBool>,
+}
+
+impl DataplaneControl {
+    /// Ports by id (`None` where a removed peer left a hole).
+    pub fn ports(&self) -> Vec<Option<PortKind>> {
+        self.ports.lock().expect("port table lock").clone()
+    }
+
+    fn broadcast(&self, mk: impl Fn() -> WorkerCommand) {
+        for (c, w) in self.cmds.iter().zip(&self.wakers) {
+            // A worker that has exited is reported by the main loop; nothing to do here.
+            let _ = c.send(mk());
+            let _ = w.wake();
+        }
+    }
+
+    /// Adds a tunnel to `addr` at run time; returns its port id.
+    pub fn add_peer(&self, addr: Ipv4Addr) -> Result<PortId, ControlError> {
+        let mut ports = self.ports.lock().expect("port table lock");
+        if ports.contains(&Some(PortKind::Tunnel(addr))) {
+            return Err(ControlError::PeerExists(addr));
+        }
+        let id = match ports.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if ports.len() < switch::MAX_PORTS => {
+                ports.push(None);
+                ports.len() - 1
+            }
+            None => return Err(ControlError::Full),
+        };
+        let kind = PortKind::Tunnel(addr);
+        ports[id] = Some(kind);
+        let id = id as PortId;
+        self.broadcast(|| WorkerCommand::SetPort {
+            id,
+            kind: Some(kind),
+        });
+        Ok(id)
+    }
+
+    /// Removes the tunnel to `addr` and the stations learned through it.
+    pub fn remove_peer(&self, addr: Ipv4Addr) -> Result<PortId, ControlError> {
+        let mut ports = self.ports.lock().expect("port table lock");
+        let id = ports
+            .iter()
+            .position(|p| *p == Some(PortKind::Tunnel(addr)))
+            .ok_or(ControlError::NoSuchPeer(addr))?;
+        ports[id] = None;
+        let id = id as PortId;
+        self.broadcast(|| WorkerCommand::SetPort { id, kind: None });
+        Ok(id)
+    }
+
+    /// Forgets learned stations on `port` (all when `None`) in every worker; returns how many
+    /// entries the fullest worker table dropped.
+    pub fn flush_fdb(&self, port: Option<PortId>) -> Result<usize, ControlError> {
+        let (tx, rx) = crossbeam_channel::bounded(self.cmds.len());
+        self.broadcast(|| WorkerCommand::FlushFdb {
+            port,
+            reply: tx.clone(),
+        });
+        let mut most = 0;
+        for _ in 0..self.cmds.len() {
+            most = most.max(
+                rx.recv_timeout(Duration::from_secs(1))
+                    .map_err(|_| ControlError::Timeout)?,
+            );
+        }
+        Ok(most)
+    }
+
+    /// The MAC table: the union of the workers' copies, newest observation winning, with the
+    /// age of each entry in ms.
+    pub fn fdb(&self) -> Result<Vec<(switch::FdbKey, PortId, u64)>, ControlError> {
+        let (tx, rx) = crossbeam_channel::bounded::<FdbDump>(self.cmds.len());
+        self.broadcast(|| WorkerCommand::DumpFdb { reply: tx.clone() });
+        let mut merged = std::collections::BTreeMap::new();
+        for _ in 0..self.cmds.len() {
+            let d = rx
+                .recv_timeout(Duration::from_secs(1))
+                .map_err(|_| ControlError::Timeout)?;
+            for (k, e) in d.entries {
+                let age = d.now.saturating_sub(e.last_seen);
+                merged
+                    .entry(k)
+                    .and_modify(|v: &mut (PortId, u64)| {
+                        if age < v.1 {
+                            *v = (e.port, age);
+                        }
+                    })
+                    .or_insert((e.port, age));
+            }
+        }
+        Ok(merged.into_iter().map(|(k, (p, a))| (k, p, a)).collect())
+    }
 }
 
 impl Dataplane {
@@ -90,15 +211,15 @@ impl Dataplane {
 
         let mut ports = vec![PortKind::Local];
         let mut peers = PeerTable::default();
-        // SAFETY (zeroed): sockaddr_in is plain data; slot 0 (the TAP) is never used.
-        let mut dest = vec![unsafe { std::mem::zeroed::<libc::sockaddr_in>() }];
+        // SAFETY (zeroed): sockaddr_in is plain data; unused slots are never sent to.
+        let mut dest = vec![unsafe { std::mem::zeroed::<libc::sockaddr_in>() }; switch::MAX_PORTS];
         for (i, p) in cfg.peers.iter().enumerate() {
             let id = (i + 1) as PortId;
             ports.push(PortKind::Tunnel(*p));
             peers.insert(*p, id);
-            dest.push(gre_socket::sockaddr(*p));
+            dest[usize::from(id)] = gre_socket::sockaddr(*p);
         }
-        let seq: Arc<[AtomicU32]> = (0..ports.len()).map(|_| AtomicU32::new(0)).collect();
+        let seq: Arc<[AtomicU32]> = (0..switch::MAX_PORTS).map(|_| AtomicU32::new(0)).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let chans: Vec<_> = (0..n)
@@ -107,6 +228,7 @@ impl Dataplane {
 
         let mut workers = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
+        let mut cmds = Vec::with_capacity(n);
         let mut counters = Vec::with_capacity(n);
         for (id, q) in queues.into_iter().enumerate() {
             let share = (n > 1).then_some((n as u32, id as u32));
@@ -117,6 +239,8 @@ impl Dataplane {
                 core.set_port(pid as PortId, *k);
             }
             let (poll, waker) = worker::poll_with_waker().map_err(StartError::Thread)?;
+            let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+            cmds.push(cmd_tx);
             workers.push(worker::Worker {
                 id,
                 tap: q,
@@ -124,6 +248,7 @@ impl Dataplane {
                 core,
                 peers: peers.clone(),
                 dest: dest.clone().into_boxed_slice(),
+                cmd_rx,
                 gre: cfg.gre,
                 seq: seq.clone(),
                 sync_rx: chans[id].1.clone(),
@@ -148,10 +273,13 @@ impl Dataplane {
         }
         Ok(Dataplane {
             tap: name,
-            counters,
-            ports,
+            control: Arc::new(DataplaneControl {
+                counters,
+                ports: Mutex::new(ports.into_iter().map(Some).collect()),
+                cmds,
+                wakers,
+            }),
             threads,
-            wakers,
             stop,
         })
     }
@@ -164,7 +292,7 @@ impl Dataplane {
     /// Stops the workers and waits for them; closing their queues removes the TAP.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        for w in &self.wakers {
+        for w in &self.control.wakers {
             let _ = w.wake();
         }
         for (i, t) in self.threads.into_iter().enumerate() {

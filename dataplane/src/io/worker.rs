@@ -5,8 +5,11 @@
 use super::batch::{RxBatch, TxBatch, TxResult, SLOT_LEN};
 use super::gre_socket::GreSocket;
 use super::tap::TapQueue;
+use crate::switch::fdb::Entry;
 use crate::switch::tunnel::{self, GreOptions, PeerTable};
-use crate::switch::{Action, DropReason, Event, PortId, PortKind, Switch, SyncUpdate};
+use crate::switch::{
+    Action, DropReason, Event, FdbKey, Millis, PortId, PortKind, Switch, SyncUpdate,
+};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -29,6 +32,39 @@ const SOCK: Token = Token(1);
 /// Token of the waker that interrupts `poll` for shutdown.
 pub const WAKE: Token = Token(2);
 
+/// A request from the control plane to one worker, applied between bursts.
+#[derive(Debug)]
+pub enum WorkerCommand {
+    /// Add (`Some`) or remove (`None`) port `id`.
+    SetPort {
+        /// Port id.
+        id: PortId,
+        /// What it is.
+        kind: Option<PortKind>,
+    },
+    /// Forget the stations learned on `port` (all when `None`); replies with how many.
+    FlushFdb {
+        /// Port, or all.
+        port: Option<PortId>,
+        /// Where the count goes.
+        reply: Sender<usize>,
+    },
+    /// A copy of the MAC table and the worker's clock.
+    DumpFdb {
+        /// Where the copy goes.
+        reply: Sender<FdbDump>,
+    },
+}
+
+/// One worker's MAC table, copied for display.
+#[derive(Debug, Clone)]
+pub struct FdbDump {
+    /// The worker's clock when copied.
+    pub now: Millis,
+    /// Every entry.
+    pub entries: Vec<(FdbKey, Entry)>,
+}
+
 /// Everything a worker owns, handed over at spawn.
 pub struct Worker {
     /// Worker index (for logs).
@@ -41,8 +77,11 @@ pub struct Worker {
     pub core: Switch,
     /// Peer address → port.
     pub peers: PeerTable,
-    /// Destination address per port id (unused for the TAP slot).
+    /// Destination address per port id (unused for local ports); `MAX_PORTS` long so adding a
+    /// peer never moves it.
     pub dest: Box<[libc::sockaddr_in]>,
+    /// Control-plane requests.
+    pub cmd_rx: Receiver<WorkerCommand>,
     /// GRE options.
     pub gre: GreOptions,
     /// Per-port GRE sequence numbers, shared by workers (only touched with `--seq`).
@@ -124,6 +163,9 @@ impl Worker {
                 self.core.apply_sync(u);
             }
             let now = self.now();
+            while let Ok(c) = self.cmd_rx.try_recv() {
+                self.command(now, c);
+            }
             if tap_ready {
                 tap_ready = self.tap_burst(now, &mut b);
             }
@@ -133,6 +175,37 @@ impl Worker {
             if now >= next_tick {
                 self.core.handle_timeout(now);
                 next_tick = now + TICK_MS;
+            }
+        }
+    }
+
+    fn command(&mut self, now: Millis, c: WorkerCommand) {
+        match c {
+            WorkerCommand::SetPort { id, kind } => {
+                let i = usize::from(id);
+                if let Some(PortKind::Tunnel(old)) = self.core.port(id) {
+                    self.peers.remove(old);
+                }
+                match kind {
+                    Some(k) => {
+                        self.core.counters().ports[i].reset();
+                        if let PortKind::Tunnel(addr) = k {
+                            self.peers.insert(addr, id);
+                            self.dest[i] = super::gre_socket::sockaddr(addr);
+                        }
+                        self.core.set_port(id, k);
+                    }
+                    None => self.core.remove_port(id),
+                }
+            }
+            WorkerCommand::FlushFdb { port, reply } => {
+                let _ = reply.send(self.core.flush(port));
+            }
+            WorkerCommand::DumpFdb { reply } => {
+                let _ = reply.send(FdbDump {
+                    now,
+                    entries: self.core.fdb().iter().collect(),
+                });
             }
         }
     }

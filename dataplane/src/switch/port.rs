@@ -71,6 +71,20 @@ pub struct PortCounters {
     pub tx_bytes: Counter,
 }
 
+impl PortCounters {
+    /// Zeroes the counters (single writer only: when a port id is reused).
+    pub fn reset(&self) {
+        for c in [
+            &self.rx_packets,
+            &self.rx_bytes,
+            &self.tx_packets,
+            &self.tx_bytes,
+        ] {
+            c.reset_to(0);
+        }
+    }
+}
+
 /// Every reason a frame or packet is dropped. The discriminant indexes the drop counters,
 /// and [`DropReason::name`] is the stable name shown by `dnetctl stats`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
