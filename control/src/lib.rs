@@ -5,9 +5,15 @@
 //! - [`traffic`]: in-process traffic generators (ICMP echo, verified TCP, UDP counting, GRE
 //!   capture) that run inside those namespaces.
 //! - [`ctl`]: the switch's control-socket client, re-exported from the data plane crate.
+//! - [`attach`]: `dnetctl attach`/`detach`, plugging containers into the overlay, built on
+//!   [`netlink`] (sync rtnetlink), [`arp_probe`] (RFC 5227) and [`docker`] (name lookup).
 
+pub mod arp_probe;
+pub mod attach;
 pub mod cmd;
+pub mod docker;
 pub mod error;
+pub mod netlink;
 pub mod netns;
 pub mod testbed;
 pub mod traffic;

@@ -1,9 +1,11 @@
 //! `dnetctl`: run the dnet demo, and query a running `dnet-switch`.
 
+mod attach_cmd;
 mod demo;
 mod stats_cmd;
+mod switch_cmds;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Control tool for dnet, a userspace learning Ethernet switch that joins the container bridges
@@ -23,7 +25,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     Demo(demo::DemoArgs),
+    Attach(attach_cmd::AttachArgs),
+    Detach(attach_cmd::DetachArgs),
     Stats(stats_cmd::StatsArgs),
+    Show(switch_cmds::ShowArgs),
+    Fdb(switch_cmds::FdbArgs),
+    Peer(switch_cmds::PeerArgs),
+    Conflicts(switch_cmds::ConflictsArgs),
+    /// Print a shell completion script, e.g. `dnetctl completions bash > /etc/bash_completion.d/dnetctl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,7 +44,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Attach(a) => attach_cmd::run_attach(a),
+        Cmd::Detach(a) => attach_cmd::run_detach(a),
         Cmd::Stats(a) => stats_cmd::run(a),
+        Cmd::Show(a) => switch_cmds::run_show(a),
+        Cmd::Fdb(a) => switch_cmds::run_fdb(a),
+        Cmd::Peer(a) => switch_cmds::run_peer(a),
+        Cmd::Conflicts(a) => switch_cmds::run_conflicts(a),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "dnetctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -608,6 +608,14 @@ impl Testbed {
         lock(&self.res).namespaces.clone()
     }
 
+    /// Creates an extra, empty namespace named `<prefix><suffix>` (IPv6 off, `lo` up), deleted
+    /// at teardown like the testbed's own: e.g. a bare container for `dnetctl attach`.
+    pub fn add_extra_netns(&self, suffix: &str) -> Result<String> {
+        let name = format!("{}{suffix}", self.prefix);
+        self.add_netns(&name)?;
+        Ok(name)
+    }
+
     /// Scratch directory holding switch logs (removed on teardown unless `DNET_KEEP_LOGS`).
     pub fn dir(&self) -> &Path {
         &self.dir

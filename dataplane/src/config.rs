@@ -36,13 +36,17 @@ pub struct Settings {
     pub tos: u8,
     /// Worker threads; default one per core.
     pub workers: Option<usize>,
+    /// TAP offloads (TCP super-frames, partial checksums); default on.
+    pub offload: bool,
 }
 
 /// A setting that cannot work, with the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     /// No peers.
-    #[error("no peer given: pass --peer IP for each other host")]
+    #[error(
+        "no peer given: pass --peer IP for each other host (or peer = [...] in --config FILE)"
+    )]
     NoPeers,
     /// A peer is listed twice.
     #[error("--peer {0} is given twice")]
@@ -251,6 +255,7 @@ pub fn resolve(s: &Settings) -> Result<(DataplaneConfig, Resolved), ConfigError>
             max_frame: mtu as usize + ethernet::TAGGED_HEADER_LEN,
             ..switch::Config::default()
         },
+        offload: s.offload,
     };
     let summary = DataplaneConfigSummary {
         underlay_mtu,
@@ -283,6 +288,7 @@ mod tests {
             ttl: 64,
             tos: 0,
             workers: Some(1),
+            offload: true,
         }
     }
 

@@ -14,7 +14,9 @@
 //! passed in), [`io`] (TAP, sockets, event loops), [`control`] (the local control socket).
 
 pub mod config;
+pub mod config_file;
 pub mod control;
 pub mod io;
+pub mod offload;
 pub mod switch;
 pub mod wire;

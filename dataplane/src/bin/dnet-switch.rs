@@ -2,12 +2,14 @@
 //! signal → tear down. Nothing else lives here.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dnet::config::{self, Settings};
-use dnet::control::{self, ControlServer, SwitchInfo};
+use dnet::config_file::{self, FileConfig};
+use dnet::control::metrics::MetricsServer;
+use dnet::control::{self, ControlServer, PeerOrigin, SwitchInfo, SwitchSettings};
 use dnet::io::Dataplane;
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,22 +23,24 @@ use std::time::Duration;
 ///   dnet-switch --peer 172.31.7.240 --bridge docker0
 ///
 /// Runs in the foreground; SIGINT/SIGTERM remove the TAP and the control socket and exit 0.
-/// Counters: `dnetctl stats`.
+/// Settings may also come from a TOML file (--config; flags win); SIGHUP re-reads its peer
+/// list. Inspect and change it at run time with `dnetctl show`, `dnetctl peer add`, ...
 #[derive(Parser, Debug)]
 #[command(name = "dnet-switch", version, about, long_about, verbatim_doc_comment)]
 struct Args {
-    /// Underlay address of a peer host (repeat for each; at least one). Peers form a full
-    /// mesh: frames from one tunnel are never sent into another (split horizon).
-    #[arg(long = "peer", value_name = "IP", required = true)]
+    /// Underlay address of a peer host (repeat for each; at least one here or in --config).
+    /// Peers form a full mesh: frames from one tunnel are never sent into another (split
+    /// horizon).
+    #[arg(long = "peer", value_name = "IP")]
     peers: Vec<Ipv4Addr>,
 
     /// Underlay source address [default: the address routing picks for the first peer].
     #[arg(long, value_name = "IP")]
     local: Option<Ipv4Addr>,
 
-    /// Name of the TAP device to create (fails if it exists).
-    #[arg(long, value_name = "NAME", default_value = "dnet0")]
-    tap: String,
+    /// Name of the TAP device to create (fails if it exists) [default: dnet0].
+    #[arg(long, value_name = "NAME")]
+    tap: Option<String>,
 
     /// Attach the TAP to this existing Linux bridge (e.g. docker0).
     #[arg(long, value_name = "NAME")]
@@ -62,55 +66,183 @@ struct Args {
     #[arg(long)]
     seq: bool,
 
-    /// Outer IPv4 TTL.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    ttl: u8,
+    /// Outer IPv4 TTL [default: 64].
+    #[arg(long, value_name = "N")]
+    ttl: Option<u8>,
 
-    /// Outer IPv4 TOS byte.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    tos: u8,
+    /// Outer IPv4 TOS byte [default: 0].
+    #[arg(long, value_name = "N")]
+    tos: Option<u8>,
 
     /// Worker threads, each with its own TAP queue and GRE socket [default: number of cores].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    log_level: log::LevelFilter,
+    /// Do not ask the kernel for TCP super-frames and partial checksums on the TAP (by default
+    /// dnet segments and coalesces TCP in userspace, which moves far fewer packets through
+    /// the kernel).
+    #[arg(long)]
+    no_offload: bool,
+
+    /// Log level: error, warn, info, debug or trace [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<log::LevelFilter>,
 
     /// Path of the root-only control socket used by dnetctl [default: /run/dnet/<TAP>.sock].
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (the `dnetctl stats` counters) over HTTP on this address,
+    /// e.g. 127.0.0.1:9464 [default: off].
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+
+    /// Read settings from this TOML file (keys as the flags: peer = [...], bridge, key, ...).
+    /// Flags win; peers from both are used. SIGHUP re-reads the file's peer list.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL", hide = true)]
+    completions: Option<clap_complete::Shell>,
 }
 
 fn main() {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        clap_complete::generate(
+            shell,
+            &mut Args::command(),
+            "dnet-switch",
+            &mut std::io::stdout(),
+        );
+        return;
+    }
+    let file = args.config.as_deref().map(config_file::load).transpose();
+    let file_level = match &file {
+        Ok(Some(f)) => f.log_level.as_deref().map(str::parse::<log::LevelFilter>),
+        _ => None,
+    };
+    let level = match (args.log_level, file_level) {
+        (Some(l), _) => Ok(l),
+        (None, Some(Ok(l))) => Ok(l),
+        (None, Some(Err(_))) => Err(anyhow::anyhow!(
+            "config file {}: log_level must be error, warn, info, debug or trace",
+            args.config.as_deref().unwrap_or(Path::new("")).display()
+        )),
+        (None, None) => Ok(log::LevelFilter::Info),
+    };
     env_logger::Builder::new()
-        .filter_level(args.log_level)
+        .filter_level(*level.as_ref().unwrap_or(&log::LevelFilter::Info))
         .format_target(false)
         .init();
-    if let Err(e) = run(args) {
+    let r = level
+        .and_then(|_| file.map_err(anyhow::Error::from))
+        .and_then(|file| run(args, file.unwrap_or_default()));
+    if let Err(e) = r {
         log::error!("{e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: Args) -> Result<()> {
+/// Flag peers first, then the file's peers not given as flags, each with its origin.
+fn merged_peers(flags: &[Ipv4Addr], file: &[Ipv4Addr]) -> Vec<(Ipv4Addr, PeerOrigin)> {
+    let mut out: Vec<(Ipv4Addr, PeerOrigin)> =
+        flags.iter().map(|p| (*p, PeerOrigin::Flag)).collect();
+    for p in file {
+        if !flags.contains(p) && !out.iter().any(|(q, _)| q == p) {
+            out.push((*p, PeerOrigin::Config));
+        }
+    }
+    out
+}
+
+/// SIGHUP: re-reads the file's peer list and applies the difference.
+fn reload(path: Option<&Path>, info: &SwitchInfo) {
+    let Some(path) = path else {
+        log::info!("SIGHUP: no --config file; nothing to reload");
+        return;
+    };
+    let file = match config_file::load(path) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!("SIGHUP: {e}; peers unchanged");
+            return;
+        }
+    };
+    let (added, removed, errors) = info.apply_config_peers(&file.peer);
+    for e in &errors {
+        log::error!("SIGHUP: {e}");
+    }
+    let list = |v: &[Ipv4Addr]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    log::info!(
+        "SIGHUP: reloaded {}: peers added {}, removed {}",
+        path.display(),
+        list(&added),
+        list(&removed)
+    );
+}
+
+/// Tells systemd (Type=notify) about our state, if it asked ($NOTIFY_SOCKET): one datagram to
+/// a path or, with a leading '@', an abstract socket address.
+fn sd_notify(state: &str) {
+    let Some(sock) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = sd_notify_to(Path::new(&sock), state) {
+        log::warn!(
+            "cannot notify systemd via {}: {e}",
+            Path::new(&sock).display()
+        );
+    }
+}
+
+fn sd_notify_to(sock: &Path, state: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let bytes = sock.as_os_str().as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            UnixAddr::from_abstract_name(name)?
+        }
+        None => UnixAddr::from_pathname(sock)?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
+fn run(args: Args, file: FileConfig) -> Result<()> {
     if !config::has_privileges() {
         bail!(config::ConfigError::NotPermitted);
     }
+    let peers = merged_peers(&args.peers, &file.peer);
     let settings = Settings {
-        peers: args.peers,
-        local: args.local,
-        tap: args.tap,
-        bridge: args.bridge,
-        mtu: args.mtu,
-        key: args.key,
-        csum: args.csum,
-        seq: args.seq,
-        ttl: args.ttl,
-        tos: args.tos,
-        workers: args.workers,
+        peers: peers.iter().map(|(p, _)| *p).collect(),
+        local: args.local.or(file.local),
+        tap: args
+            .tap
+            .clone()
+            .or(file.tap.clone())
+            .unwrap_or_else(|| "dnet0".into()),
+        bridge: args.bridge.clone().or(file.bridge.clone()),
+        mtu: args.mtu.or(file.mtu),
+        key: args.key.or(file.key),
+        csum: args.csum || file.csum.unwrap_or(false),
+        seq: args.seq || file.seq.unwrap_or(false),
+        ttl: args.ttl.or(file.ttl).unwrap_or(64),
+        tos: args.tos.or(file.tos).unwrap_or(0),
+        workers: args.workers.or(file.workers),
+        offload: !args.no_offload && file.offload.unwrap_or(true),
     };
     let (dp_cfg, resolved) = config::resolve(&settings)?;
     for w in &resolved.warnings {
@@ -122,6 +254,10 @@ fn run(args: Args) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    // SIGHUP (reload) is caught from here on too, rather than killing a starting switch.
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing the SIGHUP handler")?;
 
     let dp = Dataplane::start(&dp_cfg).context("starting the data path")?;
     let s = &resolved.dataplane;
@@ -138,7 +274,7 @@ fn run(args: Args) -> Result<()> {
             .unwrap_or_default()
     );
     log::info!(
-        "underlay {} → peers {}; GRE key {}, csum {}, seq {}, ttl {}, tos {}, DF {}; {} worker(s)",
+        "underlay {} → peers {}; GRE key {}, csum {}, seq {}, ttl {}, tos {}, DF {}; {} worker(s), TAP offloads {}",
         dp_cfg.local,
         dp_cfg
             .peers
@@ -153,21 +289,34 @@ fn run(args: Args) -> Result<()> {
         dp_cfg.outer.tos,
         on_off(dp_cfg.outer.df),
         dp_cfg.workers,
+        on_off(dp.offload),
     );
 
     if let Some(br) = &dp_cfg.bridge {
         warn_bridge_mtu(br, &dp.tap, dp_cfg.mtu, s.overhead);
     }
 
-    let info = Arc::new(SwitchInfo {
-        tap: dp.tap.clone(),
-        mtu: dp_cfg.mtu,
-        local: dp_cfg.local,
-        dataplane: dp.control.clone(),
-    });
     let sock_path = args
         .control_socket
+        .clone()
+        .or(file.control_socket.clone())
         .unwrap_or_else(|| control::default_socket_path(&dp.tap).into());
+    let metrics_addr = args.metrics.or(file.metrics);
+    let info = Arc::new(SwitchInfo::new(
+        dp.tap.clone(),
+        dp_cfg.mtu,
+        dp_cfg.local,
+        dp.control.clone(),
+        SwitchSettings {
+            bridge: dp_cfg.bridge.clone(),
+            gre: dp_cfg.gre,
+            outer: Some(dp_cfg.outer),
+            control_socket: sock_path.display().to_string(),
+            metrics: metrics_addr.map(|a| a.to_string()),
+            config_file: args.config.as_ref().map(|p| p.display().to_string()),
+        },
+        peers.iter().copied(),
+    ));
     let server = match ControlServer::start(&sock_path, info.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -175,11 +324,33 @@ fn run(args: Args) -> Result<()> {
             return Err(e).context("starting the control socket");
         }
     };
+    let _metrics = match metrics_addr.map(|a| MetricsServer::start(a, info.clone())) {
+        None => None,
+        Some(Ok(m)) => {
+            log::info!("Prometheus metrics on http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        Some(Err(e)) => {
+            dp.stop();
+            drop(server);
+            return Err(e).with_context(|| {
+                format!(
+                    "serving metrics on {}: choose a free address with --metrics",
+                    metrics_addr.expect("set")
+                )
+            });
+        }
+    };
     log::info!("control socket {}; ready", server.path().display());
+    sd_notify("READY=1\nSTATUS=forwarding");
 
     while !stop.load(Ordering::Relaxed) && !dp.any_worker_exited() {
+        if hup.swap(false, Ordering::Relaxed) {
+            reload(args.config.as_deref(), &info);
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    sd_notify("STOPPING=1");
     let failed = !stop.load(Ordering::Relaxed);
     log::info!(
         "shutting down: removing TAP {} and {}",

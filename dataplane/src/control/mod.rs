@@ -4,11 +4,15 @@
 //! [`Response`] line back. The server is a plain thread at the edge; it reads counters that the
 //! workers publish and never touches frames.
 
+pub mod metrics;
 mod proto;
 mod server;
 
-pub use proto::{DropCount, PortKind, PortStats, Request, Response, Stats};
-pub use server::{ControlServer, ServerError, SwitchInfo};
+pub use proto::{
+    ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
+    PortKind, PortStats, Request, Response, Show, Stats,
+};
+pub use server::{ControlServer, PeerOrigin, ServerError, SwitchInfo, SwitchSettings};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -9,6 +9,28 @@ use std::net::Ipv4Addr;
 pub enum Request {
     /// Switch summary, per-port counters and drops by reason.
     Stats,
+    /// Switch settings and every port with its state and counters.
+    Show,
+    /// The MAC table.
+    FdbShow,
+    /// Forget learned MACs, on one port (name, or peer address) or all.
+    FdbFlush {
+        /// Port name (`dnet0`, `gre-10.200.0.2`) or peer address; all ports when absent.
+        #[serde(default)]
+        port: Option<String>,
+    },
+    /// Add a GRE tunnel to a peer at run time.
+    PeerAdd {
+        /// Peer underlay address.
+        addr: Ipv4Addr,
+    },
+    /// Remove the GRE tunnel to a peer at run time.
+    PeerDel {
+        /// Peer underlay address.
+        addr: Ipv4Addr,
+    },
+    /// IPv4 addresses claimed (in ARP) by two different MACs.
+    Conflicts,
 }
 
 /// What the switch answers.
@@ -17,6 +39,33 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Stats`].
     Stats(Stats),
+    /// Answer to [`Request::Show`].
+    Show(Show),
+    /// Answer to [`Request::FdbShow`].
+    Fdb(FdbTable),
+    /// Answer to [`Request::FdbFlush`].
+    FdbFlushed {
+        /// Entries removed (from the fullest worker table).
+        removed: usize,
+    },
+    /// Answer to [`Request::PeerAdd`].
+    PeerAdded {
+        /// Peer address.
+        addr: Ipv4Addr,
+        /// Name of the new port.
+        port: String,
+        /// Things worth knowing (route source, path MTU).
+        warnings: Vec<String>,
+    },
+    /// Answer to [`Request::PeerDel`].
+    PeerRemoved {
+        /// Peer address.
+        addr: Ipv4Addr,
+        /// Name of the removed port.
+        port: String,
+    },
+    /// Answer to [`Request::Conflicts`].
+    Conflicts(ConflictList),
     /// The request was malformed or failed.
     Error {
         /// Human-readable reason.
@@ -81,4 +130,138 @@ pub struct DropCount {
     pub reason: String,
     /// Frames dropped for it.
     pub count: u64,
+}
+
+/// Answer to `show`: the switch's settings and every port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Show {
+    /// TAP device name.
+    pub tap: String,
+    /// Bridge the TAP is attached to.
+    pub bridge: Option<String>,
+    /// TAP MTU.
+    pub mtu: u32,
+    /// Underlay source address.
+    pub local: Ipv4Addr,
+    /// Worker threads.
+    pub workers: usize,
+    /// GRE and outer IPv4 options.
+    pub gre: GreInfo,
+    /// Control socket path.
+    pub control_socket: String,
+    /// Prometheus endpoint address, if enabled.
+    pub metrics: Option<String>,
+    /// Configuration file, if any.
+    pub config_file: Option<String>,
+    /// Seconds since the switch started.
+    pub uptime_secs: u64,
+    /// Learned MAC addresses.
+    pub fdb_entries: usize,
+    /// Ports: the TAP, then the tunnels by port id.
+    pub ports: Vec<PortInfo>,
+}
+
+/// GRE and outer IPv4 options of a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GreInfo {
+    /// GRE key.
+    pub key: Option<u32>,
+    /// GRE checksums sent.
+    pub csum: bool,
+    /// GRE sequence numbers sent.
+    pub seq: bool,
+    /// Outer TTL.
+    pub ttl: u8,
+    /// Outer TOS.
+    pub tos: u8,
+    /// Don't-fragment set on outer packets.
+    pub df: bool,
+}
+
+/// One port in [`Show`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// Port id (stable while the port exists).
+    pub id: u16,
+    /// Port name: the TAP name, or `gre-<peer ip>`.
+    pub name: String,
+    /// Local or tunnel.
+    pub kind: PortKind,
+    /// Peer underlay address for tunnels.
+    pub peer: Option<Ipv4Addr>,
+    /// TAP: its operational state (`up`, `down`, ...). Tunnel (GRE has no keepalive, so
+    /// this is from traffic): `active` (received within 60 s), `idle`, or `silent` (nothing
+    /// received since the port was added).
+    pub state: String,
+    /// Tunnels: where the peer came from: `flag`, `config` (file) or `runtime` (dnetctl).
+    pub origin: Option<String>,
+    /// Seconds since a frame was last received on the port (`None`: never).
+    pub last_rx_secs: Option<u64>,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+/// Answer to `fdb show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbTable {
+    /// Aging time in seconds.
+    pub aging_secs: u64,
+    /// Entries, ordered by VLAN and MAC.
+    pub entries: Vec<FdbEntry>,
+}
+
+/// One learned station.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    /// MAC address, `02:77:00:00:00:01`.
+    pub mac: String,
+    /// VLAN id (0 untagged).
+    pub vlan: u16,
+    /// Port name.
+    pub port: String,
+    /// Port id.
+    pub port_id: u16,
+    /// Milliseconds since a frame from it was last seen.
+    pub age_ms: u64,
+}
+
+/// Answer to `conflicts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictList {
+    /// Newest first.
+    pub conflicts: Vec<ConflictEntry>,
+}
+
+/// An IPv4 address claimed (ARP sender address) by two MACs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictEntry {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// VLAN id (0 untagged).
+    pub vlan: u16,
+    /// The two claimants, earlier holder first.
+    pub claims: Vec<ClaimEntry>,
+    /// How often the address changed hands between them.
+    pub count: u64,
+    /// Milliseconds since first detected.
+    pub detected_age_ms: u64,
+    /// Milliseconds since last seen.
+    pub last_seen_age_ms: u64,
+}
+
+/// One MAC's claim in a [`ConflictEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimEntry {
+    /// Claiming MAC.
+    pub mac: String,
+    /// Port its ARP arrived on (where the station is).
+    pub port: String,
+    /// Milliseconds since it last claimed the address.
+    pub age_ms: u64,
 }

@@ -2,16 +2,24 @@
 //! workers publish. Only root (uid 0) may talk to it: the socket file is mode 0600 and every
 //! peer's credentials are checked.
 
-use super::proto::{DropCount, PortKind as WirePortKind, PortStats, Request, Response, Stats};
-use crate::io::DataplaneControl;
-use crate::switch::{Counters, DropReason, Event, PortKind};
+use super::proto::{
+    ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
+    PortKind as WirePortKind, PortStats, Request, Response, Show, Stats,
+};
+use crate::io::gre_socket::OuterOptions;
+use crate::io::{netdev, DataplaneControl};
+use crate::switch::tunnel::GreOptions;
+use crate::switch::{Counters, DropReason, Event, PortId, PortKind};
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
+use std::time::Instant;
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -32,7 +40,57 @@ pub enum ServerError {
     },
 }
 
-/// What the server reports about the switch.
+/// Where a peer came from; SIGHUP only adds and removes `Config` peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerOrigin {
+    /// `--peer` on the command line.
+    Flag,
+    /// `peer = [...]` in the configuration file.
+    Config,
+    /// `dnetctl peer add`.
+    Runtime,
+}
+
+impl PeerOrigin {
+    /// `flag`, `config` or `runtime`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerOrigin::Flag => "flag",
+            PeerOrigin::Config => "config",
+            PeerOrigin::Runtime => "runtime",
+        }
+    }
+}
+
+/// Settings shown by `dnetctl show` that the data path does not keep.
+#[derive(Clone, Debug, Default)]
+pub struct SwitchSettings {
+    /// Bridge the TAP is attached to.
+    pub bridge: Option<String>,
+    /// GRE options.
+    pub gre: GreOptions,
+    /// Outer IPv4 options (`None` shows the defaults).
+    pub outer: Option<OuterOptions>,
+    /// Control socket path.
+    pub control_socket: String,
+    /// Prometheus endpoint, if enabled.
+    pub metrics: Option<String>,
+    /// Configuration file, if any.
+    pub config_file: Option<String>,
+}
+
+/// A tunnel is `active` while it received a frame within this many seconds.
+const ACTIVE_SECS: u64 = 60;
+
+/// Per-port receive activity, sampled from the counters (GRE has no keepalive).
+#[derive(Clone, Copy, Debug)]
+struct Activity {
+    kind: PortKind,
+    rx_packets: u64,
+    last_rx: Option<Instant>,
+}
+
+/// What the server reports about the switch, and the run-time changes it makes.
 pub struct SwitchInfo {
     /// TAP name.
     pub tap: String,
@@ -42,9 +100,367 @@ pub struct SwitchInfo {
     pub local: Ipv4Addr,
     /// The running data path.
     pub dataplane: Arc<DataplaneControl>,
+    /// Further settings, for `show`.
+    pub settings: SwitchSettings,
+    started: Instant,
+    origins: Mutex<HashMap<Ipv4Addr, PeerOrigin>>,
+    activity: Mutex<Vec<Option<Activity>>>,
 }
 
 impl SwitchInfo {
+    /// Describes a running switch whose initial peers came from `origins`.
+    pub fn new(
+        tap: String,
+        mtu: u32,
+        local: Ipv4Addr,
+        dataplane: Arc<DataplaneControl>,
+        settings: SwitchSettings,
+        origins: impl IntoIterator<Item = (Ipv4Addr, PeerOrigin)>,
+    ) -> SwitchInfo {
+        SwitchInfo {
+            tap,
+            mtu,
+            local,
+            dataplane,
+            settings,
+            started: Instant::now(),
+            origins: Mutex::new(origins.into_iter().collect()),
+            activity: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn port_name(&self, k: PortKind) -> String {
+        match k {
+            PortKind::Local => self.tap.clone(),
+            PortKind::Tunnel(a) => format!("gre-{a}"),
+        }
+    }
+
+    fn port_name_by_id(&self, ports: &[Option<PortKind>], id: PortId) -> String {
+        match ports.get(usize::from(id)).copied().flatten() {
+            Some(k) => self.port_name(k),
+            None => format!("port-{id}"),
+        }
+    }
+
+    fn rx_packets(&self, id: usize) -> u64 {
+        self.dataplane
+            .counters
+            .iter()
+            .map(|c| c.ports[id].rx_packets.get())
+            .sum()
+    }
+
+    /// Notes which ports received frames since the last call (called every second by the
+    /// server's monitor thread, and before `show` answers).
+    pub fn sample_activity(&self) {
+        let ports = self.dataplane.ports();
+        let now = Instant::now();
+        let mut act = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        let len = ports.len().max(act.len());
+        act.resize(len, None);
+        for (i, k) in ports.iter().enumerate() {
+            let Some(k) = *k else {
+                act[i] = None;
+                continue;
+            };
+            let rx = self.rx_packets(i);
+            act[i] = Some(match act[i] {
+                Some(a) if a.kind == k => Activity {
+                    last_rx: if rx != a.rx_packets {
+                        Some(now)
+                    } else {
+                        a.last_rx
+                    },
+                    rx_packets: rx,
+                    kind: k,
+                },
+                // A new port: the worker zeroes its counters when it adds it, so anything
+                // counted already was received on it.
+                _ => Activity {
+                    kind: k,
+                    rx_packets: rx,
+                    last_rx: (rx > 0).then_some(now),
+                },
+            });
+        }
+    }
+
+    /// The origin of each configured peer.
+    pub fn peer_origins(&self) -> HashMap<Ipv4Addr, PeerOrigin> {
+        self.origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Checks that `addr` can be a peer (unicast, not ours, routed) and returns warnings about
+    /// the route (another source address, a path MTU too small for the TAP MTU).
+    fn check_new_peer(&self, addr: Ipv4Addr) -> Result<Vec<String>, String> {
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback()
+        {
+            return Err(format!("peer {addr} is not a unicast host address"));
+        }
+        let locals = netdev::local_addrs().map_err(|e| format!("reading local addresses: {e}"))?;
+        if locals.contains(&addr) {
+            return Err(format!(
+                "peer {addr} is an address of this host: give another host's underlay address"
+            ));
+        }
+        let (src, path_mtu) = netdev::route_to(addr)
+            .map_err(|e| format!("no route to peer {addr}: {e} (check the underlay routes)"))?;
+        let mut warnings = Vec::new();
+        if src != self.local {
+            warnings.push(format!(
+                "the route to {addr} leaves from {src}, not from the switch's underlay address {}: {addr} must accept GRE from {}",
+                self.local, self.local
+            ));
+        }
+        let fits = crate::config::tap_mtu_for(path_mtu, &self.settings.gre);
+        if fits < i64::from(self.mtu) {
+            warnings.push(format!(
+                "the path MTU to {addr} is {path_mtu}, which fits frames of at most {fits} bytes, below the TAP MTU {}: larger frames to {addr} will be {}",
+                self.mtu,
+                if self.settings.outer.map_or(true, |o| o.df) {
+                    "dropped (too_big)"
+                } else {
+                    "fragmented"
+                }
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// Adds a tunnel to `addr` at run time, remembering where it came from. Returns its port
+    /// id and warnings (logged here too).
+    pub fn add_peer(
+        &self,
+        addr: Ipv4Addr,
+        origin: PeerOrigin,
+    ) -> Result<(PortId, Vec<String>), String> {
+        if self
+            .dataplane
+            .ports()
+            .contains(&Some(PortKind::Tunnel(addr)))
+        {
+            return Err(crate::io::ControlError::PeerExists(addr).to_string());
+        }
+        let warnings = self.check_new_peer(addr)?;
+        let id = self.dataplane.add_peer(addr).map_err(|e| e.to_string())?;
+        self.origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr, origin);
+        log::info!(
+            "peer {addr} added ({}): port gre-{addr} (id {id})",
+            origin.name()
+        );
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        Ok((id, warnings))
+    }
+
+    /// Removes the tunnel to `addr` and the stations learned through it.
+    pub fn remove_peer(&self, addr: Ipv4Addr) -> Result<PortId, String> {
+        let id = self
+            .dataplane
+            .remove_peer(addr)
+            .map_err(|e| e.to_string())?;
+        let origin = self
+            .origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr);
+        log::info!(
+            "peer {addr} removed ({}): port gre-{addr} (id {id})",
+            origin.map_or("unknown", PeerOrigin::name)
+        );
+        Ok(id)
+    }
+
+    /// Makes the configuration file's peers `wanted` current: adds those not configured,
+    /// adopts runtime peers it now lists, and removes file peers it no longer lists. Peers
+    /// from flags are left alone. Returns (added, removed, errors).
+    pub fn apply_config_peers(
+        &self,
+        wanted: &[Ipv4Addr],
+    ) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>, Vec<String>) {
+        let (mut added, mut removed, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        let origins = self.peer_origins();
+        for p in wanted {
+            match origins.get(p) {
+                Some(PeerOrigin::Flag | PeerOrigin::Config) => {}
+                Some(PeerOrigin::Runtime) => {
+                    self.origins
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(*p, PeerOrigin::Config);
+                }
+                None => match self.add_peer(*p, PeerOrigin::Config) {
+                    Ok(_) => added.push(*p),
+                    Err(e) => errors.push(format!("peer {p}: {e}")),
+                },
+            }
+        }
+        for (p, o) in origins {
+            if o == PeerOrigin::Config && !wanted.contains(&p) {
+                match self.remove_peer(p) {
+                    Ok(_) => removed.push(p),
+                    Err(e) => errors.push(format!("peer {p}: {e}")),
+                }
+            }
+        }
+        (added, removed, errors)
+    }
+
+    /// The `show` answer.
+    pub fn show(&self) -> Show {
+        self.sample_activity();
+        let st = self.stats();
+        let now = Instant::now();
+        let act = self
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let origins = self.peer_origins();
+        let tap_state = tap_state(&self.tap);
+        let ports = self
+            .dataplane
+            .ports()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((i, k?)))
+            .map(|(i, k)| {
+                let ps = st.ports.iter().find(|p| p.name == self.port_name(k));
+                let last_rx = act
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .filter(|a| a.kind == k)
+                    .and_then(|a| a.last_rx)
+                    .map(|t| now.duration_since(t).as_secs());
+                let (state, origin, peer) = match k {
+                    PortKind::Local => (tap_state.clone(), None, None),
+                    PortKind::Tunnel(a) => (
+                        match last_rx {
+                            None => "silent".to_string(),
+                            Some(s) if s <= ACTIVE_SECS => "active".to_string(),
+                            Some(_) => "idle".to_string(),
+                        },
+                        origins.get(&a).map(|o| o.name().to_string()),
+                        Some(a),
+                    ),
+                };
+                PortInfo {
+                    id: i as u16,
+                    name: self.port_name(k),
+                    kind: if k.is_tunnel() {
+                        WirePortKind::Tunnel
+                    } else {
+                        WirePortKind::Local
+                    },
+                    peer,
+                    state,
+                    origin,
+                    last_rx_secs: last_rx,
+                    rx_packets: ps.map_or(0, |p| p.rx_packets),
+                    rx_bytes: ps.map_or(0, |p| p.rx_bytes),
+                    tx_packets: ps.map_or(0, |p| p.tx_packets),
+                    tx_bytes: ps.map_or(0, |p| p.tx_bytes),
+                }
+            })
+            .collect();
+        let outer = self.settings.outer;
+        Show {
+            tap: self.tap.clone(),
+            bridge: self.settings.bridge.clone(),
+            mtu: self.mtu,
+            local: self.local,
+            workers: st.workers,
+            gre: GreInfo {
+                key: self.settings.gre.key,
+                csum: self.settings.gre.csum,
+                seq: self.settings.gre.seq,
+                ttl: outer.map_or(64, |o| o.ttl),
+                tos: outer.map_or(0, |o| o.tos),
+                df: outer.map_or(true, |o| o.df),
+            },
+            control_socket: self.settings.control_socket.clone(),
+            metrics: self.settings.metrics.clone(),
+            config_file: self.settings.config_file.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            fdb_entries: st.fdb_entries,
+            ports,
+        }
+    }
+
+    /// The `fdb show` answer.
+    pub fn fdb_table(&self) -> Result<FdbTable, String> {
+        let ports = self.dataplane.ports();
+        let entries = self
+            .dataplane
+            .fdb()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(k, port, age)| FdbEntry {
+                mac: k.mac().to_string(),
+                vlan: k.vlan(),
+                port: self.port_name_by_id(&ports, port),
+                port_id: port,
+                age_ms: age,
+            })
+            .collect();
+        Ok(FdbTable {
+            aging_secs: crate::switch::Config::default().aging_ms / 1000,
+            entries,
+        })
+    }
+
+    /// Resolves a port given by name (`dnet0`, `gre-10.0.0.2`) or peer address.
+    fn find_port(&self, name: &str) -> Result<PortId, String> {
+        let ports = self.dataplane.ports();
+        let by_ip: Option<Ipv4Addr> = name.parse().ok();
+        ports
+            .iter()
+            .position(|k| {
+                k.is_some_and(|k| {
+                    self.port_name(k) == name || by_ip.is_some_and(|a| k == PortKind::Tunnel(a))
+                })
+            })
+            .map(|i| i as PortId)
+            .ok_or_else(|| format!("no port {name} (see dnetctl show)"))
+    }
+
+    /// The `conflicts` answer.
+    pub fn conflicts(&self) -> Result<ConflictList, String> {
+        let ports = self.dataplane.ports();
+        let (list, now) = self.dataplane.conflicts().map_err(|e| e.to_string())?;
+        let age = |t: u64| now.saturating_sub(t);
+        Ok(ConflictList {
+            conflicts: list
+                .into_iter()
+                .map(|c| ConflictEntry {
+                    ip: c.ip,
+                    vlan: c.vlan,
+                    claims: c
+                        .claims
+                        .iter()
+                        .map(|k| ClaimEntry {
+                            mac: k.mac.to_string(),
+                            port: self.port_name_by_id(&ports, k.port),
+                            age_ms: age(k.last_seen),
+                        })
+                        .collect(),
+                    count: c.count,
+                    detected_age_ms: age(c.detected),
+                    last_seen_age_ms: age(c.last_seen),
+                })
+                .collect(),
+        })
+    }
+
     /// Sums the workers' counters into a [`Stats`] snapshot.
     pub fn stats(&self) -> Stats {
         let counters = &self.dataplane.counters;
@@ -104,8 +520,43 @@ impl SwitchInfo {
 
     /// Answers one request.
     pub fn answer(&self, req: &Request) -> Response {
+        let err = |message: String| Response::Error { message };
         match req {
             Request::Stats => Response::Stats(self.stats()),
+            Request::Show => Response::Show(self.show()),
+            Request::FdbShow => self.fdb_table().map_or_else(err, Response::Fdb),
+            Request::FdbFlush { port } => {
+                let id = match port.as_deref().map(|p| self.find_port(p)).transpose() {
+                    Ok(id) => id,
+                    Err(e) => return err(e),
+                };
+                match self.dataplane.flush_fdb(id) {
+                    Ok(removed) => {
+                        log::info!(
+                            "MAC table flushed ({}): {removed} entries",
+                            port.as_deref().unwrap_or("all ports")
+                        );
+                        Response::FdbFlushed { removed }
+                    }
+                    Err(e) => err(e.to_string()),
+                }
+            }
+            Request::PeerAdd { addr } => match self.add_peer(*addr, PeerOrigin::Runtime) {
+                Ok((_, warnings)) => Response::PeerAdded {
+                    addr: *addr,
+                    port: format!("gre-{addr}"),
+                    warnings,
+                },
+                Err(e) => err(e),
+            },
+            Request::PeerDel { addr } => match self.remove_peer(*addr) {
+                Ok(_) => Response::PeerRemoved {
+                    addr: *addr,
+                    port: format!("gre-{addr}"),
+                },
+                Err(e) => err(e),
+            },
+            Request::Conflicts => self.conflicts().map_or_else(err, Response::Conflicts),
         }
     }
 }
@@ -136,6 +587,11 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(path).map_err(create)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(create)?;
+        let weak = Arc::downgrade(&info);
+        std::thread::Builder::new()
+            .name("dnet-monitor".into())
+            .spawn(move || monitor(weak))
+            .map_err(create)?;
         std::thread::Builder::new()
             .name("dnet-control".into())
             .spawn(move || serve(listener, info))
@@ -154,6 +610,28 @@ impl ControlServer {
 impl std::ops::Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Samples port activity once a second until the switch info is dropped.
+fn monitor(info: Weak<SwitchInfo>) {
+    while let Some(i) = info.upgrade() {
+        i.sample_activity();
+        drop(i);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `up` or `down` from the interface flags (`unknown` if unreadable).
+fn tap_state(tap: &str) -> String {
+    let p = format!("/sys/class/net/{tap}/flags");
+    match std::fs::read_to_string(p)
+        .ok()
+        .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
+    {
+        Some(f) if f & libc::IFF_UP as u32 != 0 => "up".into(),
+        Some(_) => "down".into(),
+        None => "unknown".into(),
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Everything is allocated once per worker; nothing here allocates per packet.
 
+use crate::offload::MAX_HEADERS;
 use crate::wire::gre;
 use std::io;
 use std::os::fd::RawFd;
@@ -93,9 +94,13 @@ pub enum TxResult {
     Error,
 }
 
+/// Per-message header room: GRE, then (for a segment of a super-frame) its own Ethernet + IP
+/// + TCP headers.
+const HDR_ROOM: usize = gre::MAX_HEADER_LEN + MAX_HEADERS;
+
 /// Messages waiting for one `sendmmsg`.
 pub struct TxBatch {
-    hdrs: Box<[[u8; gre::MAX_HEADER_LEN]]>,
+    hdrs: Box<[[u8; HDR_ROOM]]>,
     iov: Box<[[libc::iovec; 2]]>,
     msgs: Box<[libc::mmsghdr]>,
     tag: Box<[(u16, u32)]>,
@@ -109,7 +114,7 @@ impl TxBatch {
     /// Room for `cap` messages.
     pub fn new(cap: usize) -> TxBatch {
         TxBatch {
-            hdrs: vec![[0u8; gre::MAX_HEADER_LEN]; cap].into_boxed_slice(),
+            hdrs: vec![[0u8; HDR_ROOM]; cap].into_boxed_slice(),
             // SAFETY (zeroed): plain C structs.
             iov: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
             msgs: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
@@ -149,18 +154,39 @@ impl TxBatch {
         frame: &[u8],
         tag: u16,
     ) {
+        // SAFETY: forwarded contract.
+        unsafe { self.push_parts(dest, repr, &[], frame, tag) }
+    }
+
+    /// Queues a frame given as `headers` (copied next to the GRE header: at most
+    /// [`MAX_HEADERS`] bytes) and `payload` (sent from where it is).
+    ///
+    /// # Safety
+    /// `payload` and `*dest` must stay valid and unchanged until the next `flush`.
+    #[inline]
+    pub unsafe fn push_parts(
+        &mut self,
+        dest: *const libc::sockaddr_in,
+        repr: &gre::Repr,
+        headers: &[u8],
+        payload: &[u8],
+        tag: u16,
+    ) {
         debug_assert!(!self.is_full());
         let i = self.n;
-        let hl = repr.header_len();
-        repr.emit(&mut self.hdrs[i], frame);
+        let gl = repr.header_len();
+        let room = &mut self.hdrs[i];
+        room[gl..gl + headers.len()].copy_from_slice(headers);
+        let (g, rest) = room.split_at_mut(gl);
+        repr.emit_parts(g, &[&rest[..headers.len()], payload]);
         self.iov[i] = [
             libc::iovec {
                 iov_base: self.hdrs[i].as_mut_ptr().cast(),
-                iov_len: hl,
+                iov_len: gl + headers.len(),
             },
             libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
+                iov_base: payload.as_ptr() as *mut libc::c_void,
+                iov_len: payload.len(),
             },
         ];
         let h = &mut self.msgs[i].msg_hdr;
@@ -171,7 +197,7 @@ impl TxBatch {
         h.msg_control = std::ptr::null_mut();
         h.msg_controllen = 0;
         h.msg_flags = 0;
-        self.tag[i] = (tag, frame.len() as u32);
+        self.tag[i] = (tag, (headers.len() + payload.len()) as u32);
         self.n += 1;
     }
 

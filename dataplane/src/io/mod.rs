@@ -8,7 +8,7 @@ pub mod tap;
 pub mod worker;
 
 use crate::switch::tunnel::{GreOptions, PeerTable};
-use crate::switch::{self, Counters, PortId, PortKind, Switch};
+use crate::switch::{self, Counters, Millis, PortId, PortKind, Switch};
 use crossbeam_channel::Sender;
 use gre_socket::{GreSocket, OuterOptions};
 use std::net::Ipv4Addr;
@@ -39,6 +39,9 @@ pub struct DataplaneConfig {
     pub workers: usize,
     /// Switch core settings.
     pub core: switch::Config,
+    /// Ask the kernel for TCP super-frames and partial checksums on the TAP (segmented and
+    /// coalesced in userspace, see [`crate::offload`]).
+    pub offload: bool,
 }
 
 /// Errors bringing the data path up.
@@ -65,6 +68,8 @@ pub enum StartError {
 pub struct Dataplane {
     /// The TAP's actual name.
     pub tap: String,
+    /// Whether TAP offloads took effect.
+    pub offload: bool,
     /// Handle for run-time changes and queries (shared with the control socket).
     pub control: Arc<DataplaneControl>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
@@ -191,6 +196,22 @@ impl DataplaneControl {
         }
         Ok(merged.into_iter().map(|(k, (p, a))| (k, p, a)).collect())
     }
+
+    /// Duplicate IPv4 addresses seen in ARP, merged over the workers (see
+    /// [`switch::arp_watch::merge`]), with the clock they are relative to (the latest worker's).
+    pub fn conflicts(&self) -> Result<(Vec<switch::arp_watch::Conflict>, Millis), ControlError> {
+        let (tx, rx) = crossbeam_channel::bounded(self.cmds.len());
+        self.broadcast(|| WorkerCommand::DumpConflicts { reply: tx.clone() });
+        let mut dumps = Vec::with_capacity(self.cmds.len());
+        for _ in 0..self.cmds.len() {
+            dumps.push(
+                rx.recv_timeout(Duration::from_secs(1))
+                    .map_err(|_| ControlError::Timeout)?,
+            );
+        }
+        let now = dumps.iter().map(|d| d.now).max().unwrap_or(0);
+        Ok((switch::arp_watch::merge(&dumps), now))
+    }
 }
 
 impl Dataplane {
@@ -202,7 +223,7 @@ impl Dataplane {
             return Err(StartError::TooManyPeers(cfg.peers.len()));
         }
         let n = cfg.workers.max(1);
-        let (name, queues) = tap::create(&cfg.tap, n)?;
+        let (name, queues, vnet) = tap::create(&cfg.tap, n, cfg.offload)?;
         netdev::set_mtu(&name, cfg.mtu)?;
         if let Some(br) = &cfg.bridge {
             netdev::bridge_add(br, &name)?;
@@ -244,6 +265,7 @@ impl Dataplane {
             workers.push(worker::Worker {
                 id,
                 tap: q,
+                vnet,
                 sock,
                 core,
                 peers: peers.clone(),
@@ -273,6 +295,7 @@ impl Dataplane {
         }
         Ok(Dataplane {
             tap: name,
+            offload: vnet,
             control: Arc::new(DataplaneControl {
                 counters,
                 ports: Mutex::new(ports.into_iter().map(Some).collect()),

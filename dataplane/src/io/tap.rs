@@ -36,7 +36,12 @@ pub enum TapError {
     },
 }
 
-/// One queue of a TAP device: reads and writes whole Ethernet frames (no packet-info header).
+/// Offloads requested with `TUNSETOFFLOAD`: the kernel may hand us frames with a partial
+/// checksum and TCP (v4/v6) super-frames, which `offload::gso` finishes in userspace.
+const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+
+/// One queue of a TAP device: reads and writes whole Ethernet frames (no packet-info header),
+/// each preceded by a virtio-net header when the device was created with offloads.
 #[derive(Debug)]
 pub struct TapQueue {
     fd: OwnedFd,
@@ -48,6 +53,23 @@ impl TapQueue {
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for writes of buf.len() bytes.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Writes one frame given in pieces (virtio-net header, headers, payloads).
+    #[inline]
+    pub fn writev(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: IoSlice is ABI-compatible with iovec; each points to valid memory.
+        let n = unsafe {
+            libc::writev(
+                self.fd.as_raw_fd(),
+                parts.as_ptr().cast(),
+                parts.len().min(libc::c_int::MAX as usize) as libc::c_int,
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -72,7 +94,7 @@ impl AsRawFd for TapQueue {
     }
 }
 
-fn open_queue(name: &str) -> Result<(TapQueue, String), TapError> {
+fn open_queue(name: &str, vnet: bool) -> Result<(TapQueue, String), TapError> {
     // SAFETY: the path is a valid C string; flags are plain constants.
     let fd = unsafe {
         libc::open(
@@ -91,8 +113,11 @@ fn open_queue(name: &str) -> Result<(TapQueue, String), TapError> {
     // SAFETY: fd is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut ifr = netdev::ifreq(name)?;
-    ifr.ifr_ifru.ifru_flags =
-        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short;
+    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+    if vnet {
+        flags |= libc::IFF_VNET_HDR;
+    }
+    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
     // SAFETY: TUNSETIFF reads and updates one ifreq.
     if unsafe {
         libc::ioctl(
@@ -117,16 +142,42 @@ fn open_queue(name: &str) -> Result<(TapQueue, String), TapError> {
 /// Creates TAP `name` with `queues` queues (one per worker). The device is not persistent:
 /// the kernel removes it when the last queue is closed, so no exit path can leak it.
 /// Refuses to attach to an existing interface, which would steal another switch's traffic.
-pub fn create(name: &str, queues: usize) -> Result<(String, Vec<TapQueue>), TapError> {
+///
+/// With `offload`, frames carry a virtio-net header and the kernel may pass TCP super-frames
+/// and partial checksums (`TUNSETOFFLOAD`); the returned flag says whether that took effect
+/// (an old kernel may refuse, and then plain frames are used).
+pub fn create(
+    name: &str,
+    queues: usize,
+    offload: bool,
+) -> Result<(String, Vec<TapQueue>, bool), TapError> {
     netdev::ifreq(name)?;
     if netdev::index(name).is_some() {
         return Err(TapError::Exists(name.to_string()));
     }
-    let (first, real) = open_queue(name)?;
+    let (first, real) = open_queue(name, offload)?;
+    let mut offload_on = false;
+    if offload {
+        // SAFETY: TUNSETOFFLOAD takes the flags by value.
+        let rc = unsafe {
+            libc::ioctl(
+                first.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                OFFLOADS as libc::c_ulong,
+            )
+        };
+        offload_on = rc == 0;
+        if !offload_on {
+            log::warn!(
+                "TAP {real}: offloads refused ({}); running without them",
+                io::Error::last_os_error()
+            );
+        }
+    }
     let mut qs = Vec::with_capacity(queues);
     qs.push(first);
     for _ in 1..queues {
-        qs.push(open_queue(&real)?.0);
+        qs.push(open_queue(&real, offload)?.0);
     }
-    Ok((real, qs))
+    Ok((real, qs, offload_on))
 }

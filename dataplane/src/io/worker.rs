@@ -5,15 +5,18 @@
 use super::batch::{RxBatch, TxBatch, TxResult, SLOT_LEN};
 use super::gre_socket::GreSocket;
 use super::tap::TapQueue;
+use crate::offload::{self, gro, gro::Add, gro::Gro, MAX_HEADERS};
 use crate::switch::fdb::Entry;
 use crate::switch::tunnel::{self, GreOptions, PeerTable};
 use crate::switch::{
     Action, DropReason, Event, FdbKey, Millis, PortId, PortKind, Switch, SyncUpdate,
 };
+use crate::wire::vnet::{self, VnetHdr};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
+use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -26,6 +29,8 @@ const TX_CAP: usize = 128;
 /// Learning updates queued per worker before further ones are dropped (and counted).
 pub const SYNC_QUEUE: usize = 4096;
 const TICK_MS: u64 = 1000;
+/// A TAP read: virtio-net header + the largest super-frame (Ethernet + tag + 64 KiB IP).
+const TAP_SLOT: usize = vnet::LEN + SLOT_LEN + 64;
 
 const TAP: Token = Token(0);
 const SOCK: Token = Token(1);
@@ -54,6 +59,11 @@ pub enum WorkerCommand {
         /// Where the copy goes.
         reply: Sender<FdbDump>,
     },
+    /// A copy of the ARP watcher's claims and conflicts (duplicate-IP detection).
+    DumpConflicts {
+        /// Where the copy goes.
+        reply: Sender<crate::switch::arp_watch::ArpDump>,
+    },
 }
 
 /// One worker's MAC table, copied for display.
@@ -71,6 +81,8 @@ pub struct Worker {
     pub id: usize,
     /// Its TAP queue.
     pub tap: TapQueue,
+    /// The TAP passes virtio-net headers (offloads on).
+    pub vnet: bool,
     /// Its GRE socket.
     pub sock: GreSocket,
     /// Its switch core.
@@ -128,7 +140,7 @@ impl Worker {
         )?;
         let mut events = Events::with_capacity(16);
         let mut b = Buffers {
-            tap_rx: vec![0u8; BURST * SLOT_LEN].into_boxed_slice(),
+            tap_rx: vec![0u8; BURST * TAP_SLOT].into_boxed_slice(),
             tap_len: [0; BURST],
             gre_rx: RxBatch::new(BURST),
             tx: TxBatch::new(TX_CAP),
@@ -207,6 +219,9 @@ impl Worker {
                     entries: self.core.fdb().iter().collect(),
                 });
             }
+            WorkerCommand::DumpConflicts { reply } => {
+                let _ = reply.send(self.core.arp_watch().dump(now));
+            }
         }
     }
 
@@ -225,9 +240,9 @@ impl Worker {
         }
     }
 
-    /// Queues `frame` for tunnel port `port`.
+    /// Queues a frame (`headers` + `payload`) for tunnel port `port`.
     #[inline]
-    fn to_tunnel(&self, tx: &mut TxBatch, port: PortId, frame: &[u8]) {
+    fn to_tunnel(&self, tx: &mut TxBatch, port: PortId, headers: &[u8], payload: &[u8]) {
         let seq = if self.gre.seq {
             self.seq[usize::from(port)].fetch_add(1, Ordering::Relaxed)
         } else {
@@ -236,13 +251,42 @@ impl Worker {
         let repr = self.gre.repr(seq);
         // SAFETY: `frame` lives in this worker's receive buffers and `dest` in `self`; neither
         // is touched again before the batch is flushed at the end of this burst.
-        unsafe { tx.push(&self.dest[usize::from(port)], &repr, frame, port) };
+        unsafe { tx.push_parts(&self.dest[usize::from(port)], &repr, headers, payload, port) };
     }
 
+    /// Writes one frame to the TAP as is (behind an empty virtio-net header when offloads are
+    /// on).
     #[inline]
     fn to_tap(&self, frame: &[u8]) {
-        match self.tap.write(frame) {
+        let r = if self.vnet {
+            self.tap
+                .writev(&[IoSlice::new(&[0u8; vnet::LEN]), IoSlice::new(frame)])
+        } else {
+            self.tap.write(frame)
+        };
+        match r {
             Ok(_) => self.core.counters().tx(0, frame.len()),
+            Err(_) => self.core.counters().dropped(DropReason::TapWriteError),
+        }
+    }
+
+    /// Writes the coalesced run in `gro` (if any) to the TAP as one frame.
+    fn flush_gro(&self, gro: &mut Gro<'_>) {
+        if gro.is_empty() {
+            return;
+        }
+        let mut head = [0u8; vnet::LEN + MAX_HEADERS];
+        let (hl, parts) = gro.finish(&mut head);
+        let mut iov = [IoSlice::new(&[]); gro::MAX_SEGS + 1];
+        iov[0] = IoSlice::new(&head[..hl]);
+        // Counted as the segments that arrived, so counters read the same with offloads off.
+        let mut wire = 0;
+        for (slot, p) in iov[1..].iter_mut().zip(parts) {
+            *slot = IoSlice::new(p);
+            wire += hl - vnet::LEN + p.len();
+        }
+        match self.tap.writev(&iov[..parts.len() + 1]) {
+            Ok(_) => self.core.counters().tx_many(0, parts.len() as u64, wire),
             Err(_) => self.core.counters().dropped(DropReason::TapWriteError),
         }
     }
@@ -257,30 +301,51 @@ impl Worker {
         });
     }
 
-    /// Sends `frame` (from `ingress`) wherever the verdict says.
+    /// Sends `frame` (from `ingress`) wherever the verdict says. `gso` describes a TCP
+    /// super-frame from the TAP, which tunnels get as MSS-sized segments.
     #[inline]
-    fn output(&self, tx: &mut TxBatch, ingress: PortId, action: Action, frame: &[u8]) {
+    fn output(
+        &self,
+        tx: &mut TxBatch,
+        ingress: PortId,
+        action: Action,
+        frame: &[u8],
+        gso: Option<&VnetHdr>,
+    ) {
         match action {
             Action::Drop(_) => {}
-            Action::Forward(p) => self.output_one(tx, p, frame),
+            Action::Forward(p) => self.output_one(tx, p, frame, gso),
             Action::Flood => {
                 for p in self.core.flood_targets(ingress) {
-                    self.output_one(tx, p, frame);
+                    self.output_one(tx, p, frame, gso);
                 }
             }
         }
     }
 
     #[inline]
-    fn output_one(&self, tx: &mut TxBatch, port: PortId, frame: &[u8]) {
+    fn output_one(&self, tx: &mut TxBatch, port: PortId, frame: &[u8], gso: Option<&VnetHdr>) {
         match self.core.port(port) {
             Some(PortKind::Local) => self.to_tap(frame),
-            Some(PortKind::Tunnel(_)) => {
-                if tx.is_full() {
-                    self.flush(tx);
+            Some(PortKind::Tunnel(_)) => match gso {
+                None => {
+                    if tx.is_full() {
+                        self.flush(tx);
+                    }
+                    self.to_tunnel(tx, port, &[], frame);
                 }
-                self.to_tunnel(tx, port, frame);
-            }
+                Some(h) => {
+                    let r = offload::gso::segment(frame, h, |hdrs, payload| {
+                        if tx.is_full() {
+                            self.flush(tx);
+                        }
+                        self.to_tunnel(tx, port, hdrs, payload);
+                    });
+                    if r.is_err() {
+                        self.core.counters().dropped(DropReason::BadOffload);
+                    }
+                }
+            },
             None => {}
         }
     }
@@ -290,7 +355,7 @@ impl Worker {
         let mut n = 0;
         let mut more = true;
         while n < BURST {
-            let slot = &mut b.tap_rx[n * SLOT_LEN..(n + 1) * SLOT_LEN];
+            let slot = &mut b.tap_rx[n * TAP_SLOT..(n + 1) * TAP_SLOT];
             match self.tap.read(slot) {
                 Ok(len) => {
                     b.tap_len[n] = len;
@@ -307,10 +372,36 @@ impl Worker {
             }
         }
         for i in 0..n {
-            let frame = &b.tap_rx[i * SLOT_LEN..i * SLOT_LEN + b.tap_len[i]];
+            let slot = &mut b.tap_rx[i * TAP_SLOT..i * TAP_SLOT + b.tap_len[i]];
+            let (frame, gso) = if self.vnet {
+                let Ok(h) = VnetHdr::parse(slot) else {
+                    self.core.counters().dropped(DropReason::BadOffload);
+                    continue;
+                };
+                let frame = &mut slot[vnet::LEN..];
+                if h.gso_kind() == vnet::gso::NONE {
+                    if offload::gso::complete_checksum(frame, &h).is_err() {
+                        self.core.counters().dropped(DropReason::BadOffload);
+                        continue;
+                    }
+                    (&*frame, None)
+                } else {
+                    (&*frame, Some(h))
+                }
+            } else {
+                (&*slot, None)
+            };
             let v = self.core.handle(now, 0, frame);
+            if let Some(h) = &gso {
+                // The core counted one frame; count the segments it stands for instead.
+                if let Some((n, wire)) = offload::gso::wire_size(frame, h) {
+                    self.core
+                        .counters()
+                        .rx_many(0, n - 1, wire.saturating_sub(frame.len()));
+                }
+            }
             self.publish(v.sync);
-            self.output(&mut b.tx, 0, v.action, frame);
+            self.output(&mut b.tx, 0, v.action, frame, gso.as_ref());
         }
         if !b.tx.is_empty() {
             self.flush(&mut b.tx);
@@ -318,10 +409,12 @@ impl Worker {
         more
     }
 
-    /// Receives up to a burst of GRE packets and forwards their frames. Returns true if more
-    /// may be waiting.
+    /// Receives up to a burst of GRE packets and forwards their frames; consecutive TCP
+    /// segments for the TAP are coalesced into super-frames when offloads are on. Returns true
+    /// if more may be waiting.
     fn gre_burst(&mut self, now: u64, b: &mut Buffers) -> bool {
-        let n = match b.gre_rx.recv(self.sock.as_raw_fd()) {
+        let Buffers { gre_rx, tx, .. } = b;
+        let n = match gre_rx.recv(self.sock.as_raw_fd()) {
             Ok(n) => n,
             Err(e) => {
                 return match e.kind() {
@@ -334,22 +427,43 @@ impl Worker {
                 };
             }
         };
+        let gre_rx: &RxBatch = gre_rx;
+        let mut run = Gro::new();
         for i in 0..n {
-            let Some(pkt) = b.gre_rx.packet(i) else {
+            let Some(pkt) = gre_rx.packet(i) else {
                 self.core.counters().dropped(DropReason::Oversize);
                 continue;
             };
-            match tunnel::decap(pkt, &self.peers, &self.gre) {
-                Err(why) => self.core.counters().dropped(why),
-                Ok((port, frame)) => {
-                    let v = self.core.handle(now, port, frame);
-                    self.publish(v.sync);
-                    self.output(&mut b.tx, port, v.action, frame);
+            let (port, frame) = match tunnel::decap(pkt, &self.peers, &self.gre) {
+                Err(why) => {
+                    self.core.counters().dropped(why);
+                    continue;
                 }
+                Ok(x) => x,
+            };
+            let v = self.core.handle(now, port, frame);
+            self.publish(v.sync);
+            let to_tap = matches!(v.action, Action::Forward(p) if self.core.port(p) == Some(PortKind::Local));
+            if self.vnet && to_tap {
+                match run.add(frame) {
+                    Add::Added => continue,
+                    Add::Mismatch => {
+                        self.flush_gro(&mut run);
+                        if run.add(frame) == Add::Added {
+                            continue;
+                        }
+                    }
+                    Add::Alone => self.flush_gro(&mut run),
+                }
+            } else {
+                // Anything else keeps its place after the segments received before it.
+                self.flush_gro(&mut run);
             }
+            self.output(tx, port, v.action, frame, None);
         }
-        if !b.tx.is_empty() {
-            self.flush(&mut b.tx);
+        self.flush_gro(&mut run);
+        if !tx.is_empty() {
+            self.flush(tx);
         }
         n == BURST
     }

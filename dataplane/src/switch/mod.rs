@@ -7,6 +7,7 @@
 //! produced when a station is new, moves, or is due for a periodic re-announcement — never per
 //! frame — so workers do not contend.
 
+pub mod arp_watch;
 pub mod fdb;
 pub mod forward;
 pub mod port;
@@ -29,7 +30,8 @@ pub struct Config {
     pub aging_ms: Millis,
     /// Never forward tunnel → tunnel (full mesh). Default on.
     pub split_horizon: bool,
-    /// Longest inner Ethernet frame accepted: MTU + 18 (header with one 802.1Q tag).
+    /// Longest inner Ethernet frame accepted from a tunnel: MTU + 18 (header with one 802.1Q
+    /// tag).
     pub max_frame: usize,
 }
 
@@ -70,6 +72,7 @@ pub struct Switch {
     fdb: Fdb,
     cfg: Config,
     counters: Arc<Counters>,
+    arp: arp_watch::ArpWatch,
 }
 
 impl Switch {
@@ -80,6 +83,7 @@ impl Switch {
             fdb: Fdb::new(cfg.fdb_capacity, cfg.aging_ms),
             cfg,
             counters,
+            arp: arp_watch::ArpWatch::new(),
         }
     }
 
@@ -102,6 +106,7 @@ impl Switch {
             *p = None;
         }
         self.fdb.flush(Some(id));
+        self.arp.forget_port(id);
     }
 
     /// The kind of port `id`, if it exists.
@@ -118,6 +123,11 @@ impl Switch {
     /// The MAC table (read-only).
     pub fn fdb(&self) -> &Fdb {
         &self.fdb
+    }
+
+    /// The ARP watcher (duplicate-IP detection; read-only).
+    pub fn arp_watch(&self) -> &arp_watch::ArpWatch {
+        &self.arp
     }
 
     /// Decides what to do with `frame`, received on `ingress` at `now`, and learns its source.
@@ -145,7 +155,9 @@ impl Switch {
         let Ok(eth) = Frame::new_checked(frame) else {
             return drop(DropReason::Runt);
         };
-        if frame.len() > self.cfg.max_frame {
+        // Only tunnels can bring frames the local side cannot carry; the TAP's own frames are
+        // bounded by the TAP (and may be TCP super-frames when offloads are on).
+        if in_kind.is_tunnel() && frame.len() > self.cfg.max_frame {
             return drop(DropReason::Giant);
         }
         let src = eth.src();
@@ -175,6 +187,11 @@ impl Switch {
             port: ingress,
             seen: now,
         });
+        // Duplicate-IP watch: every other frame pays this one compare.
+        if eth.ethertype() == ethernet::ethertype::ARP {
+            self.arp
+                .observe(now, vlan, ingress, &frame[eth.header_len()..]);
+        }
         let dst = eth.dst();
         let out = if dst.is_multicast() {
             None
@@ -211,6 +228,7 @@ impl Switch {
     /// Periodic work: ages out stations. Call about once a second.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.fdb.expire(now);
+        self.arp.expire(now);
         self.counters.fdb_entries.reset_to(self.fdb.len() as u64);
     }
 

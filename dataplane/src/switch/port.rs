@@ -126,11 +126,13 @@ pub enum DropReason {
     TxQueueFull,
     /// Writing a frame to the TAP failed.
     TapWriteError,
+    /// A frame from the TAP whose virtio-net offload header could not be honoured.
+    BadOffload,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = DropReason::TapWriteError as usize + 1;
+    pub const COUNT: usize = DropReason::BadOffload as usize + 1;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::BadOuterIp,
@@ -151,6 +153,7 @@ impl DropReason {
         DropReason::TxError,
         DropReason::TxQueueFull,
         DropReason::TapWriteError,
+        DropReason::BadOffload,
     ];
 
     /// Stable snake_case name.
@@ -174,6 +177,7 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TapWriteError => "tap_write_error",
+            DropReason::BadOffload => "bad_offload",
         }
     }
 }
@@ -254,8 +258,14 @@ impl Counters {
     /// Counts a received frame.
     #[inline]
     pub fn rx(&self, port: PortId, bytes: usize) {
+        self.rx_many(port, 1, bytes);
+    }
+
+    /// Counts `packets` received frames totalling `bytes`.
+    #[inline]
+    pub fn rx_many(&self, port: PortId, packets: u64, bytes: usize) {
         if let Some(c) = self.ports.get(usize::from(port)) {
-            c.rx_packets.add(1);
+            c.rx_packets.add(packets);
             c.rx_bytes.add(bytes as u64);
         }
     }
@@ -263,8 +273,14 @@ impl Counters {
     /// Counts a sent frame.
     #[inline]
     pub fn tx(&self, port: PortId, bytes: usize) {
+        self.tx_many(port, 1, bytes);
+    }
+
+    /// Counts `packets` sent frames totalling `bytes`.
+    #[inline]
+    pub fn tx_many(&self, port: PortId, packets: u64, bytes: usize) {
         if let Some(c) = self.ports.get(usize::from(port)) {
-            c.tx_packets.add(1);
+            c.tx_packets.add(packets);
             c.tx_bytes.add(bytes as u64);
         }
     }

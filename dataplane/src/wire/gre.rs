@@ -222,6 +222,13 @@ impl Repr {
     /// If `hdr` is shorter than [`Repr::header_len`] (a caller bug, not an input condition).
     #[inline]
     pub fn emit(&self, hdr: &mut [u8], payload: &[u8]) {
+        self.emit_parts(hdr, &[payload]);
+    }
+
+    /// [`Repr::emit`] for a payload sent in several pieces (all but the last of even length,
+    /// as Ethernet/IP/TCP header runs are).
+    #[inline]
+    pub fn emit_parts(&self, hdr: &mut [u8], payload: &[&[u8]]) {
         let len = self.header_len();
         let hdr = &mut hdr[..len];
         let mut flags = 0;
@@ -244,7 +251,10 @@ impl Repr {
         hdr[field::VERSION] = 0;
         hdr[field::PROTOCOL].copy_from_slice(&PROTO_TEB.to_be_bytes());
         if self.csum {
-            let c = checksum::checksum(&[hdr, payload]);
+            let sum = payload.iter().fold(checksum::accumulate(0, hdr), |s, p| {
+                checksum::accumulate(s, p)
+            });
+            let c = checksum::finish(sum);
             hdr[BASE_LEN..BASE_LEN + 2].copy_from_slice(&c.to_be_bytes());
         }
     }

@@ -4,10 +4,12 @@
 //! Contract (as in smoltcp): untrusted bytes go through `new_checked`; after it succeeds no
 //! accessor of that view panics.
 
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod gre;
 pub mod ipv4;
+pub mod vnet;
 
 /// Why a buffer could not be read as a given format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

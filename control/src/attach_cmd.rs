@@ -1,0 +1,125 @@
+//! `dnetctl attach` and `dnetctl detach`: command-line front end of [`dnetctl::attach`].
+
+use anyhow::Context;
+use clap::Args;
+use dnetctl::arp_probe::format_mac;
+use dnetctl::attach::{self, AttachOptions, DEFAULT_IFNAME};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+const DEFAULT_SOCKET: &str = "/run/dnet/dnet0.sock";
+
+/// Plug a container into the overlay: veth + address + ARP probe (needs root).
+///
+/// Creates a veth pair with one end inside the container's network namespace (IFNAME, the
+/// given address, a stable MAC, the switch's MTU, up), and plugs the host end into the Linux
+/// bridge the running dnet-switch's TAP is a port of (the switch is started with --bridge;
+/// attach uses that bridge rather than a switch port of its own). Before assigning the address
+/// it probes for it across the overlay (RFC 5227 ARP probe) and refuses if anyone answers,
+/// naming the MAC that did; afterwards it announces it with gratuitous ARP.
+///
+/// CONTAINER is a netns name (/run/netns/NAME), a netns path, pid:N (/proc/N/ns/net), or a
+/// Docker container name or id, looked up through the engine on /var/run/docker.sock
+/// ($DOCKER_HOST=unix://PATH overrides). Run dnetctl in the switch's network namespace.
+///
+/// If any step fails, everything made so far is removed, and the error names the step.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  dnetctl attach web1 10.77.1.5/24 --gateway 10.77.1.1\n  \
+                  dnetctl attach pid:4242 10.77.1.6/24 --ifname eth2 --mac 02:00:0a:4d:01:06"
+)]
+pub struct AttachArgs {
+    /// netns name, netns path, pid:N, or Docker container name/id.
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+    /// Address for the container, e.g. 10.77.1.5/24.
+    #[arg(value_name = "IP/PREFIX", value_parser = attach::parse_cidr)]
+    addr: (Ipv4Addr, u8),
+    /// Control socket of the running dnet-switch (its --control-socket).
+    #[arg(short, long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Interface name inside the container.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_IFNAME)]
+    ifname: String,
+    /// MAC of the container's interface [default: a stable locally administered MAC derived
+    /// from the container and interface name].
+    #[arg(long, value_name = "MAC", value_parser = attach::parse_mac)]
+    mac: Option<[u8; 6]>,
+    /// MTU of both veth ends [default: the switch's TAP MTU, so encapsulated frames fit].
+    #[arg(long, value_name = "N")]
+    mtu: Option<u32>,
+    /// Add a default route via this gateway in the container.
+    #[arg(long, value_name = "IP")]
+    gateway: Option<Ipv4Addr>,
+    /// Name of the host end [default: dn + 8 hex digits derived from container and interface].
+    #[arg(long, value_name = "NAME")]
+    host_ifname: Option<String>,
+    /// Skip the RFC 5227 duplicate address probe.
+    #[arg(long)]
+    no_probe: bool,
+}
+
+/// Remove an interface that `dnetctl attach` made (needs root).
+///
+/// Deletes IFNAME in CONTAINER (and with it the host end, its address and routes). Refuses an
+/// interface that attach did not make (it marks its interfaces with the alias "dnet:attach").
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  dnetctl detach web1\n  dnetctl detach pid:4242 --ifname eth2")]
+pub struct DetachArgs {
+    /// netns name, netns path, pid:N, or Docker container name/id.
+    #[arg(value_name = "CONTAINER")]
+    container: String,
+    /// Interface name inside the container.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_IFNAME)]
+    ifname: String,
+}
+
+pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
+    // Ctrl-C or SIGTERM mid-attach stops at the next step and rolls back, instead of killing
+    // the process with a half-made interface.
+    // A second signal terminates at once (exit status 130).
+    let flag = attach::interrupt_flag();
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())
+            .and_then(|_| signal_hook::flag::register(sig, flag.clone()))
+            .with_context(|| format!("installing a handler for signal {sig}"))?;
+    }
+    let o = AttachOptions {
+        container: a.container,
+        addr: a.addr.0,
+        prefix: a.addr.1,
+        socket: a.socket,
+        ifname: a.ifname,
+        mac: a.mac,
+        mtu: a.mtu,
+        gateway: a.gateway,
+        host_ifname: a.host_ifname,
+        probe: !a.no_probe,
+    };
+    let r = attach::attach(&o)?;
+    println!(
+        "attached {} {} {}/{} mac {} mtu {} (host end {} in bridge {}){}",
+        r.container,
+        r.ifname,
+        o.addr,
+        o.prefix,
+        format_mac(&r.mac),
+        r.mtu,
+        r.host_ifname,
+        r.bridge,
+        o.gateway
+            .map(|g| format!(", default via {g}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn run_detach(a: DetachArgs) -> anyhow::Result<()> {
+    let d = attach::detach(&a.container, &a.ifname)?;
+    match d.host_ifname {
+        Some(h) => println!("detached {} {} (host end {h})", a.container, d.ifname),
+        None => println!("detached {} {}", a.container, d.ifname),
+    }
+    Ok(())
+}

@@ -1,0 +1,538 @@
+//! `dnetctl show | fdb show | fdb flush | peer add | peer del | conflicts`: live control of a
+//! running `dnet-switch` through its control socket. Every command prints an aligned table
+//! (or a short sentence), or with `-j` the JSON documented in the README.
+
+use crate::stats_cmd::human_bytes;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use dnetctl::ctl::{self, ConflictList, FdbTable, PortKind, Request, Response, Show};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach the switch, and the output format (shared by every command).
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Control socket of the switch [default: /run/dnet/<TAP>.sock].
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        conflicts_with = "tap",
+        global = true
+    )]
+    socket: Option<PathBuf>,
+    /// TAP name of the switch, to find its default control socket.
+    #[arg(
+        short,
+        long,
+        value_name = "NAME",
+        default_value = "dnet0",
+        global = true
+    )]
+    tap: String,
+    /// Print JSON instead of a table.
+    #[arg(short, long, global = true)]
+    json: bool,
+    /// Seconds to wait for the switch's reply.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, global = true)]
+    timeout: f64,
+}
+
+impl Target {
+    fn ask(&self, req: Request) -> anyhow::Result<Response> {
+        let path = self
+            .socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(ctl::default_socket_path(&self.tap)));
+        let timeout = Duration::try_from_secs_f64(self.timeout).with_context(|| {
+            format!(
+                "--timeout {} is not a valid number of seconds",
+                self.timeout
+            )
+        })?;
+        ctl::request(&path, &req, timeout).with_context(|| {
+            format!(
+                "no answer from {} (start the switch first, or pass --socket PATH / --tap NAME)",
+                path.display()
+            )
+        })
+    }
+}
+
+/// Show the switch: settings, and every port and peer with its state and counters.
+///
+/// A tunnel's state comes from traffic (GRE has no keepalive): `active` if a frame arrived in
+/// the last 60 s, `idle` if not, `silent` if none ever did. ORIGIN says where a peer came
+/// from: `flag`, `config` (file; SIGHUP may remove it) or `runtime` (`dnetctl peer add`).
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+/// The MAC table (forwarding database).
+#[derive(Debug, Args)]
+pub struct FdbArgs {
+    #[command(subcommand)]
+    cmd: FdbCmd,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Subcommand)]
+enum FdbCmd {
+    /// List learned MACs: port, VLAN, MAC, age (like `ovs-appctl fdb/show`).
+    Show,
+    /// Forget learned MACs (all, or those on one port); they are relearned from traffic.
+    Flush {
+        /// Only this port: its name (dnet0, gre-10.200.0.2) or the peer's address.
+        #[arg(long, value_name = "PORT")]
+        port: Option<String>,
+    },
+}
+
+/// Add or remove a peer (GRE tunnel) on the running switch; other peers are unaffected.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    #[command(subcommand)]
+    cmd: PeerCmd,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCmd {
+    /// Add a tunnel to the host at this underlay address. The switch-wide GRE options (key,
+    /// csum, seq, ttl, tos) apply. Lasts until the switch stops: add it to --peer or the
+    /// config file to keep it.
+    Add {
+        /// Underlay address of the peer host.
+        addr: Ipv4Addr,
+    },
+    /// Remove the tunnel to this peer and forget the MACs learned through it.
+    Del {
+        /// Underlay address of the peer host.
+        addr: Ipv4Addr,
+    },
+}
+
+/// IPv4 addresses claimed in ARP by two different MACs (duplicate container IPs), newest first.
+///
+/// A second MAC claiming an address within 2 minutes of the previous claim is listed; an
+/// entry is dropped 30 minutes after it was last seen.
+#[derive(Debug, Args)]
+pub struct ConflictsArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    // Not println!: piping into `head` closes stdout early, which is not worth a panic.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+fn json(v: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(v)? + "\n")
+}
+
+fn unexpected(r: Response) -> anyhow::Error {
+    anyhow::anyhow!("unexpected reply from the switch: {r:?}")
+}
+
+/// `dnetctl show`.
+pub fn run_show(a: ShowArgs) -> anyhow::Result<()> {
+    let Response::Show(s) = a.target.ask(Request::Show)? else {
+        bail!("unexpected reply from the switch");
+    };
+    print(&if a.target.json {
+        json(&s)?
+    } else {
+        format_show(&s)
+    })
+}
+
+/// `dnetctl fdb ...`.
+pub fn run_fdb(a: FdbArgs) -> anyhow::Result<()> {
+    match a.cmd {
+        FdbCmd::Show => match a.target.ask(Request::FdbShow)? {
+            Response::Fdb(t) => print(&if a.target.json {
+                json(&t)?
+            } else {
+                format_fdb(&t)
+            }),
+            r => Err(unexpected(r)),
+        },
+        FdbCmd::Flush { port } => match a.target.ask(Request::FdbFlush { port: port.clone() })? {
+            Response::FdbFlushed { removed } => print(&if a.target.json {
+                json(&serde_json::json!({ "removed": removed }))?
+            } else {
+                format!(
+                    "flushed {removed} MAC entries ({})\n",
+                    port.as_deref().unwrap_or("all ports")
+                )
+            }),
+            r => Err(unexpected(r)),
+        },
+    }
+}
+
+/// `dnetctl peer ...`.
+pub fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
+    match a.cmd {
+        PeerCmd::Add { addr } => match a.target.ask(Request::PeerAdd { addr })? {
+            Response::PeerAdded {
+                addr,
+                port,
+                warnings,
+            } => print(&if a.target.json {
+                json(&serde_json::json!({ "addr": addr, "port": port, "warnings": warnings }))?
+            } else {
+                let mut t = format!("added peer {addr}: port {port}\n");
+                for w in warnings {
+                    t += &format!("warning: {w}\n");
+                }
+                t
+            }),
+            r => Err(unexpected(r)),
+        },
+        PeerCmd::Del { addr } => match a.target.ask(Request::PeerDel { addr })? {
+            Response::PeerRemoved { addr, port } => print(&if a.target.json {
+                json(&serde_json::json!({ "addr": addr, "port": port }))?
+            } else {
+                format!("removed peer {addr}: port {port}\n")
+            }),
+            r => Err(unexpected(r)),
+        },
+    }
+}
+
+/// `dnetctl conflicts`.
+pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
+    match a.target.ask(Request::Conflicts)? {
+        Response::Conflicts(c) => print(&if a.target.json {
+            json(&c)?
+        } else {
+            format_conflicts(&c)
+        }),
+        r => Err(unexpected(r)),
+    }
+}
+
+/// An aligned table: columns flagged in `right` are right-aligned (numbers), the rest left.
+pub fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, c) in cells.enumerate() {
+            let w = width[i];
+            if right.get(i).copied().unwrap_or(false) {
+                l += &format!("{c:>w$}  ");
+            } else {
+                l += &format!("{c:<w$}  ");
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&mut header.iter().copied());
+    for r in rows {
+        out += &line(&mut r.iter().map(String::as_str));
+    }
+    out
+}
+
+/// Seconds as `45s`, `12m03s`, `3h05m`, `2d04h`.
+pub fn human_secs(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// The human rendering of `dnetctl show`.
+pub fn format_show(s: &Show) -> String {
+    let on = |b: bool| if b { "on" } else { "off" };
+    let mut out = format!(
+        "switch {}  bridge {}  mtu {}  local {}  workers {}  up {}\n",
+        s.tap,
+        s.bridge.as_deref().unwrap_or("-"),
+        s.mtu,
+        s.local,
+        s.workers,
+        human_secs(s.uptime_secs)
+    );
+    out += &format!(
+        "gre key {}  csum {}  seq {}  ttl {}  tos {}  df {}\n",
+        s.gre.key.map_or("none".to_string(), |k| k.to_string()),
+        on(s.gre.csum),
+        on(s.gre.seq),
+        s.gre.ttl,
+        s.gre.tos,
+        on(s.gre.df)
+    );
+    out += &format!(
+        "control {}  metrics {}  config {}\n",
+        s.control_socket,
+        s.metrics.as_deref().unwrap_or("off"),
+        s.config_file.as_deref().unwrap_or("-")
+    );
+    out += &format!(
+        "learned MACs {}  peers {}\n",
+        s.fdb_entries,
+        s.ports
+            .iter()
+            .filter(|p| p.kind == PortKind::Tunnel)
+            .count()
+    );
+    let rows: Vec<Vec<String>> = s
+        .ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.to_string(),
+                p.name.clone(),
+                match p.kind {
+                    PortKind::Local => "local".into(),
+                    PortKind::Tunnel => "tunnel".into(),
+                },
+                p.peer.map_or_else(|| "-".into(), |a| a.to_string()),
+                p.state.clone(),
+                p.origin.clone().unwrap_or_else(|| "-".into()),
+                p.last_rx_secs
+                    .map_or_else(|| "never".into(), |s| format!("{} ago", human_secs(s))),
+                p.rx_packets.to_string(),
+                human_bytes(p.rx_bytes),
+                p.tx_packets.to_string(),
+                human_bytes(p.tx_bytes),
+            ]
+        })
+        .collect();
+    out += &table(
+        &[
+            "ID", "PORT", "KIND", "PEER", "STATE", "ORIGIN", "LAST RX", "RX PKTS", "RX BYTES",
+            "TX PKTS", "TX BYTES",
+        ],
+        &rows,
+        &[
+            true, false, false, false, false, false, true, true, true, true, true,
+        ],
+    );
+    out
+}
+
+/// The human rendering of `dnetctl fdb show`.
+pub fn format_fdb(t: &FdbTable) -> String {
+    let rows: Vec<Vec<String>> = t
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.port.clone(),
+                e.vlan.to_string(),
+                e.mac.clone(),
+                human_secs(e.age_ms / 1000),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["PORT", "VLAN", "MAC", "AGE"],
+        &rows,
+        &[false, true, false, true],
+    );
+    out += &format!(
+        "{} entries, aging time {}\n",
+        t.entries.len(),
+        human_secs(t.aging_secs)
+    );
+    out
+}
+
+/// The human rendering of `dnetctl conflicts`.
+pub fn format_conflicts(c: &ConflictList) -> String {
+    if c.conflicts.is_empty() {
+        return "no IPv4 address claimed by two MACs (ARP) in the last 30 minutes\n".into();
+    }
+    let claim = |e: &dnetctl::ctl::ConflictEntry, i: usize| {
+        e.claims
+            .get(i)
+            .map(|k| (k.mac.clone(), k.port.clone()))
+            .unwrap_or_else(|| ("-".into(), "-".into()))
+    };
+    let rows: Vec<Vec<String>> = c
+        .conflicts
+        .iter()
+        .map(|e| {
+            let (ma, pa) = claim(e, 0);
+            let (mb, pb) = claim(e, 1);
+            vec![
+                e.ip.to_string(),
+                e.vlan.to_string(),
+                ma,
+                pa,
+                mb,
+                pb,
+                e.count.to_string(),
+                format!("{} ago", human_secs(e.last_seen_age_ms / 1000)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "IP",
+            "VLAN",
+            "MAC A",
+            "PORT A",
+            "MAC B",
+            "PORT B",
+            "CHANGES",
+            "LAST SEEN",
+        ],
+        &rows,
+        &[false, true, false, false, false, false, true, true],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnetctl::ctl::{ClaimEntry, ConflictEntry, FdbEntry, GreInfo, PortInfo};
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "NUM"],
+            &[
+                vec!["long-name".into(), "1".into()],
+                vec!["x".into(), "12345".into()],
+            ],
+            &[false, true],
+        );
+        let l: Vec<&str> = t.lines().collect();
+        assert_eq!(l[0], "A            NUM");
+        assert_eq!(l[1], "long-name      1");
+        assert_eq!(l[2], "x          12345");
+    }
+
+    #[test]
+    fn human_secs_units() {
+        assert_eq!(human_secs(5), "5s");
+        assert_eq!(human_secs(65), "1m05s");
+        assert_eq!(human_secs(3700), "1h01m");
+        assert_eq!(human_secs(90_000), "1d01h");
+    }
+
+    #[test]
+    fn show_lists_ports_and_state() {
+        let s = Show {
+            tap: "dnet0".into(),
+            bridge: Some("docker0".into()),
+            mtu: 1462,
+            local: "10.200.0.1".parse().unwrap(),
+            workers: 2,
+            gre: GreInfo {
+                key: Some(7),
+                csum: false,
+                seq: false,
+                ttl: 64,
+                tos: 0,
+                df: true,
+            },
+            control_socket: "/run/dnet/dnet0.sock".into(),
+            metrics: None,
+            config_file: None,
+            uptime_secs: 61,
+            fdb_entries: 2,
+            ports: vec![
+                PortInfo {
+                    id: 0,
+                    name: "dnet0".into(),
+                    kind: PortKind::Local,
+                    peer: None,
+                    state: "up".into(),
+                    origin: None,
+                    last_rx_secs: Some(1),
+                    rx_packets: 10,
+                    rx_bytes: 1000,
+                    tx_packets: 9,
+                    tx_bytes: 900,
+                },
+                PortInfo {
+                    id: 1,
+                    name: "gre-10.200.0.2".into(),
+                    kind: PortKind::Tunnel,
+                    peer: Some("10.200.0.2".parse().unwrap()),
+                    state: "silent".into(),
+                    origin: Some("runtime".into()),
+                    last_rx_secs: None,
+                    rx_packets: 0,
+                    rx_bytes: 0,
+                    tx_packets: 10,
+                    tx_bytes: 1000,
+                },
+            ],
+        };
+        let t = format_show(&s);
+        assert!(t.contains("gre key 7"), "{t}");
+        let l: Vec<&str> = t.lines().collect();
+        assert!(l[4].starts_with("ID  PORT"), "{t}");
+        assert!(
+            l[6].contains("gre-10.200.0.2") && l[6].contains("silent") && l[6].contains("never")
+        );
+        assert_eq!(l[5].len(), l[6].len(), "{t}");
+    }
+
+    #[test]
+    fn fdb_and_conflicts_render() {
+        let t = format_fdb(&FdbTable {
+            aging_secs: 300,
+            entries: vec![FdbEntry {
+                mac: "02:77:00:00:00:01".into(),
+                vlan: 0,
+                port: "dnet0".into(),
+                port_id: 0,
+                age_ms: 2500,
+            }],
+        });
+        assert!(
+            t.lines().nth(1).unwrap().contains("02:77:00:00:00:01"),
+            "{t}"
+        );
+        assert!(t.ends_with("1 entries, aging time 5m00s\n"), "{t}");
+        let c = format_conflicts(&ConflictList {
+            conflicts: vec![ConflictEntry {
+                ip: "10.77.0.1".parse().unwrap(),
+                vlan: 0,
+                claims: vec![
+                    ClaimEntry {
+                        mac: "02:77:00:00:00:01".into(),
+                        port: "dnet0".into(),
+                        age_ms: 1000,
+                    },
+                    ClaimEntry {
+                        mac: "02:77:00:00:00:02".into(),
+                        port: "gre-10.200.0.2".into(),
+                        age_ms: 0,
+                    },
+                ],
+                count: 1,
+                detected_age_ms: 0,
+                last_seen_age_ms: 0,
+            }],
+        });
+        let l: Vec<&str> = c.lines().collect();
+        assert!(l[1].starts_with("10.77.0.1"), "{c}");
+        assert!(l[1].contains("02:77:00:00:00:02") && l[1].contains("gre-10.200.0.2"));
+        assert!(format_conflicts(&ConflictList { conflicts: vec![] }).starts_with("no IPv4"));
+    }
+}
