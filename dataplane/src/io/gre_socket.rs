@@ -75,49 +75,159 @@ struct Insn {
     k: u32,
 }
 
-/// The BPF program keeping packets whose inner-MAC hash mod `n` equals `idx`. Packets too
-/// short to hash go to worker 0, which counts them as truncated.
+/// A classic BPF program written with labels; [`assemble`] resolves the jumps.
+enum Op {
+    /// A non-jump instruction.
+    I(u16, u32),
+    /// A conditional jump: code, constant, label if true, label if false ("" = next).
+    J(u16, u32, &'static str, &'static str),
+    /// Unconditional jump.
+    Ja(&'static str),
+    /// A jump target.
+    L(&'static str),
+}
+
+fn assemble(prog: &[Op]) -> Vec<Insn> {
+    let mut at = std::collections::HashMap::new();
+    let mut pc = 0usize;
+    for op in prog {
+        match op {
+            Op::L(l) => {
+                at.insert(*l, pc);
+            }
+            _ => pc += 1,
+        }
+    }
+    let rel = |pc: usize, l: &str| -> usize {
+        if l.is_empty() {
+            0
+        } else {
+            at[l] - (pc + 1)
+        }
+    };
+    let mut out = Vec::with_capacity(pc);
+    for op in prog {
+        let pc = out.len();
+        match op {
+            Op::L(_) => {}
+            Op::I(code, k) => out.push(Insn {
+                code: *code,
+                jt: 0,
+                jf: 0,
+                k: *k,
+            }),
+            Op::J(code, k, t, f) => out.push(Insn {
+                code: *code,
+                jt: rel(pc, t) as u8,
+                jf: rel(pc, f) as u8,
+                k: *k,
+            }),
+            Op::Ja(l) => out.push(Insn {
+                code: 0x05,
+                jt: 0,
+                jf: 0,
+                k: rel(pc, l) as u32,
+            }),
+        }
+    }
+    out
+}
+
+/// The BPF program keeping this worker's share of GRE packets: those whose flow hash mod `n`
+/// equals `idx`. The hash is symmetric (the same both ways) and covers, as deep as the packet
+/// allows, the inner IPv4 addresses and TCP/UDP ports, else the inner MAC pair, so separate
+/// flows between the same two containers spread over workers while each flow stays in order.
+/// Packets too short to hash go to worker 0, which counts them as truncated.
 fn partition_filter(n: u32, idx: u32) -> Vec<Insn> {
-    let i = |code: u16, jt: u8, jf: u8, k: u32| Insn { code, jt, jf, k };
-    vec![
-        i(0xb1, 0, 0, 0),           // 0  ldxb 4*([0]&0xf)   X = outer IHL
-        i(0x03, 0, 0, 0),           // 1  stx M[0]
-        i(0x50, 0, 0, 0),           // 2  ldb [x+0]          GRE flags
-        i(0x54, 0, 0, 0x80),        // 3  and #C
-        i(0x74, 0, 0, 5),           // 4  rsh #5             4 if C
-        i(0x02, 0, 0, 1),           // 5  st M[1]
-        i(0x50, 0, 0, 0),           // 6  ldb [x+0]
-        i(0x54, 0, 0, 0x20),        // 7  and #K
-        i(0x74, 0, 0, 3),           // 8  rsh #3             4 if K
-        i(0x61, 0, 0, 1),           // 9  ldx M[1]
-        i(0x0c, 0, 0, 0),           // 10 add x
-        i(0x02, 0, 0, 1),           // 11 st M[1]
-        i(0x61, 0, 0, 0),           // 12 ldx M[0]
-        i(0x50, 0, 0, 0),           // 13 ldb [x+0]
-        i(0x54, 0, 0, 0x10),        // 14 and #S
-        i(0x74, 0, 0, 2),           // 15 rsh #2             4 if S
-        i(0x61, 0, 0, 1),           // 16 ldx M[1]
-        i(0x0c, 0, 0, 0),           // 17 add x              optional GRE bytes
-        i(0x61, 0, 0, 0),           // 18 ldx M[0]
-        i(0x0c, 0, 0, 0),           // 19 add x              IHL + optional
-        i(0x07, 0, 0, 0),           // 20 tax                inner frame at X+4
-        i(0x03, 0, 0, 4),           // 21 stx M[4]
-        i(0x80, 0, 0, 0),           // 22 ld len
-        i(0x14, 0, 0, 16),          // 23 sub #16
-        i(0x3d, 2, 0, 0),           // 24 jge x → 27         long enough to hash
-        i(0x00, 0, 0, 0),           // 25 ld #0              too short: worker 0
-        i(0x05, 0, 0, 7),           // 26 ja → 34
-        i(0x61, 0, 0, 4),           // 27 ldx M[4]
-        i(0x40, 0, 0, 4 + 2),       // 28 ld [x+6]           inner dst MAC bytes 2..5
-        i(0x02, 0, 0, 2),           // 29 st M[2]
-        i(0x40, 0, 0, 4 + 8),       // 30 ld [x+12]          inner src MAC bytes 2..5
-        i(0x61, 0, 0, 2),           // 31 ldx M[2]
-        i(0xac, 0, 0, 0),           // 32 xor x              same hash both directions
-        i(0x94, 0, 0, n),           // 33 mod #n
-        i(0x15, 0, 1, idx),         // 34 jeq #idx
-        i(0x06, 0, 0, 0x0004_0000), // 35 ret accept
-        i(0x06, 0, 0, 0),           // 36 ret drop
-    ]
+    use Op::*;
+    // Offsets below are from X = outer IHL + optional GRE fields; the inner frame starts at
+    // X+4, its IPv4 header at X+18.
+    let prog = [
+        I(0xb1, 0),    // ldxb 4*([0]&0xf)      X = outer IHL
+        I(0x03, 0),    // stx M[0]
+        I(0x50, 0),    // ldb [x+0]             GRE flags
+        I(0x54, 0x80), // and #C
+        I(0x74, 5),    // rsh #5                4 if C
+        I(0x02, 1),    // st M[1]
+        I(0x50, 0),    // ldb [x+0]
+        I(0x54, 0x20), // and #K
+        I(0x74, 3),    // rsh #3                4 if K
+        I(0x61, 1),    // ldx M[1]
+        I(0x0c, 0),    // add x
+        I(0x02, 1),    // st M[1]
+        I(0x61, 0),    // ldx M[0]
+        I(0x50, 0),    // ldb [x+0]
+        I(0x54, 0x10), // and #S
+        I(0x74, 2),    // rsh #2                4 if S
+        I(0x61, 1),    // ldx M[1]
+        I(0x0c, 0),    // add x                 optional GRE bytes
+        I(0x61, 0),    // ldx M[0]
+        I(0x0c, 0),    // add x                 IHL + optional
+        I(0x07, 0),    // tax
+        I(0x03, 4),    // stx M[4]
+        I(0x80, 0),    // ld len
+        I(0x14, 16),   // sub #16               room for GRE base + 12 MAC bytes?
+        J(0x3d, 0, "mac", ""),
+        I(0x00, 0), // ld #0                 too short: worker 0
+        Ja("pick"),
+        L("mac"),
+        I(0x40, 6),  // ld [x+6]              inner dst MAC bytes 2..5
+        I(0x02, 2),  // st M[2]
+        I(0x40, 12), // ld [x+12]             inner src MAC bytes 2..5
+        I(0x61, 2),  // ldx M[2]
+        I(0xac, 0),  // xor x
+        I(0x02, 2),  // st M[2]               hash = MAC pair
+        I(0x80, 0),  // ld len
+        I(0x14, 38), // sub #38               GRE 4 + Ethernet 14 + IPv4 20
+        I(0x61, 4),  // ldx M[4]
+        J(0x3d, 0, "", "done"),
+        I(0x48, 16), // ldh [x+16]            inner ethertype
+        J(0x15, 0x0800, "", "done"),
+        I(0x40, 30),            // ld [x+30]             inner source IPv4
+        I(0x02, 5),             // st M[5]
+        I(0x40, 34),            // ld [x+34]             inner destination IPv4
+        I(0x61, 5),             // ldx M[5]
+        I(0xac, 0),             // xor x
+        I(0x02, 2),             // st M[2]               hash = address pair
+        I(0x61, 4),             // ldx M[4]
+        I(0x48, 24),            // ldh [x+24]            flags + fragment offset
+        I(0x54, 0x3fff),        // and #MF|offset
+        J(0x15, 0, "", "done"), // fragments: addresses only
+        I(0x50, 27),            // ldb [x+27]            protocol
+        J(0x15, 6, "ports", ""),
+        J(0x15, 17, "ports", "done"),
+        L("ports"),
+        I(0x50, 18),   // ldb [x+18]            inner version/IHL
+        I(0x54, 0x0f), // and #0xf
+        I(0x64, 2),    // lsh #2                inner IHL in bytes
+        I(0x0c, 0),    // add x                 X + IHL
+        I(0x02, 6),    // st M[6]
+        I(0x80, 0),    // ld len
+        I(0x14, 22),   // sub #22               ... + 4 port bytes after the IP header
+        I(0x61, 6),    // ldx M[6]
+        J(0x3d, 0, "", "done"),
+        I(0x48, 18), // ldh [x+18]            source port
+        I(0x02, 5),  // st M[5]
+        I(0x48, 20), // ldh [x+20]            destination port
+        I(0x61, 5),  // ldx M[5]
+        I(0xac, 0),  // xor x
+        I(0x61, 2),  // ldx M[2]
+        I(0xac, 0),  // xor x
+        I(0x02, 2),  // st M[2]               hash = addresses ^ ports
+        L("done"),
+        I(0x60, 2),  // ld M[2]
+        I(0x02, 3),  // st M[3]               fold the high half in: mod n sees all bits
+        I(0x74, 16), // rsh #16
+        I(0x61, 3),  // ldx M[3]
+        I(0xac, 0),  // xor x
+        L("pick"),
+        I(0x94, n), // mod #n
+        J(0x15, idx, "", "drop"),
+        I(0x06, 0x0004_0000), // ret accept
+        L("drop"),
+        I(0x06, 0), // ret drop
+    ];
+    assemble(&prog)
 }
 
 /// One worker's raw GRE socket (unconnected; sends name the peer per message).
@@ -251,6 +361,12 @@ mod tests {
                     Some(v) => a = v,
                     None => return 0,
                 },
+                0x48 => match ld(x + i.k, 2) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                0x60 => a = m[i.k as usize],
+                0x64 => a <<= i.k,
                 0x54 => a &= i.k,
                 0x74 => a >>= i.k,
                 0x61 => x = m[i.k as usize],
@@ -275,7 +391,8 @@ mod tests {
             0x45, 0, 0, 0, 0, 0, 0, 0, 64, 47, 0, 0, 10, 200, 0, 1, 10, 200, 0, 2,
         ];
         p.extend_from_slice(gre_hdr);
-        p.extend_from_slice(&[2, 0, 0, 0, 0, dst_last, 2, 0, 0, 0, 0, src_last, 8, 0]);
+        // ARP: not IPv4, so the MAC pair is what gets hashed.
+        p.extend_from_slice(&[2, 0, 0, 0, 0, dst_last, 2, 0, 0, 0, 0, src_last, 8, 6]);
         p.resize(p.len() + 46, 0);
         p
     }
@@ -304,6 +421,54 @@ mod tests {
             }
         }
         assert!(per_worker.iter().all(|&c| c > 100), "spread {per_worker:?}");
+    }
+
+    /// An outer IPv4 + GRE packet carrying inner IPv4/`proto` between 10.77.0.1:sport and
+    /// 10.77.0.2:dport (or reversed), padded to `len` bytes of inner IP payload.
+    fn flow_packet(proto: u8, a_to_b: bool, sport: u16, dport: u16, frag: u16) -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 47, 0, 0, 10, 200, 0, 1, 10, 200, 0, 2,
+        ];
+        p.extend_from_slice(&[0, 0, 0x65, 0x58]);
+        let (sm, dm) = if a_to_b { (1u8, 2u8) } else { (2, 1) };
+        p.extend_from_slice(&[2, 0, 0, 0, 0, dm, 2, 0, 0, 0, 0, sm, 8, 0]);
+        let (si, di) = if a_to_b { (1u8, 2u8) } else { (2, 1) };
+        let (sp, dp) = if a_to_b {
+            (sport, dport)
+        } else {
+            (dport, sport)
+        };
+        p.extend_from_slice(&[0x45, 0, 0, 40, 0, 0]);
+        p.extend_from_slice(&frag.to_be_bytes());
+        p.extend_from_slice(&[64, proto, 0, 0, 10, 77, 0, si, 10, 77, 0, di]);
+        p.extend_from_slice(&sp.to_be_bytes());
+        p.extend_from_slice(&dp.to_be_bytes());
+        p.resize(p.len() + 16, 0);
+        p
+    }
+
+    #[test]
+    fn flows_between_two_containers_spread_and_stay_symmetric() {
+        let n = 2;
+        let progs: Vec<_> = (0..n).map(|i| partition_filter(n, i)).collect();
+        let take = |p: &[u8]| -> Vec<usize> {
+            (0..n as usize).filter(|&w| run(&progs[w], p) > 0).collect()
+        };
+        let mut per_worker = [0usize; 2];
+        for proto in [6u8, 17] {
+            for sport in 40_000..40_064u16 {
+                let fwd = flow_packet(proto, true, sport, 5201, 0x4000);
+                let back = flow_packet(proto, false, sport, 5201, 0x4000);
+                let w = take(&fwd);
+                assert_eq!(w.len(), 1);
+                assert_eq!(take(&back), w, "both directions of a flow on one worker");
+                per_worker[w[0]] += 1;
+            }
+        }
+        assert!(per_worker.iter().all(|&c| c >= 32), "spread {per_worker:?}");
+        // A non-first fragment hashes on addresses only: same worker as offset 0 with no ports.
+        let frag = flow_packet(17, true, 1, 2, 0x0010);
+        assert_eq!(take(&frag).len(), 1);
     }
 
     #[test]
