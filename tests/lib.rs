@@ -53,3 +53,39 @@ pub fn settled_stats(switches: &[&Switch]) -> Vec<Stats> {
 pub fn total_drops(s: &Stats) -> u64 {
     s.drops.iter().map(|d| d.count).sum()
 }
+
+/// Count of the drop reason named `reason` (0 if the switch does not list it).
+pub fn drop_count(s: &Stats, reason: &str) -> u64 {
+    s.drops
+        .iter()
+        .find(|d| d.reason == reason)
+        .map_or(0, |d| d.count)
+}
+
+/// Count of the event named `name` (0 if the switch does not list it).
+pub fn event_count(s: &Stats, name: &str) -> u64 {
+    s.events
+        .iter()
+        .find(|d| d.reason == name)
+        .map_or(0, |d| d.count)
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` from `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// User + system CPU time of process `pid` in clock ticks (`/proc/PID/stat` fields 14 and 15).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields are counted after its closing parenthesis.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}

@@ -407,6 +407,8 @@ pub struct Testbed {
     dir: PathBuf,
     hosts: Vec<Host>,
     underlay_ns: Option<String>,
+    /// Routed underlay (see [`Testbed::routed`]): router namespace and the MTU of its link to b.
+    router: Option<(String, u32)>,
     bin: PathBuf,
     switch_counter: AtomicU32,
     res: Arc<Mutex<Resources>>,
@@ -431,6 +433,23 @@ impl Testbed {
     /// another thread holding a clone of `handle` can tear down even a half-built testbed.
     /// Fails with [`Error::TornDown`] if `handle` was already used.
     pub fn with_teardown(n: usize, bin: PathBuf, handle: TeardownHandle) -> Result<Testbed> {
+        Self::build_with(n, bin, handle, None)
+    }
+
+    /// Two hosts whose underlays are joined by a router namespace `<p>r` instead of one veth:
+    /// a is `10.200.1.1/24` on the link 10.200.1.0/24 (MTU 1500), b is `10.200.2.2/24` on the
+    /// link 10.200.2.0/24, whose MTU (both ends) is `link_mtu`. The router forwards and sends
+    /// ICMP fragmentation-needed like any router, so path MTU discovery across it is real.
+    pub fn routed(link_mtu: u32) -> Result<Testbed> {
+        Self::build_with(2, switch_binary()?, TeardownHandle::new(), Some(link_mtu))
+    }
+
+    fn build_with(
+        n: usize,
+        bin: PathBuf,
+        handle: TeardownHandle,
+        router_mtu: Option<u32>,
+    ) -> Result<Testbed> {
         if !(2..=MAX_HOSTS).contains(&n) {
             return Err(Error::Invalid(format!(
                 "testbed needs 2 to {MAX_HOSTS} hosts, got {n}"
@@ -459,13 +478,17 @@ impl Testbed {
                     letter,
                     ns: format!("{prefix}{letter}h"),
                     container_ns: format!("{prefix}{letter}c"),
-                    underlay_ip: Ipv4Addr::new(10, 200, 0, i as u8 + 1),
+                    underlay_ip: match router_mtu {
+                        None => Ipv4Addr::new(10, 200, 0, i as u8 + 1),
+                        Some(_) => Ipv4Addr::new(10, 200, i as u8 + 1, i as u8 + 1),
+                    },
                     container_ip: Ipv4Addr::new(10, 77, 0, i as u8 + 1),
                 }
             })
             .collect();
         let mut tb = Testbed {
             underlay_ns: (n > 2).then(|| format!("{prefix}u")),
+            router: router_mtu.map(|m| (format!("{prefix}r"), m)),
             prefix,
             dir,
             hosts,
@@ -486,6 +509,30 @@ impl Testbed {
         }
         // Underlay.
         match &self.underlay_ns {
+            None if self.router.is_some() => {
+                let (r, mtu) = self.router.clone().expect("router");
+                self.add_netns(&r)?;
+                in_netns(&r, || fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+                    .map_err(|source| Error::Netns {
+                        ns: r.clone(),
+                        source,
+                    })?
+                    .map_err(|e| Error::io(format!("enable forwarding in {r}"), e))?;
+                let ul = UNDERLAY_IF;
+                for (i, h) in hosts.iter().enumerate() {
+                    let port = format!("r{}", h.letter);
+                    ipn(
+                        &r,
+                        &format!("link add {port} type veth peer name {ul} netns {}", h.ns),
+                    )?;
+                    ipn(&r, &format!("addr add 10.200.{}.254/24 dev {port}", i + 1))?;
+                    if i == 1 {
+                        ipn(&r, &format!("link set {port} mtu {mtu}"))?;
+                        ipn(&h.ns, &format!("link set {ul} mtu {mtu}"))?;
+                    }
+                    ipn(&r, &format!("link set {port} up"))?;
+                }
+            }
             None => {
                 let (a, b) = (&hosts[0], &hosts[1]);
                 let ul = UNDERLAY_IF;
@@ -541,6 +588,14 @@ impl Testbed {
             )?;
             ipn(cns, &format!("link set {eth} up"))?;
         }
+        if self.router.is_some() {
+            for (i, h) in hosts.iter().enumerate() {
+                ipn(
+                    &h.ns,
+                    &format!("route add default via 10.200.{}.254", i + 1),
+                )?;
+            }
+        }
         // A link that was just set up drops what it is given until the kernel's linkwatch work
         // has attached its qdisc (up to a second later), which would eat a test's first ping.
         for h in &hosts {
@@ -548,6 +603,11 @@ impl Testbed {
             wait_link_up(&h.ns, CONTAINER_PEER_IF)?;
             wait_link_up(&h.ns, BRIDGE)?;
             wait_link_up(&h.container_ns, CONTAINER_IF)?;
+        }
+        if let Some((r, _)) = &self.router {
+            for h in &hosts {
+                wait_link_up(r, &format!("r{}", h.letter))?;
+            }
         }
         if let Some(u) = &self.underlay_ns {
             wait_link_up(u, UNDERLAY_BRIDGE)?;

@@ -714,3 +714,119 @@ mod tests {
         assert_ne!(p.slice(0, 64), p.slice(64, 64));
     }
 }
+
+/// What a Don't-Fragment echo request got back (see [`df_probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DfProbe {
+    /// An echo reply: the packet fitted.
+    Reply,
+    /// ICMP fragmentation-needed quoting our request, with this next-hop MTU, from this
+    /// address.
+    FragNeeded {
+        /// Next-hop MTU in the ICMP error.
+        mtu: u16,
+        /// Source of the error.
+        from: Ipv4Addr,
+    },
+    /// Nothing within the timeout.
+    Nothing,
+}
+
+/// Sends from namespace `ns` one ICMP echo request to `dst` whose IP packet is `ip_len` bytes,
+/// with DF set (like `ping -M do -s ip_len-28`, but `IP_PMTUDISC_PROBE`, so the sender's own
+/// cached path MTU does not stop it locally), and waits up to `timeout` for the echo reply or an
+/// ICMP fragmentation-needed about it.
+pub fn df_probe(ns: &str, dst: Ipv4Addr, ip_len: usize, timeout: Duration) -> Result<DfProbe> {
+    in_netns(ns, || sized_echo_here(dst, ip_len, true, timeout)).map_err(netns_err(ns))?
+}
+
+/// [`df_probe`] with DF clear (`IP_PMTUDISC_DONT`): routers and tunnels may fragment it, so
+/// the answer should be [`DfProbe::Reply`] whatever the path MTU.
+pub fn nodf_echo(ns: &str, dst: Ipv4Addr, ip_len: usize, timeout: Duration) -> Result<DfProbe> {
+    in_netns(ns, || sized_echo_here(dst, ip_len, false, timeout)).map_err(netns_err(ns))?
+}
+
+fn sized_echo_here(dst: Ipv4Addr, ip_len: usize, df: bool, timeout: Duration) -> Result<DfProbe> {
+    use std::os::fd::AsRawFd;
+    let ctx = |what: &str| format!("DF probe {dst}: {what}");
+    let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+        .map_err(|e| Error::io(ctx("raw ICMP socket (needs root)"), e))?;
+    let v: libc::c_int = if df {
+        libc::IP_PMTUDISC_PROBE
+    } else {
+        libc::IP_PMTUDISC_DONT
+    };
+    // SAFETY: passes a pointer to one c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::io(
+            ctx("IP_MTU_DISCOVER"),
+            io::Error::last_os_error(),
+        ));
+    }
+    let id = (std::process::id() as u16) ^ (unique() as u16).rotate_left(8) ^ 0x5a5a;
+    let mut p = vec![8u8, 0, 0, 0];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&1u16.to_be_bytes());
+    p.resize(ip_len.saturating_sub(20).max(8), 0x42);
+    let c = inet_checksum(&p);
+    p[2..4].copy_from_slice(&c.to_be_bytes());
+    let to = SockAddr::from(SocketAddrV4::new(dst, 0));
+    sock.send_to(&p, &to)
+        .map_err(|e| Error::io(ctx("send"), e))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(DfProbe::Nothing);
+        }
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| Error::io(ctx("set timeout"), e))?;
+        let n = match (&sock).read(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(DfProbe::Nothing)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(ctx("recv"), e)),
+        };
+        let pkt = &buf[..n];
+        if pkt.len() < 20 {
+            continue;
+        }
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let from = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+        let Some(icmp) = pkt.get(ihl..) else { continue };
+        if icmp.len() < 8 {
+            continue;
+        }
+        if icmp[0] == 0 && from == dst && icmp[4..6] == id.to_be_bytes() {
+            return Ok(DfProbe::Reply);
+        }
+        if icmp[0] == 3 && icmp[1] == 4 {
+            // The quoted request: its IP header, then type 8 and our id.
+            let q = &icmp[8..];
+            let Some(qihl) = q.first().map(|b| usize::from(b & 0x0f) * 4) else {
+                continue;
+            };
+            if q.len() >= qihl + 8 && q[qihl] == 8 && q[qihl + 4..qihl + 6] == id.to_be_bytes() {
+                let mtu = u16::from_be_bytes([icmp[6], icmp[7]]);
+                return Ok(DfProbe::FragNeeded { mtu, from });
+            }
+        }
+    }
+}

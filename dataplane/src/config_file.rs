@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Every key the file may hold (the flags' long names, with `-` as `_`; `peer` is a list).
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 22] = [
     "peer",
     "local",
     "tap",
@@ -32,6 +32,13 @@ pub const KEYS: [&str; 15] = [
     "control_socket",
     "metrics",
     "offload",
+    "flood_limit",
+    "user",
+    "clamp_mss",
+    "keepalive",
+    "keepalive_interval",
+    "keepalive_multiplier",
+    "loop_guard",
 ];
 
 /// The file's settings; absent keys are `None` (or empty).
@@ -69,6 +76,20 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     /// TAP offloads (`offload = false` is `--no-offload`).
     pub offload: Option<bool>,
+    /// Floods per second per port (`--flood-limit`).
+    pub flood_limit: Option<u32>,
+    /// User to run as after setup (`--user`).
+    pub user: Option<String>,
+    /// `--clamp-mss`.
+    pub clamp_mss: Option<bool>,
+    /// `--keepalive`.
+    pub keepalive: Option<bool>,
+    /// `--keepalive-interval` (ms).
+    pub keepalive_interval: Option<u64>,
+    /// `--keepalive-multiplier`.
+    pub keepalive_multiplier: Option<u32>,
+    /// `loop_guard = false` is `--no-loop-guard`.
+    pub loop_guard: Option<bool>,
 }
 
 /// Why the file could not be used.
@@ -232,8 +253,9 @@ metrics = "127.0.0.1:9464"
         for k in KEYS {
             let v = match k {
                 "peer" => "[]",
-                "csum" | "seq" | "offload" => "true",
-                "mtu" | "key" | "ttl" | "tos" | "workers" => "1",
+                "csum" | "seq" | "offload" | "clamp_mss" | "keepalive" | "loop_guard" => "true",
+                "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" => "1",
+                "keepalive_interval" | "keepalive_multiplier" => "1",
                 "local" => "\"10.0.0.1\"",
                 "metrics" => "\"127.0.0.1:1\"",
                 _ => "\"x\"",

@@ -18,5 +18,6 @@ pub mod config_file;
 pub mod control;
 pub mod io;
 pub mod offload;
+pub mod privdrop;
 pub mod switch;
 pub mod wire;

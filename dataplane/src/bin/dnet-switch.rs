@@ -102,6 +102,40 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Flood at most PPS frames per second (broadcast, multicast, unknown unicast) from each
+    /// port; the rest are dropped and counted as flood_limit [default: unlimited].
+    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
+    flood_limit: Option<u32>,
+
+    /// After setup, switch to this user (and its group), keeping only CAP_NET_ADMIN and
+    /// CAP_NET_RAW [default: stay root].
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+
+    /// Lower the MSS option of TCP SYNs entering the tunnels so segments fit the narrowest
+    /// path MTU (for underlays that drop ICMP) [default: off].
+    #[arg(long)]
+    clamp_mss: bool,
+
+    /// Send BFD-like keepalives over every tunnel and show peers as up/down; a dead peer's
+    /// MACs are flushed. Implied by the two options below [default: off].
+    #[arg(long)]
+    keepalive: bool,
+
+    /// Keepalive interval in milliseconds [default: 1000 with --keepalive].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
+    keepalive_interval: Option<u64>,
+
+    /// Keepalive intervals without any frame from a peer before it is declared down
+    /// [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    keepalive_multiplier: Option<u32>,
+
+    /// Do not block a tunnel whose stations flap with the local port (a loop through the
+    /// local side, e.g. two hosts' bridges joined directly) [default: loop guard on].
+    #[arg(long)]
+    no_loop_guard: bool,
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
     #[arg(long, value_name = "SHELL", hide = true)]
     completions: Option<clap_complete::Shell>,
@@ -244,7 +278,33 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
         workers: args.workers.or(file.workers),
         offload: !args.no_offload && file.offload.unwrap_or(true),
     };
-    let (dp_cfg, resolved) = config::resolve(&settings)?;
+    let (mut dp_cfg, resolved) = config::resolve(&settings)?;
+    // Each worker floods from its own core: split the budget between them.
+    let flood_limit = args.flood_limit.or(file.flood_limit).filter(|p| *p > 0);
+    dp_cfg.core.flood_limit_pps = flood_limit.map(|pps| pps.div_ceil(dp_cfg.workers.max(1) as u32));
+    dp_cfg.core.clamp_mss = args.clamp_mss || file.clamp_mss.unwrap_or(false);
+    dp_cfg.core.loop_guard = !args.no_loop_guard && file.loop_guard.unwrap_or(true);
+    let ka_interval = args.keepalive_interval.or(file.keepalive_interval);
+    let ka_mult = args.keepalive_multiplier.or(file.keepalive_multiplier);
+    if args.keepalive
+        || file.keepalive.unwrap_or(false)
+        || ka_interval.is_some()
+        || ka_mult.is_some()
+    {
+        let interval = ka_interval.unwrap_or(1000);
+        let mult = ka_mult.unwrap_or(3);
+        if interval < 10 || !(1..=255).contains(&mult) {
+            bail!("keepalive_interval must be at least 10 ms and keepalive_multiplier 1 to 255");
+        }
+        dp_cfg.core.liveness.interval_ms = interval;
+        dp_cfg.core.liveness.multiplier = mult;
+    }
+    let run_as = args
+        .user
+        .as_deref()
+        .or(file.user.as_deref())
+        .map(dnet::privdrop::lookup_user)
+        .transpose()?;
     for w in &resolved.warnings {
         log::warn!("{w}");
     }
@@ -341,17 +401,60 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
             });
         }
     };
+    if let Some(u) = &run_as {
+        if let Err(e) = dnet::privdrop::drop_to(u) {
+            dp.stop();
+            drop(server);
+            return Err(e).context("dropping privileges (--user)");
+        }
+        log::info!(
+            "running as user {} (uid {}, gid {}) with CAP_NET_ADMIN and CAP_NET_RAW only",
+            u.name,
+            u.uid,
+            u.gid
+        );
+    }
+    if let Some(pps) = flood_limit {
+        log::info!("flood limit {pps} frames/s per port");
+    }
+    let live = dp_cfg.core.liveness;
+    log::info!(
+        "keepalives {}; loop guard {}; MSS clamping {}; path MTU learned per peer",
+        if live.interval_ms > 0 {
+            format!(
+                "every {} ms, down after {} missed",
+                live.interval_ms, live.multiplier
+            )
+        } else {
+            "off".into()
+        },
+        if dp_cfg.core.loop_guard { "on" } else { "off" },
+        if dp_cfg.core.clamp_mss { "on" } else { "off" },
+    );
+    let mut links = dnet::io::watch::LinkWatch::new(&dp.tap, dp_cfg.bridge.as_deref());
     log::info!("control socket {}; ready", server.path().display());
     sd_notify("READY=1\nSTATUS=forwarding");
 
+    let mut link_error = None;
     while !stop.load(Ordering::Relaxed) && !dp.any_worker_exited() {
         if hup.swap(false, Ordering::Relaxed) {
             reload(args.config.as_deref(), &info);
+        }
+        if let Err(e) = links.check() {
+            link_error = Some(e);
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     sd_notify("STOPPING=1");
     let failed = !stop.load(Ordering::Relaxed);
+    if failed && link_error.is_none() {
+        // A worker stopped: if the TAP went away, say so rather than only "a worker stopped".
+        link_error = links.check_now().err();
+    }
+    if let Some(e) = &link_error {
+        log::error!("{e}");
+    }
     log::info!(
         "shutting down: removing TAP {} and {}",
         dp.tap,
@@ -360,6 +463,9 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
     dp.stop();
     drop(server);
     log_totals(&info);
+    if let Some(e) = link_error {
+        bail!(e);
+    }
     if failed {
         bail!("a worker stopped unexpectedly (see the log above)");
     }

@@ -344,10 +344,18 @@ impl SwitchInfo {
                 let (state, origin, peer) = match k {
                     PortKind::Local => (tap_state.clone(), None, None),
                     PortKind::Tunnel(a) => (
-                        match last_rx {
-                            None => "silent".to_string(),
-                            Some(s) if s <= ACTIVE_SECS => "active".to_string(),
-                            Some(_) => "idle".to_string(),
+                        match self.dataplane.liveness.state(i as u16) {
+                            // Keepalives decide for peers that answer them (`--keepalive`).
+                            s if self.dataplane.keepalive
+                                && s != crate::switch::liveness::PeerState::Unknown =>
+                            {
+                                s.name().to_string()
+                            }
+                            _ => match last_rx {
+                                None => "silent".to_string(),
+                                Some(s) if s <= ACTIVE_SECS => "active".to_string(),
+                                Some(_) => "idle".to_string(),
+                            },
                         },
                         origins.get(&a).map(|o| o.name().to_string()),
                         Some(a),

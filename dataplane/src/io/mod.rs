@@ -3,8 +3,11 @@
 
 pub mod batch;
 pub mod gre_socket;
+pub mod keepalive;
 pub mod netdev;
+pub mod pmtu;
 pub mod tap;
+pub mod watch;
 pub mod worker;
 
 use crate::switch::tunnel::{GreOptions, PeerTable};
@@ -101,6 +104,10 @@ pub struct DataplaneControl {
     ports: Mutex<Vec<Option<PortKind>>>,
     cmds: Vec<Sender<WorkerCommand>>,
     wakers: Vec<Arc<mio::Waker>>,
+    /// Peer liveness shared with the workers (`--keepalive`).
+    pub liveness: Arc<switch::liveness::Shared>,
+    /// Keepalives are on.
+    pub keepalive: bool,
 }
 
 impl DataplaneControl {
@@ -134,6 +141,7 @@ impl DataplaneControl {
         let kind = PortKind::Tunnel(addr);
         ports[id] = Some(kind);
         let id = id as PortId;
+        self.liveness.reset(id);
         self.broadcast(|| WorkerCommand::SetPort {
             id,
             kind: Some(kind),
@@ -247,6 +255,8 @@ impl Dataplane {
             .map(|_| crossbeam_channel::bounded(worker::SYNC_QUEUE))
             .collect();
 
+        let pmtu_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let live = Arc::new(switch::liveness::Shared::default());
         let mut workers = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         let mut cmds = Vec::with_capacity(n);
@@ -256,11 +266,22 @@ impl Dataplane {
             let sock = GreSocket::open(cfg.local, cfg.outer, share)?;
             let c = Arc::new(Counters::default());
             let mut core = Switch::new(cfg.core.clone(), c.clone());
+            core.set_outer(cfg.gre.overhead(), cfg.outer.df);
+            core.set_liveness(live.clone(), id == 0);
+            let pmtu =
+                pmtu::PmtuIo::new(cfg.local, cfg.outer, pmtu_epoch.clone()).map_err(|source| {
+                    StartError::Socket(gre_socket::SocketError::Option {
+                        op: "open the DF-off GRE socket",
+                        source,
+                    })
+                })?;
             for (pid, k) in ports.iter().enumerate() {
                 core.set_port(pid as PortId, *k);
             }
             let (poll, waker) = worker::poll_with_waker().map_err(StartError::Thread)?;
-            let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+            // Bounded: the control server sends a few commands per request and serves one
+            // client at a time; the worker drains them every turn of its loop.
+            let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(worker::CMD_QUEUE);
             cmds.push(cmd_tx);
             workers.push(worker::Worker {
                 id,
@@ -281,6 +302,7 @@ impl Dataplane {
                 epoch,
                 stop: stop.clone(),
                 poll,
+                pmtu,
             });
             wakers.push(waker);
             counters.push(c);
@@ -301,6 +323,8 @@ impl Dataplane {
                 ports: Mutex::new(ports.into_iter().map(Some).collect()),
                 cmds,
                 wakers,
+                liveness: live,
+                keepalive: cfg.core.liveness.interval_ms > 0,
             }),
             threads,
             stop,

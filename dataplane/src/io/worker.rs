@@ -28,6 +28,8 @@ pub const BURST: usize = 32;
 const TX_CAP: usize = 128;
 /// Learning updates queued per worker before further ones are dropped (and counted).
 pub const SYNC_QUEUE: usize = 4096;
+/// Control-plane commands queued per worker (the control server blocks beyond that).
+pub const CMD_QUEUE: usize = 64;
 const TICK_MS: u64 = 1000;
 /// A TAP read: virtio-net header + the largest super-frame (Ethernet + tag + 64 KiB IP).
 const TAP_SLOT: usize = vnet::LEN + SLOT_LEN + 64;
@@ -108,6 +110,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// The poll instance (created before spawn so the waker can be handed out).
     pub poll: Poll,
+    /// Path MTU learning and the DF-off socket (see [`super::pmtu`]).
+    pub pmtu: super::pmtu::PmtuIo,
 }
 
 /// Creates a poll instance and its shutdown waker.
@@ -122,6 +126,10 @@ struct Buffers {
     tap_len: [usize; BURST],
     gre_rx: RxBatch,
     tx: TxBatch,
+    /// Keeps logs about dropped packets to a few lines a second.
+    drop_log: crate::switch::ratelimit::LogLimiter,
+    /// A TAP read failed for good (the TAP was deleted): the worker stops with this error.
+    tap_dead: Option<io::Error>,
 }
 
 impl Worker {
@@ -144,6 +152,8 @@ impl Worker {
             tap_len: [0; BURST],
             gre_rx: RxBatch::new(BURST),
             tx: TxBatch::new(TX_CAP),
+            drop_log: crate::switch::ratelimit::LogLimiter::new(5, 10_000),
+            tap_dead: None,
         };
         // Drain anything that arrived before registration.
         let (mut tap_ready, mut sock_ready) = (true, true);
@@ -153,7 +163,8 @@ impl Worker {
             let timeout = if tap_ready || sock_ready {
                 Duration::ZERO
             } else {
-                Duration::from_millis(next_tick.saturating_sub(self.now()).max(1))
+                let wake = next_tick.min(self.core.liveness_due().unwrap_or(u64::MAX));
+                Duration::from_millis(wake.saturating_sub(self.now()).max(1))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -180,6 +191,12 @@ impl Worker {
             }
             if tap_ready {
                 tap_ready = self.tap_burst(now, &mut b);
+                if let Some(e) = b.tap_dead.take() {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("reading the TAP failed: {e} (was the TAP deleted?)"),
+                    ));
+                }
             }
             if sock_ready {
                 sock_ready = self.gre_burst(now, &mut b);
@@ -187,6 +204,12 @@ impl Worker {
             if now >= next_tick {
                 self.core.handle_timeout(now);
                 next_tick = now + TICK_MS;
+            }
+            if self.pmtu.due(now) {
+                self.refresh_pmtu(now);
+            }
+            if self.core.liveness_due().is_some_and(|d| now >= d) {
+                self.keepalive_tick(now, &mut b.tx);
             }
         }
     }
@@ -257,7 +280,7 @@ impl Worker {
     /// Writes one frame to the TAP as is (behind an empty virtio-net header when offloads are
     /// on).
     #[inline]
-    fn to_tap(&self, frame: &[u8]) {
+    pub(super) fn to_tap(&self, frame: &[u8]) {
         let r = if self.vnet {
             self.tap
                 .writev(&[IoSlice::new(&[0u8; vnet::LEN]), IoSlice::new(frame)])
@@ -295,7 +318,10 @@ impl Worker {
         let c = self.core.counters();
         tx.flush(self.sock.as_raw_fd(), |port, len, r| match r {
             TxResult::Sent => c.tx(port, len as usize),
-            TxResult::TooBig => c.dropped(DropReason::TooBig),
+            TxResult::TooBig => {
+                c.dropped(DropReason::TooBig);
+                self.pmtu.too_big();
+            }
             TxResult::QueueFull => c.dropped(DropReason::TxQueueFull),
             TxResult::Error => c.dropped(DropReason::TxError),
         });
@@ -314,27 +340,40 @@ impl Worker {
     ) {
         match action {
             Action::Drop(_) => {}
-            Action::Forward(p) => self.output_one(tx, p, frame, gso),
+            Action::Forward(p) => self.output_one(tx, ingress, p, frame, gso),
             Action::Flood => {
                 for p in self.core.flood_targets(ingress) {
-                    self.output_one(tx, p, frame, gso);
+                    self.output_one(tx, ingress, p, frame, gso);
                 }
             }
         }
     }
 
     #[inline]
-    fn output_one(&self, tx: &mut TxBatch, port: PortId, frame: &[u8], gso: Option<&VnetHdr>) {
+    fn output_one(
+        &self,
+        tx: &mut TxBatch,
+        ingress: PortId,
+        port: PortId,
+        frame: &[u8],
+        gso: Option<&VnetHdr>,
+    ) {
         match self.core.port(port) {
             Some(PortKind::Local) => self.to_tap(frame),
             Some(PortKind::Tunnel(_)) => match gso {
                 None => {
+                    if frame.len() > self.core.max_tunnel_frame(port)
+                        && !self.oversize(ingress, port, frame)
+                    {
+                        return;
+                    }
                     if tx.is_full() {
                         self.flush(tx);
                     }
                     self.to_tunnel(tx, port, &[], frame);
                 }
                 Some(h) => {
+                    let h = &self.fit_gso(port, frame, h);
                     let r = offload::gso::segment(frame, h, |hdrs, payload| {
                         if tx.is_full() {
                             self.flush(tx);
@@ -363,8 +402,16 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        log::warn!("worker {}: reading the TAP failed: {e}", self.id);
+                    if crate::io::watch::tap_gone(&e) {
+                        b.tap_dead = Some(e);
+                    } else if e.kind() != io::ErrorKind::WouldBlock {
+                        if let Some(k) = b.drop_log.allow(now) {
+                            log::warn!(
+                                "worker {}: reading the TAP failed: {e}{}",
+                                self.id,
+                                crate::switch::ratelimit::LogLimiter::suffix(k)
+                            );
+                        }
                     }
                     more = false;
                     break;
@@ -384,11 +431,13 @@ impl Worker {
                         self.core.counters().dropped(DropReason::BadOffload);
                         continue;
                     }
+                    self.core.clamp_mss(frame);
                     (&*frame, None)
                 } else {
                     (&*frame, Some(h))
                 }
             } else {
+                self.core.clamp_mss(slot);
                 (&*slot, None)
             };
             let v = self.core.handle(now, 0, frame);
@@ -437,10 +486,18 @@ impl Worker {
             let (port, frame) = match tunnel::decap(pkt, &self.peers, &self.gre) {
                 Err(why) => {
                     self.core.counters().dropped(why);
+                    if log::log_enabled!(log::Level::Debug) {
+                        if let Some(k) = b.drop_log.allow(now) {
+                            crate::io::watch::log_gre_drop(self.id, pkt, why, k);
+                        }
+                    }
                     continue;
                 }
                 Ok(x) => x,
             };
+            if self.core.keepalive_rx(now, port, frame) {
+                continue;
+            }
             let v = self.core.handle(now, port, frame);
             self.publish(v.sync);
             let to_tap = matches!(v.action, Action::Forward(p) if self.core.port(p) == Some(PortKind::Local));

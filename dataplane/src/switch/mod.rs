@@ -10,7 +10,11 @@
 pub mod arp_watch;
 pub mod fdb;
 pub mod forward;
+pub mod liveness;
+pub mod loopguard;
+pub mod pmtu;
 pub mod port;
+pub mod ratelimit;
 pub mod tunnel;
 
 pub use fdb::{Fdb, FdbKey, Millis};
@@ -33,6 +37,15 @@ pub struct Config {
     /// Longest inner Ethernet frame accepted from a tunnel: MTU + 18 (header with one 802.1Q
     /// tag).
     pub max_frame: usize,
+    /// Most frames per second one port may flood (broadcast, multicast, unknown unicast);
+    /// the rest are dropped as `flood_limit`. `None` (default): unlimited.
+    pub flood_limit_pps: Option<u32>,
+    /// `--clamp-mss`: lower the MSS of TCP SYNs from the TAP to fit the tunnels' path MTU.
+    pub clamp_mss: bool,
+    /// Peer liveness (keepalives); see [`liveness`].
+    pub liveness: liveness::Config,
+    /// Block a tunnel whose stations flap with the local port; see [`loopguard`].
+    pub loop_guard: bool,
 }
 
 impl Default for Config {
@@ -42,6 +55,10 @@ impl Default for Config {
             aging_ms: 300_000,
             split_horizon: true,
             max_frame: 1500 + ethernet::TAGGED_HEADER_LEN,
+            flood_limit_pps: None,
+            clamp_mss: false,
+            liveness: liveness::Config::default(),
+            loop_guard: false,
         }
     }
 }
@@ -73,6 +90,14 @@ pub struct Switch {
     cfg: Config,
     counters: Arc<Counters>,
     arp: arp_watch::ArpWatch,
+    /// Path MTU per tunnel (see [`pmtu`]).
+    pmtu: pmtu::PathMtu,
+    /// Peer liveness (see [`liveness`]).
+    live: liveness::Liveness,
+    /// Local-side loop guard (see [`loopguard`]).
+    loops: loopguard::LoopGuard,
+    /// Per-port flood budget (`Config::flood_limit_pps`), indexed by port; empty if unlimited.
+    flood_budget: Vec<ratelimit::TokenBucket>,
 }
 
 impl Switch {
@@ -81,9 +106,13 @@ impl Switch {
         Switch {
             ports: Vec::with_capacity(MAX_PORTS),
             fdb: Fdb::new(cfg.fdb_capacity, cfg.aging_ms),
+            live: liveness::Liveness::new(cfg.liveness),
+            loops: loopguard::LoopGuard::default(),
             cfg,
             counters,
             arp: arp_watch::ArpWatch::new(),
+            pmtu: pmtu::PathMtu::new(24, true),
+            flood_budget: Vec::new(),
         }
     }
 
@@ -98,6 +127,14 @@ impl Switch {
             self.ports.resize(i + 1, None);
         }
         self.ports[i] = Some(kind);
+        if let Some(pps) = self.cfg.flood_limit_pps {
+            // A burst of one second's worth; a fresh bucket when a port id is reused.
+            if self.flood_budget.len() <= i {
+                self.flood_budget
+                    .resize(i + 1, ratelimit::TokenBucket::new(pps, pps));
+            }
+            self.flood_budget[i] = ratelimit::TokenBucket::new(pps, pps);
+        }
     }
 
     /// Removes a port and forgets the stations learned on it.
@@ -107,6 +144,7 @@ impl Switch {
         }
         self.fdb.flush(Some(id));
         self.arp.forget_port(id);
+        self.pmtu.forget(id);
     }
 
     /// The kind of port `id`, if it exists.
@@ -133,7 +171,15 @@ impl Switch {
     /// Decides what to do with `frame`, received on `ingress` at `now`, and learns its source.
     /// Counts the frame as received and counts the drop reason, if any. Never panics.
     pub fn handle(&mut self, now: Millis, ingress: PortId, frame: &[u8]) -> Verdict {
-        let verdict = self.decide(now, ingress, frame);
+        let mut verdict = self.decide(now, ingress, frame);
+        self.loop_filter(now, ingress, &mut verdict);
+        if verdict.action == Action::Flood {
+            if let Some(b) = self.flood_budget.get_mut(usize::from(ingress)) {
+                if !b.take(now) {
+                    verdict.action = Action::Drop(DropReason::FloodLimit);
+                }
+            }
+        }
         match verdict.action {
             Action::Drop(why) => self.counters.dropped(why),
             Action::Flood => self.counters.event(Event::Flood),
@@ -172,8 +218,9 @@ impl Switch {
                 true
             }
             Learned::Refreshed { sync: true } => true,
-            Learned::Moved { .. } => {
+            Learned::Moved { from } => {
                 self.counters.event(Event::MacMove);
+                self.loop_moved(now, from, ingress);
                 true
             }
             Learned::Refreshed { sync: false } => false,
@@ -213,7 +260,7 @@ impl Switch {
         self.ports.iter().enumerate().filter_map(move |(i, k)| {
             let k = (*k)?;
             let id = i as PortId;
-            (id != ingress && !(sh && k.is_tunnel())).then_some(id)
+            (id != ingress && !(sh && k.is_tunnel()) && !self.loop_blocked(id)).then_some(id)
         })
     }
 

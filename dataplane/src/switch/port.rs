@@ -128,11 +128,20 @@ pub enum DropReason {
     TapWriteError,
     /// A frame from the TAP whose virtio-net offload header could not be honoured.
     BadOffload,
+    /// A flooded frame over its ingress port's `--flood-limit`.
+    FloodLimit,
+    /// Did not fit the tunnel's path MTU and must not be fragmented (IPv4 with DF, IPv6): the
+    /// sender was answered with ICMP fragmentation-needed / Packet Too Big.
+    TooBigIcmp,
+    /// A broadcast or multicast frame that did not fit a tunnel's path MTU.
+    TooBigGroup,
+    /// From or to a tunnel the loop guard blocked (stations flapping with the local port).
+    LoopGuard,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = DropReason::BadOffload as usize + 1;
+    pub const COUNT: usize = DropReason::LoopGuard as usize + 1;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::BadOuterIp,
@@ -154,6 +163,10 @@ impl DropReason {
         DropReason::TxQueueFull,
         DropReason::TapWriteError,
         DropReason::BadOffload,
+        DropReason::FloodLimit,
+        DropReason::TooBigIcmp,
+        DropReason::TooBigGroup,
+        DropReason::LoopGuard,
     ];
 
     /// Stable snake_case name.
@@ -178,6 +191,10 @@ impl DropReason {
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TapWriteError => "tap_write_error",
             DropReason::BadOffload => "bad_offload",
+            DropReason::FloodLimit => "flood_limit",
+            DropReason::TooBigIcmp => "too_big_icmp",
+            DropReason::TooBigGroup => "too_big_group",
+            DropReason::LoopGuard => "loop_guard",
         }
     }
 }
@@ -194,17 +211,32 @@ pub enum Event {
     Flood,
     /// A learning update for another worker was lost because its queue was full.
     LearnSyncLost,
+    /// A frame larger than the path MTU sent with outer DF off (the kernel fragments it).
+    Fragmented,
+    /// A tunnel's path MTU changed.
+    PathMtuChange,
+    /// A peer stopped answering keepalives (its MACs were flushed).
+    PeerDown,
+    /// A peer (re)started answering keepalives.
+    PeerUp,
+    /// A MAC flapped between the local port and a tunnel (a loop through the local side).
+    LoopDetected,
 }
 
 impl Event {
     /// Number of events.
-    pub const COUNT: usize = Event::LearnSyncLost as usize + 1;
+    pub const COUNT: usize = Event::LoopDetected as usize + 1;
     /// Every event, in counter order.
     pub const ALL: [Event; Event::COUNT] = [
         Event::FdbFull,
         Event::MacMove,
         Event::Flood,
         Event::LearnSyncLost,
+        Event::Fragmented,
+        Event::PathMtuChange,
+        Event::PeerDown,
+        Event::PeerUp,
+        Event::LoopDetected,
     ];
 
     /// Stable snake_case name.
@@ -214,6 +246,11 @@ impl Event {
             Event::MacMove => "mac_move",
             Event::Flood => "flood",
             Event::LearnSyncLost => "learn_sync_lost",
+            Event::Fragmented => "fragmented",
+            Event::PathMtuChange => "path_mtu_change",
+            Event::PeerDown => "peer_down",
+            Event::PeerUp => "peer_up",
+            Event::LoopDetected => "loop_detected",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod gre;
+pub mod icmp;
 pub mod ipv4;
 pub mod vnet;
 

@@ -1,0 +1,148 @@
+//! `--user NAME`: after setup (TAP, sockets, control socket), become an ordinary user while
+//! keeping only CAP_NET_ADMIN and CAP_NET_RAW.
+//!
+//! glibc applies `setgroups`/`setresgid`/`setresuid` to every thread of the process. Only the
+//! calling (main) thread has PR_SET_KEEPCAPS, so it keeps the two capabilities (for the
+//! bridge re-attach and peers added at run time); the worker and control threads lose every
+//! capability, which they do not need: their descriptors are already open.
+
+use std::ffi::{CStr, CString};
+use std::io;
+
+/// A user to switch to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: libc::uid_t,
+    /// Primary group id.
+    pub gid: libc::gid_t,
+}
+
+/// Errors of `--user`.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivError {
+    /// No such user.
+    #[error("--user {0}: no such user (see /etc/passwd)")]
+    NoSuchUser(String),
+    /// A system call failed.
+    #[error("--user {user}: {what} failed: {source}")]
+    Syscall {
+        /// User.
+        user: String,
+        /// Which step.
+        what: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Looks `name` up in the user database.
+pub fn lookup_user(name: &str) -> Result<User, PrivError> {
+    let c = CString::new(name).map_err(|_| PrivError::NoSuchUser(name.to_string()))?;
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the use of pw's strings.
+    let r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r != 0 || out.is_null() {
+        return Err(PrivError::NoSuchUser(name.to_string()));
+    }
+    // SAFETY: pw_name points into buf, NUL-terminated, filled in by getpwnam_r.
+    let n = unsafe { CStr::from_ptr(pw.pw_name) }
+        .to_string_lossy()
+        .into_owned();
+    Ok(User {
+        name: n,
+        uid: pw.pw_uid,
+        gid: pw.pw_gid,
+    })
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn check(user: &str, what: &'static str, r: libc::c_long) -> Result<(), PrivError> {
+    if r < 0 {
+        Err(PrivError::Syscall {
+            user: user.to_string(),
+            what,
+            source: io::Error::last_os_error(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Switches the process to `u` keeping CAP_NET_ADMIN and CAP_NET_RAW on the calling thread.
+pub fn drop_to(u: &User) -> Result<(), PrivError> {
+    let n = u.name.as_str();
+    // SAFETY: plain system calls with valid arguments; the capability structs are laid out as
+    // the kernel's v3 ABI (one header, two data words).
+    unsafe {
+        check(
+            n,
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).into(),
+        )?;
+        check(n, "setgroups", libc::setgroups(1, &u.gid).into())?;
+        check(n, "setresgid", libc::setresgid(u.gid, u.gid, u.gid).into())?;
+        check(n, "setresuid", libc::setresuid(u.uid, u.uid, u.uid).into())?;
+        let mut hdr = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let keep = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW);
+        let data = [
+            CapData {
+                effective: keep,
+                permitted: keep,
+                inheritable: 0,
+            },
+            CapData::default(),
+        ];
+        check(
+            n,
+            "capset",
+            libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()),
+        )?;
+        check(
+            n,
+            "prctl(PR_SET_KEEPCAPS, 0)",
+            libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0).into(),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_up_root_and_refuses_unknown_users() {
+        let r = lookup_user("root").expect("root exists");
+        assert_eq!((r.uid, r.gid), (0, 0));
+        assert!(matches!(
+            lookup_user("no-such-user-dnet"),
+            Err(PrivError::NoSuchUser(_))
+        ));
+        assert!(lookup_user("bad\0name").is_err());
+    }
+}

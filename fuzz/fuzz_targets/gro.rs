@@ -1,0 +1,47 @@
+//! TAP offloads, receive side: arbitrary frames (2-byte length prefix each) added to a `Gro`
+//! run, flushed as the worker does on `Mismatch`/`Alone`, never panic; every finished run has
+//! at most `MAX_SEGS` parts, headers within the head buffer, and at most 64 KiB of IP.
+#![no_main]
+
+use dnet::offload::gro::{Add, Gro, MAX_SEGS};
+use dnet::offload::MAX_HEADERS;
+use dnet::wire::vnet;
+use libfuzzer_sys::fuzz_target;
+
+fn check(run: &mut Gro<'_>) {
+    if run.is_empty() {
+        return;
+    }
+    let mut head = [0u8; vnet::LEN + MAX_HEADERS];
+    let (hl, parts) = run.finish(&mut head);
+    assert!(hl >= vnet::LEN && hl <= head.len());
+    assert!(!parts.is_empty() && parts.len() <= MAX_SEGS);
+    let total: usize = parts.iter().map(|p| p.len()).sum::<usize>() + hl - vnet::LEN;
+    assert!(total <= 14 + 4 + 40 + 65_535, "{total} bytes in one run");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut frames = Vec::new();
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])) % 2048;
+        let len = len.min(rest.len() - 2);
+        frames.push(&rest[2..2 + len]);
+        rest = &rest[2 + len..];
+    }
+    let mut run = Gro::new();
+    for f in frames {
+        match run.add(f) {
+            Add::Added => {}
+            Add::Mismatch => {
+                check(&mut run);
+                if run.add(f) != Add::Added {
+                    check(&mut run);
+                }
+            }
+            Add::Alone => check(&mut run),
+        }
+        assert!(run.len() <= MAX_SEGS);
+    }
+    check(&mut run);
+});

@@ -1,0 +1,74 @@
+//! The local-side loop guard: two hosts whose container bridges are also joined directly (as
+//! if bridged onto one LAN) close a loop through the tunnel. One broadcast would circulate for
+//! ever; the switches must notice the flapping MACs, block the tunnel and stop the storm, while
+//! the containers keep talking over the direct link.
+
+use dnet_e2e::{event_count, settled_stats, skip_unless_root};
+use dnetctl::testbed::{tunnel_port, Testbed, CONTAINER_BROADCAST};
+use dnetctl::traffic::{ping, udp_broadcast};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_loop_through_the_local_side_is_stopped() {
+    if skip_unless_root("a_loop_through_the_local_side_is_stopped") {
+        return;
+    }
+    let tb = Testbed::new(2).expect("testbed");
+    let sw = tb.start_switches().expect("switches");
+    let (a, b) = (tb.host(0), tb.host(1));
+    tb.join_bridges_directly(0, 1)
+        .expect("joining the bridges directly");
+
+    let t0 = Instant::now();
+    udp_broadcast(
+        &a.container_ns,
+        CONTAINER_BROADCAST,
+        9999,
+        &[&b.container_ns],
+        Duration::from_millis(200),
+    )
+    .expect("broadcast");
+    // Poll until a switch reports the loop.
+    let detected = loop {
+        let n: u64 = sw
+            .iter()
+            .map(|s| event_count(&s.stats().expect("stats"), "loop_detected"))
+            .sum();
+        if n > 0 {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no loop detected\n{}\n{}",
+            sw[0].stderr(),
+            sw[1].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The storm is over: tunnel counters stand still.
+    let tx = || {
+        let st = settled_stats(&[&sw[0], &sw[1]]);
+        tunnel_port(&st[0], b.underlay_ip).unwrap().tx_packets
+            + tunnel_port(&st[1], a.underlay_ip).unwrap().tx_packets
+    };
+    let before = tx();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = tx();
+    let st = settled_stats(&[&sw[0], &sw[1]]);
+    eprintln!(
+        "loop detected {detected:.2?} after the broadcast; tunnel frames sent before it stopped: {before}; in the next second: {}; loop_guard drops a {} b {}",
+        after - before,
+        dnet_e2e::drop_count(&st[0], "loop_guard"),
+        dnet_e2e::drop_count(&st[1], "loop_guard"),
+    );
+    assert!(
+        after - before <= 4,
+        "storm goes on: {} frames in 1 s",
+        after - before
+    );
+    let p = ping(&a.container_ns, b.container_ip, 3, Duration::from_secs(2)).expect("ping");
+    assert_eq!(
+        p.received, 3,
+        "containers still reach each other over the direct link"
+    );
+}
