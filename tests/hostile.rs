@@ -367,6 +367,80 @@ fn control_socket_rejects_malformed_oversized_and_non_root_and_keeps_serving() {
         .expect("root still served after a non-root client");
 }
 
+/// Runs `f` on a thread whose credentials are uid 65534 with primary group `gid` and no
+/// supplementary groups (raw system calls: glibc's wrappers would change the whole process).
+fn as_user_in_group(gid: u32, path: &std::path::Path, f: fn(&std::path::Path) -> String) -> String {
+    let p = path.to_path_buf();
+    std::thread::spawn(move || {
+        // SAFETY: setgroups(0, NULL), setresgid and setresuid with valid ids; raw syscalls
+        // change this thread's credentials only.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                0
+            );
+            assert_eq!(
+                libc::syscall(libc::SYS_setresgid, gid, gid, gid),
+                0,
+                "setresgid"
+            );
+            assert_eq!(
+                libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534),
+                0,
+                "setresuid"
+            );
+        }
+        f(&p)
+    })
+    .join()
+    .expect("unprivileged thread")
+}
+
+#[test]
+fn control_group_members_are_served_and_others_refused() {
+    if skip_unless_root("control_group_members_are_served_and_others_refused") {
+        return;
+    }
+    let tb = Testbed::new(2).expect("building testbed");
+    let opts = SwitchOptions {
+        extra_args: vec!["--control-group".into(), "nogroup".into()],
+        ..SwitchOptions::default()
+    };
+    let sw = tb.spawn_switch(0, &opts).expect("starting switch");
+    sw.wait_ready(Duration::from_secs(10))
+        .expect("switch ready");
+    let path = sw.socket.clone();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&path).expect("socket metadata");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o660,
+        "group-accessible socket"
+    );
+    assert_eq!(meta.gid(), 65534, "socket owned by group nogroup");
+    // A member of the group gets real answers.
+    let reply = as_user_in_group(65534, &path, |p| raw_request(p, b"{\"cmd\":\"stats\"}\n"));
+    let st: dnetctl::ctl::Response = serde_json::from_str(&reply).expect("JSON reply");
+    assert!(
+        matches!(st, dnetctl::ctl::Response::Stats(_)),
+        "group member refused: {reply}"
+    );
+    // Someone outside it cannot even connect (mode 0660), and the server would refuse anyway.
+    let refused = as_user_in_group(
+        65533,
+        &path,
+        |p| match std::os::unix::net::UnixStream::connect(p) {
+            Ok(_) => "connected".into(),
+            Err(e) => format!("{e}"),
+        },
+    );
+    assert!(
+        refused.to_lowercase().contains("permission denied"),
+        "non-member connect: {refused}"
+    );
+    sw.stats().expect("root still served");
+}
+
 #[test]
 fn flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing() {
     if skip_unless_root("flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing") {

@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Every key the file may hold (the flags' long names, with `-` as `_`; `peer` is a list).
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 23] = [
     "peer",
     "local",
     "tap",
@@ -30,6 +30,7 @@ pub const KEYS: [&str; 22] = [
     "workers",
     "log_level",
     "control_socket",
+    "control_group",
     "metrics",
     "offload",
     "flood_limit",
@@ -72,6 +73,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// Control socket path.
     pub control_socket: Option<PathBuf>,
+    /// Group allowed to use the control socket besides root.
+    pub control_group: Option<String>,
     /// Prometheus endpoint address.
     pub metrics: Option<SocketAddr>,
     /// TAP offloads (`offload = false` is `--no-offload`).

@@ -92,6 +92,10 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
 
+    /// Also let members of this group use the control socket (it becomes mode 0660).
+    #[arg(long, value_name = "NAME")]
+    control_group: Option<String>,
+
     /// Serve Prometheus metrics (the `dnetctl stats` counters) over HTTP on this address,
     /// e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, value_name = "ADDR:PORT")]
@@ -377,7 +381,17 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
         },
         peers.iter().copied(),
     ));
-    let server = match ControlServer::start(&sock_path, info.clone()) {
+    let control_gid = match args.control_group.as_ref().or(file.control_group.as_ref()) {
+        Some(name) => match group_id(name) {
+            Some(g) => Some(g),
+            None => {
+                dp.stop();
+                bail!("--control-group {name}: no such group (see /etc/group)");
+            }
+        },
+        None => None,
+    };
+    let server = match ControlServer::start(&sock_path, info.clone(), control_gid) {
         Ok(s) => s,
         Err(e) => {
             dp.stop();
@@ -488,6 +502,16 @@ fn warn_bridge_mtu(bridge: &str, tap: &str, mtu: u32, overhead: u32) {
             }
         }
     }
+}
+
+/// The gid of group `name`, if it exists.
+fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the result, if non-null, points to static
+    // storage that we read once before any other call could overwrite it.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    // SAFETY: non-null results point to a valid group record.
+    (!g.is_null()).then(|| unsafe { (*g).gr_gid })
 }
 
 fn on_off(b: bool) -> &'static str {

@@ -576,8 +576,14 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Binds `path` (creating its directory), replacing a stale socket left by a killed switch,
-    /// and serves requests on a background thread.
-    pub fn start(path: &Path, info: Arc<SwitchInfo>) -> Result<ControlServer, ServerError> {
+    /// and serves requests on a background thread. Only root may use it, plus members of
+    /// `group` (a gid) when given: the socket is then group-owned and mode 0660, and each
+    /// client's credentials are checked again on every connection.
+    pub fn start(
+        path: &Path,
+        info: Arc<SwitchInfo>,
+        group: Option<u32>,
+    ) -> Result<ControlServer, ServerError> {
         let p = path.display().to_string();
         let create = |source| ServerError::Create {
             path: p.clone(),
@@ -594,7 +600,14 @@ impl ControlServer {
             std::fs::remove_file(path).map_err(create)?;
         }
         let listener = UnixListener::bind(path).map_err(create)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(create)?;
+        let mode = match group {
+            Some(gid) => {
+                std::os::unix::fs::chown(path, None, Some(gid)).map_err(create)?;
+                0o660
+            }
+            None => 0o600,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(create)?;
         let weak = Arc::downgrade(&info);
         std::thread::Builder::new()
             .name("dnet-monitor".into())
@@ -602,7 +615,7 @@ impl ControlServer {
             .map_err(create)?;
         std::thread::Builder::new()
             .name("dnet-control".into())
-            .spawn(move || serve(listener, info))
+            .spawn(move || serve(listener, info, group))
             .map_err(create)?;
         Ok(ControlServer {
             path: path.to_path_buf(),
@@ -643,7 +656,7 @@ fn tap_state(tap: &str) -> String {
     }
 }
 
-fn peer_uid(s: &UnixStream) -> Option<u32> {
+fn peer_cred(s: &UnixStream) -> Option<libc::ucred> {
     use std::os::fd::AsRawFd;
     // SAFETY (zeroed): ucred is plain data.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
@@ -658,19 +671,42 @@ fn peer_uid(s: &UnixStream) -> Option<u32> {
             &mut len,
         )
     };
-    (rc == 0).then_some(cred.uid)
+    (rc == 0).then_some(cred)
 }
 
-fn serve(listener: UnixListener, info: Arc<SwitchInfo>) {
+/// Supplementary groups of process `pid` (from /proc; empty if it is gone).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// May this client use the socket? Root always; members of the configured group too.
+fn allowed(cred: Option<libc::ucred>, group: Option<u32>) -> bool {
+    match (cred, group) {
+        (Some(c), _) if c.uid == 0 => true,
+        (Some(c), Some(g)) => c.gid == g || supplementary_groups(c.pid).contains(&g),
+        _ => false,
+    }
+}
+
+fn serve(listener: UnixListener, info: Arc<SwitchInfo>, group: Option<u32>) {
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { continue };
         // One client at a time, each bounded in time and size, so a stuck or hostile client
         // cannot pin the server.
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-        let reply = if peer_uid(&s) != Some(0) {
+        let reply = if !allowed(peer_cred(&s), group) {
             Response::Error {
-                message: "permission denied: the control socket is root-only".into(),
+                message: "permission denied: the control socket is for root (and the --control-group, if one is set)".into(),
             }
         } else {
             let mut line = String::new();
