@@ -301,8 +301,7 @@ fuzz_target!(|data: &[u8]| {
                     sw.remove_port(ingress);
                     model.ports[i] = None;
                     model.fdb.retain(|_, e| e.port != ingress);
-                    // remove_port does not refresh the fdb_entries gauge (see README).
-                    model.fdb_counter_fresh = false;
+                    model.fdb_counter_fresh = true;
                 } else if let Some(k) = original[i] {
                     sw.set_port(ingress, k);
                     model.ports[i] = Some(k);

@@ -142,7 +142,7 @@ impl Switch {
         if let Some(p) = self.ports.get_mut(usize::from(id)) {
             *p = None;
         }
-        self.fdb.flush(Some(id));
+        self.flush(Some(id));
         self.arp.forget_port(id);
         self.pmtu.forget(id);
     }

@@ -209,7 +209,9 @@ fn full_table_still_delivers_by_flooding() {
 fn removed_port_forgets_its_stations() {
     let mut s = switch_with_peers(2);
     s.handle(0, 2, &frame(MacAddr::BROADCAST, mac(3, 1)));
+    assert_eq!(s.counters().fdb_entries.get(), 1);
     s.remove_port(2);
+    assert_eq!(s.counters().fdb_entries.get(), 0, "table size gauge follows the flush");
     assert_eq!(s.flood_targets(TAP).collect::<Vec<_>>(), vec![1]);
     assert_eq!(
         s.handle(1, TAP, &frame(mac(3, 1), mac(1, 1))).action,
