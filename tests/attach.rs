@@ -97,8 +97,17 @@ fn attach_two_containers_ping_detach_and_reattach() {
 
     let o = attach(&ha, &sw[0], &ca, "10.77.1.1/24");
     assert!(o.status.success(), "attach a: {}", stderr(&o));
-    let o = attach(&hb, &sw[1], &cb, "10.77.1.2/24");
+    let sock_b = sw[1].socket.display().to_string();
+    let o = dnetctl(
+        &hb,
+        &["attach", &cb, "10.77.1.2/24", "--socket", &sock_b, "-j"],
+    );
     assert!(o.status.success(), "attach b: {}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("attach -j prints JSON");
+    assert_eq!(j["address"], "10.77.1.2/24");
+    assert_eq!(j["ifname"], "eth1");
+    assert_eq!(j["mtu"], mtu);
+    assert_eq!(j["bridge"], dnetctl::testbed::BRIDGE);
 
     let p = ping(&ca, ip_b, 5, Duration::from_secs(2)).expect("ping a->b");
     assert_eq!(p.received, 5, "ping a->b: {p:?}");
@@ -130,8 +139,11 @@ fn attach_two_containers_ping_detach_and_reattach() {
     assert!(link(&ca, "eth1").is_some(), "double attach removed eth1");
 
     // Detach removes both ends.
-    let o = dnetctl(&ha, &["detach", &ca]);
+    let o = dnetctl(&ha, &["detach", &ca, "-j"]);
     assert!(o.status.success(), "detach: {}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("detach -j prints JSON");
+    assert_eq!(j["ifname"], "eth1");
+    assert_eq!(j["host_ifname"], host_if.as_str());
     assert!(link(&ca, "eth1").is_none(), "eth1 left in the container");
     assert!(link(&ha, &host_if).is_none(), "host end {host_if} left");
     assert!(attach_links(&ha).is_empty() && attach_links(&ca).is_empty());

@@ -58,6 +58,9 @@ pub struct AttachArgs {
     /// Skip the RFC 5227 duplicate address probe.
     #[arg(long)]
     no_probe: bool,
+    /// Print the result as JSON.
+    #[arg(short, long)]
+    json: bool,
 }
 
 /// Remove an interface that `dnetctl attach` made (needs root).
@@ -73,6 +76,9 @@ pub struct DetachArgs {
     /// Interface name inside the container.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_IFNAME)]
     ifname: String,
+    /// Print the result as JSON.
+    #[arg(short, long)]
+    json: bool,
 }
 
 pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
@@ -98,6 +104,20 @@ pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
         probe: !a.no_probe,
     };
     let r = attach::attach(&o)?;
+    if a.json {
+        let v = serde_json::json!({
+            "container": r.container,
+            "ifname": r.ifname,
+            "address": format!("{}/{}", o.addr, o.prefix),
+            "mac": format_mac(&r.mac),
+            "mtu": r.mtu,
+            "host_ifname": r.host_ifname,
+            "bridge": r.bridge,
+            "gateway": o.gateway.map(|g| g.to_string()),
+        });
+        println!("{v}");
+        return Ok(());
+    }
     println!(
         "attached {} {} {}/{} mac {} mtu {} (host end {} in bridge {}){}",
         r.container,
@@ -117,6 +137,15 @@ pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
 
 pub fn run_detach(a: DetachArgs) -> anyhow::Result<()> {
     let d = attach::detach(&a.container, &a.ifname)?;
+    if a.json {
+        let v = serde_json::json!({
+            "container": a.container,
+            "ifname": d.ifname,
+            "host_ifname": d.host_ifname,
+        });
+        println!("{v}");
+        return Ok(());
+    }
     match d.host_ifname {
         Some(h) => println!("detached {} {} (host end {h})", a.container, d.ifname),
         None => println!("detached {} {}", a.container, d.ifname),

@@ -211,7 +211,11 @@ fn removed_port_forgets_its_stations() {
     s.handle(0, 2, &frame(MacAddr::BROADCAST, mac(3, 1)));
     assert_eq!(s.counters().fdb_entries.get(), 1);
     s.remove_port(2);
-    assert_eq!(s.counters().fdb_entries.get(), 0, "table size gauge follows the flush");
+    assert_eq!(
+        s.counters().fdb_entries.get(),
+        0,
+        "table size gauge follows the flush"
+    );
     assert_eq!(s.flood_targets(TAP).collect::<Vec<_>>(), vec![1]);
     assert_eq!(
         s.handle(1, TAP, &frame(mac(3, 1), mac(1, 1))).action,
