@@ -74,6 +74,10 @@ class Testbed:
         return p
 
     def __exit__(self, *exc):
+        # iperf3 servers daemonize (-D); whatever still runs inside our namespaces is ours.
+        for ns in NS.values():
+            for pid in sh(f"ip netns pids {ns}", check=False).stdout.split():
+                sh(f"kill {pid}", check=False)
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
