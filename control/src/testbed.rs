@@ -722,11 +722,6 @@ impl Testbed {
         let k = self.switch_counter.fetch_add(1, Ordering::Relaxed);
         let socket = PathBuf::from(format!("{SOCKET_DIR}/{}{}{k}.sock", self.prefix, h.letter));
         let log = self.dir.join(format!("switch-{}{k}.log", h.letter));
-        let mut out =
-            File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| Error::io(format!("dup {}", log.display()), e))?;
         let peers = opts.peers.clone().unwrap_or_else(|| {
             self.hosts
                 .iter()
@@ -745,30 +740,7 @@ impl Testbed {
         cmd.args(["--tap", &opts.tap, "--log-level", &opts.log_level]);
         cmd.arg("--control-socket").arg(&socket);
         cmd.args(&opts.extra_args);
-        let cmdline = format!("{cmd:?}");
-        // The command line heads the log for post-mortems; written before the switch starts
-        // because both share one file offset.
-        let _ = writeln!(out, "# testbed: {cmdline}");
-        // Own process group: a terminal Ctrl-C reaches dnetctl only, which then stops switches
-        // in order instead of having them race the teardown.
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .process_group(0);
-        let mut res = lock(&self.res);
-        if res.torn_down {
-            return Err(Error::TornDown);
-        }
-        let child = cmd.spawn().map_err(|source| Error::Spawn {
-            cmd: cmdline.clone(),
-            source,
-        })?;
-        let pid = child.id();
-        res.children.push(child);
-        res.files.push(socket.clone());
-        res.logs
-            .push((format!("dnet-switch pid {pid} in {}", h.ns), log.clone()));
-        drop(res);
+        let pid = self.spawn_logged(cmd, &log, "dnet-switch", &h.ns, Some(&socket))?;
         Ok(Switch {
             host: i,
             ns: h.ns.clone(),
@@ -789,11 +761,6 @@ impl Testbed {
         // Numbered from the switches' counter: one sequence keeps every log name unique.
         let k = self.switch_counter.fetch_add(1, Ordering::Relaxed);
         let log = self.dir.join(format!("{label}-{k}.log"));
-        let mut out =
-            File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| Error::io(format!("dup {}", log.display()), e))?;
         let mut full = Command::new("ip");
         full.args(["netns", "exec", ns])
             .arg(cmd.get_program())
@@ -807,9 +774,36 @@ impl Testbed {
         if let Some(d) = cmd.get_current_dir() {
             full.current_dir(d);
         }
-        let cmdline = format!("{full:?}");
+        let pid = self.spawn_logged(full, &log, label, ns, None)?;
+        Ok(Process {
+            pid,
+            ns: ns.to_string(),
+            log,
+            res: self.res.clone(),
+        })
+    }
+
+    /// Spawns `cmd` with stdout and stderr in a new log file `log` (headed by the command line),
+    /// in its own process group (a terminal Ctrl-C reaches dnetctl only, which then stops
+    /// children in order instead of having them race the teardown), and hands the child, the
+    /// log and `file` (removed at teardown) to the guard. Returns the PID.
+    fn spawn_logged(
+        &self,
+        mut cmd: Command,
+        log: &Path,
+        label: &str,
+        ns: &str,
+        file: Option<&Path>,
+    ) -> Result<u32> {
+        let mut out =
+            File::create(log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io(format!("dup {}", log.display()), e))?;
+        let cmdline = format!("{cmd:?}");
+        // Written before the child starts because both share one file offset.
         let _ = writeln!(out, "# testbed: {cmdline}");
-        full.stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .process_group(0);
@@ -817,21 +811,18 @@ impl Testbed {
         if res.torn_down {
             return Err(Error::TornDown);
         }
-        let child = full.spawn().map_err(|source| Error::Spawn {
-            cmd: cmdline.clone(),
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            cmd: cmdline,
             source,
         })?;
         let pid = child.id();
         res.children.push(child);
+        if let Some(f) = file {
+            res.files.push(f.to_path_buf());
+        }
         res.logs
-            .push((format!("{label} pid {pid} in {ns}"), log.clone()));
-        drop(res);
-        Ok(Process {
-            pid,
-            ns: ns.to_string(),
-            log,
-            res: self.res.clone(),
-        })
+            .push((format!("{label} pid {pid} in {ns}"), log.to_path_buf()));
+        Ok(pid)
     }
 
     /// Sets host `i`'s container interface MTU (to the switch's, so frames fit the tunnel).
