@@ -104,7 +104,7 @@ pub fn decap<'a>(
         WireError::Routing => DropReason::GreRouting,
         WireError::UnknownProtocol => DropReason::GreProtocol,
         WireError::BadChecksum => DropReason::GreChecksum,
-        WireError::Truncated | WireError::BadIpv4 => DropReason::GreTruncated,
+        WireError::Truncated | WireError::BadIpv4 | WireError::Bpdu => DropReason::GreTruncated,
     })?;
     if repr.key.unwrap_or(0) != opts.key.unwrap_or(0) {
         return Err(DropReason::WrongKey);

@@ -5,6 +5,7 @@
 //! accessor of that view panics.
 
 pub mod arp;
+pub mod bpdu;
 pub mod checksum;
 pub mod ethernet;
 pub mod gre;
@@ -33,6 +34,9 @@ pub enum WireError {
     /// The outer IPv4 header is malformed or not GRE.
     #[error("malformed outer IPv4 header")]
     BadIpv4,
+    /// Addressed to the bridge group address but not a valid 802.3/LLC BPDU.
+    #[error("malformed BPDU")]
+    Bpdu,
 }
 
 #[cfg(test)]
