@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Every key the file may hold (the flags' long names, with `-` as `_`; `peer` is a list).
-pub const KEYS: [&str; 23] = [
+pub const KEYS: [&str; 25] = [
     "peer",
     "local",
     "tap",
@@ -40,6 +40,8 @@ pub const KEYS: [&str; 23] = [
     "keepalive_interval",
     "keepalive_multiplier",
     "loop_guard",
+    "stp",
+    "stp_priority",
 ];
 
 /// The file's settings; absent keys are `None` (or empty).
@@ -93,6 +95,10 @@ pub struct FileConfig {
     pub keepalive_multiplier: Option<u32>,
     /// `loop_guard = false` is `--no-loop-guard`.
     pub loop_guard: Option<bool>,
+    /// `--stp`.
+    pub stp: Option<bool>,
+    /// `--stp-priority`.
+    pub stp_priority: Option<u16>,
 }
 
 /// Why the file could not be used.
@@ -256,9 +262,11 @@ metrics = "127.0.0.1:9464"
         for k in KEYS {
             let v = match k {
                 "peer" => "[]",
-                "csum" | "seq" | "offload" | "clamp_mss" | "keepalive" | "loop_guard" => "true",
+                "csum" | "seq" | "offload" | "clamp_mss" | "keepalive" | "loop_guard" | "stp" => {
+                    "true"
+                }
                 "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" => "1",
-                "keepalive_interval" | "keepalive_multiplier" => "1",
+                "keepalive_interval" | "keepalive_multiplier" | "stp_priority" => "1",
                 "local" => "\"10.0.0.1\"",
                 "metrics" => "\"127.0.0.1:1\"",
                 _ => "\"x\"",

@@ -30,7 +30,7 @@ use std::time::Duration;
 struct Args {
     /// Underlay address of a peer host (repeat for each; at least one here or in --config).
     /// Peers form a full mesh: frames from one tunnel are never sent into another (split
-    /// horizon).
+    /// horizon), unless --stp is on.
     #[arg(long = "peer", value_name = "IP")]
     peers: Vec<Ipv4Addr>,
 
@@ -139,6 +139,18 @@ struct Args {
     /// local side, e.g. two hosts' bridges joined directly) [default: loop guard on].
     #[arg(long)]
     no_loop_guard: bool,
+
+    /// Run a rapid spanning tree (802.1D BPDUs, hello 2 s, max age 20 s, forward delay 15 s)
+    /// with the other switches over the tunnels and forward tunnel to tunnel, so the peers
+    /// need not form a full mesh: redundant tunnels are blocked, a lost tunnel is routed
+    /// around in about 6 s. Every switch of the overlay needs it [default: off, split horizon].
+    #[arg(long)]
+    stp: bool,
+
+    /// Bridge priority with --stp, a multiple of 4096 from 0 to 61440; the lowest becomes the
+    /// root [default: 32768].
+    #[arg(long, value_name = "N")]
+    stp_priority: Option<u16>,
 
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
     #[arg(long, value_name = "SHELL", hide = true)]
@@ -303,6 +315,24 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
         dp_cfg.core.liveness.interval_ms = interval;
         dp_cfg.core.liveness.multiplier = mult;
     }
+    let stp_priority = args.stp_priority.or(file.stp_priority);
+    if args.stp || file.stp.unwrap_or(false) {
+        let priority = stp_priority.unwrap_or(32768);
+        if priority % 4096 != 0 || priority > 61440 {
+            bail!(
+                "--stp-priority {priority}: must be a multiple of 4096 from 0 to 61440 \
+                 (802.1D-2004), e.g. 28672 to prefer this switch as the root"
+            );
+        }
+        dp_cfg.core.stp = Some(dnet::switch::stp::Config {
+            priority,
+            ..Default::default()
+        });
+        // The tree, not split horizon, keeps tunnel-to-tunnel forwarding loop-free.
+        dp_cfg.core.split_horizon = false;
+    } else if stp_priority.is_some() {
+        bail!("--stp-priority needs --stp (or `stp = true` in the config file)");
+    }
     let run_as = args
         .user
         .as_deref()
@@ -433,7 +463,7 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
     }
     let live = dp_cfg.core.liveness;
     log::info!(
-        "keepalives {}; loop guard {}; MSS clamping {}; path MTU learned per peer",
+        "keepalives {}; loop guard {}; MSS clamping {}; {}; path MTU learned per peer",
         if live.interval_ms > 0 {
             format!(
                 "every {} ms, down after {} missed",
@@ -444,6 +474,14 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
         },
         if dp_cfg.core.loop_guard { "on" } else { "off" },
         if dp_cfg.core.clamp_mss { "on" } else { "off" },
+        match (&dp_cfg.core.stp, &dp.control.stp) {
+            (Some(c), Some(s)) => format!(
+                "spanning tree on (bridge id {}, priority {})",
+                s.with(|m| m.bridge()),
+                c.priority
+            ),
+            _ => "split horizon (full mesh, no spanning tree)".into(),
+        },
     );
     let mut links = dnet::io::watch::LinkWatch::new(&dp.tap, dp_cfg.bridge.as_deref());
     log::info!("control socket {}; ready", server.path().display());

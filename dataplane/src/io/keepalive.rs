@@ -10,30 +10,16 @@ impl Worker {
     /// Runs the core's liveness tick and sends the hellos it asks for (not counted as port
     /// traffic).
     pub(super) fn keepalive_tick(&mut self, now: Millis, tx: &mut TxBatch) {
-        let mut hello = [0u8; HELLO_LEN];
-        let mut due: Vec<PortId> = Vec::new();
+        let mut due: Vec<(PortId, [u8; HELLO_LEN])> = Vec::new();
         self.core.liveness_tick(now, |p, f| {
+            let mut hello = [0u8; HELLO_LEN];
             hello.copy_from_slice(f);
-            due.push(p);
+            due.push((p, hello));
         });
-        if due.is_empty() {
-            return;
-        }
-        if !tx.is_empty() {
-            self.flush_quiet(tx);
-        }
-        for p in due {
-            if tx.is_full() {
-                self.flush_quiet(tx);
-            }
-            let repr = self.gre.repr(0);
-            // SAFETY: `hello` and `dest` outlive the flush below.
-            unsafe { tx.push_parts(&self.dest[usize::from(p)], &repr, &[], &hello, p) };
-        }
-        self.flush_quiet(tx);
+        self.send_control(tx, &due);
     }
 
-    fn flush_quiet(&self, tx: &mut TxBatch) {
+    pub(super) fn flush_quiet(&self, tx: &mut TxBatch) {
         tx.flush(self.sock.as_raw_fd(), |_, _, _| {});
     }
 }

@@ -6,6 +6,7 @@ pub mod gre_socket;
 pub mod keepalive;
 pub mod netdev;
 pub mod pmtu;
+pub mod stp;
 pub mod tap;
 pub mod watch;
 pub mod worker;
@@ -108,6 +109,12 @@ pub struct DataplaneControl {
     pub liveness: Arc<switch::liveness::Shared>,
     /// Keepalives are on.
     pub keepalive: bool,
+    /// Keepalive interval (ms; 0 when off).
+    pub keepalive_ms: u64,
+    /// The spanning tree (`--stp`).
+    pub stp: Option<Arc<switch::stp::Shared>>,
+    /// The workers' clock origin (the tree's timers run on it).
+    epoch: Instant,
 }
 
 impl DataplaneControl {
@@ -122,6 +129,14 @@ impl DataplaneControl {
             let _ = c.send(mk());
             let _ = w.wake();
         }
+    }
+
+    /// A snapshot of the spanning tree and the workers' clock it refers to (`None` without
+    /// `--stp`).
+    pub fn stp_status(&self) -> Option<(switch::stp::Status, Millis)> {
+        let sh = self.stp.as_ref()?;
+        let now = self.epoch.elapsed().as_millis() as Millis;
+        Some((sh.with(|s| s.status()), now))
     }
 
     /// Adds a tunnel to `addr` at run time; returns its port id.
@@ -142,6 +157,10 @@ impl DataplaneControl {
         ports[id] = Some(kind);
         let id = id as PortId;
         self.liveness.reset(id);
+        if let Some(stp) = &self.stp {
+            // In the tree (discarding) before any worker can forward on it.
+            stp.with(|s| s.add_port(id));
+        }
         self.broadcast(|| WorkerCommand::SetPort {
             id,
             kind: Some(kind),
@@ -158,6 +177,10 @@ impl DataplaneControl {
             .ok_or(ControlError::NoSuchPeer(addr))?;
         ports[id] = None;
         let id = id as PortId;
+        if let Some(stp) = &self.stp {
+            let now = self.epoch.elapsed().as_millis() as Millis;
+            stp.with(|s| s.remove_port(now, id));
+        }
         self.broadcast(|| WorkerCommand::SetPort { id, kind: None });
         Ok(id)
     }
@@ -257,6 +280,20 @@ impl Dataplane {
 
         let pmtu_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let live = Arc::new(switch::liveness::Shared::default());
+        let stp = match cfg.core.stp {
+            Some(c) => {
+                // The bridge id needs a MAC of this switch's own: the TAP's.
+                let mac = netdev::hwaddr(&name)?;
+                let sh = Arc::new(switch::stp::Shared::new(c, mac));
+                sh.with(|s| {
+                    for id in 1..ports.len() {
+                        s.add_port(id as PortId);
+                    }
+                });
+                Some(sh)
+            }
+            None => None,
+        };
         let mut workers = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         let mut cmds = Vec::with_capacity(n);
@@ -268,6 +305,9 @@ impl Dataplane {
             let mut core = Switch::new(cfg.core.clone(), c.clone());
             core.set_outer(cfg.gre.overhead(), cfg.outer.df);
             core.set_liveness(live.clone(), id == 0);
+            if let Some(s) = &stp {
+                core.set_stp(s.clone());
+            }
             let pmtu =
                 pmtu::PmtuIo::new(cfg.local, cfg.outer, pmtu_epoch.clone()).map_err(|source| {
                     StartError::Socket(gre_socket::SocketError::Option {
@@ -325,6 +365,9 @@ impl Dataplane {
                 wakers,
                 liveness: live,
                 keepalive: cfg.core.liveness.interval_ms > 0,
+                keepalive_ms: cfg.core.liveness.interval_ms,
+                stp,
+                epoch,
             }),
             threads,
             stop,

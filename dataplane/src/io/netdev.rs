@@ -94,6 +94,19 @@ pub fn mtu(name: &str) -> Result<u32, NetdevError> {
     Ok(unsafe { ifr.ifr_ifru.ifru_mtu } as u32)
 }
 
+/// The hardware (MAC) address of `name`.
+pub fn hwaddr(name: &str) -> Result<[u8; 6], NetdevError> {
+    let mut ifr = ifreq(name)?;
+    ioctl("read MAC address", name, libc::SIOCGIFHWADDR, &mut ifr)?;
+    // SAFETY: SIOCGIFHWADDR filled the ifru_hwaddr member.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
+}
+
 /// Sets the MTU of `name`.
 pub fn set_mtu(name: &str, mtu: u32) -> Result<(), NetdevError> {
     let mut ifr = ifreq(name)?;

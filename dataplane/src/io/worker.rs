@@ -158,12 +158,18 @@ impl Worker {
         // Drain anything that arrived before registration.
         let (mut tap_ready, mut sock_ready) = (true, true);
         let mut next_tick: u64 = 0;
+        // Only one worker (the leader) runs the spanning tree's timers.
+        let stp_leader = self.id == 0 && self.core.stp().is_some();
+        let mut next_stp: u64 = 0;
         log::debug!("worker {} running", self.id);
         loop {
             let timeout = if tap_ready || sock_ready {
                 Duration::ZERO
             } else {
-                let wake = next_tick.min(self.core.liveness_due().unwrap_or(u64::MAX));
+                let mut wake = next_tick.min(self.core.liveness_due().unwrap_or(u64::MAX));
+                if stp_leader {
+                    wake = wake.min(next_stp);
+                }
                 Duration::from_millis(wake.saturating_sub(self.now()).max(1))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -185,6 +191,7 @@ impl Worker {
             while let Ok(u) = self.sync_rx.try_recv() {
                 self.core.apply_sync(u);
             }
+            self.core.stp_sync();
             let now = self.now();
             while let Ok(c) = self.cmd_rx.try_recv() {
                 self.command(now, c);
@@ -210,6 +217,10 @@ impl Worker {
             }
             if self.core.liveness_due().is_some_and(|d| now >= d) {
                 self.keepalive_tick(now, &mut b.tx);
+            }
+            if stp_leader && now >= next_stp {
+                self.stp_tick(now, &mut b.tx);
+                next_stp = now + super::stp::TICK_MS;
             }
         }
     }
@@ -440,6 +451,11 @@ impl Worker {
                 self.core.clamp_mss(slot);
                 (&*slot, None)
             };
+            if self.core.stp().is_some() && crate::wire::bpdu::is_bpdu(frame) {
+                // The TAP is an edge port: a bridge behind it does not join the tree.
+                self.core.counters().dropped(DropReason::EdgeBpdu);
+                continue;
+            }
             let v = self.core.handle(now, 0, frame);
             if let Some(h) = &gso {
                 // The core counted one frame; count the segments it stands for instead.
@@ -496,6 +512,11 @@ impl Worker {
                 Ok(x) => x,
             };
             if self.core.keepalive_rx(now, port, frame) {
+                continue;
+            }
+            if self.core.stp().is_some() && crate::wire::bpdu::is_bpdu(frame) {
+                self.flush_gro(&mut run);
+                self.stp_rx(now, port, frame, tx);
                 continue;
             }
             let v = self.core.handle(now, port, frame);

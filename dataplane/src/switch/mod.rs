@@ -15,6 +15,7 @@ pub mod loopguard;
 pub mod pmtu;
 pub mod port;
 pub mod ratelimit;
+pub mod stp;
 pub mod tunnel;
 
 pub use fdb::{Fdb, FdbKey, Millis};
@@ -46,6 +47,9 @@ pub struct Config {
     pub liveness: liveness::Config,
     /// Block a tunnel whose stations flap with the local port; see [`loopguard`].
     pub loop_guard: bool,
+    /// Run the spanning tree over the tunnels (`--stp`); see [`stp`]. Needs `split_horizon`
+    /// off to be of any use.
+    pub stp: Option<stp::Config>,
 }
 
 impl Default for Config {
@@ -59,6 +63,7 @@ impl Default for Config {
             clamp_mss: false,
             liveness: liveness::Config::default(),
             loop_guard: false,
+            stp: None,
         }
     }
 }
@@ -98,6 +103,9 @@ pub struct Switch {
     loops: loopguard::LoopGuard,
     /// Per-port flood budget (`Config::flood_limit_pps`), indexed by port; empty if unlimited.
     flood_budget: Vec<ratelimit::TokenBucket>,
+    /// The spanning tree shared by the workers (`--stp`), and the flush generation this
+    /// worker last acted on.
+    stp: Option<(Arc<stp::Shared>, u64)>,
 }
 
 impl Switch {
@@ -113,7 +121,49 @@ impl Switch {
             arp: arp_watch::ArpWatch::new(),
             pmtu: pmtu::PathMtu::new(24, true),
             flood_budget: Vec::new(),
+            stp: None,
         }
+    }
+
+    /// Joins the spanning tree `shared` (one per switch, shared by the workers).
+    pub fn set_stp(&mut self, shared: Arc<stp::Shared>) {
+        let g = shared.flush_generation();
+        self.stp = Some((shared, g));
+    }
+
+    /// The spanning tree, if `--stp` is on.
+    #[inline]
+    pub fn stp(&self) -> Option<&Arc<stp::Shared>> {
+        self.stp.as_ref().map(|s| &s.0)
+    }
+
+    /// Whether port `p` may carry data (always, without `--stp`).
+    #[inline]
+    fn stp_forwarding(&self, p: PortId) -> bool {
+        self.stp
+            .as_ref()
+            .map_or(true, |s| s.0.state(p) == stp::State::Forwarding)
+    }
+
+    /// Forgets the stations learned on tunnels if the spanning tree asked for it since the
+    /// last call (one atomic load when it did not). Call once per turn of the event loop.
+    #[inline]
+    pub fn stp_sync(&mut self) {
+        let Some((sh, seen)) = &mut self.stp else {
+            return;
+        };
+        let g = sh.flush_generation();
+        if g == *seen {
+            return;
+        }
+        *seen = g;
+        for i in 0..self.ports.len() {
+            if self.ports[i].is_some_and(|k| k.is_tunnel()) {
+                self.fdb.flush(Some(i as PortId));
+            }
+        }
+        self.counters.fdb_entries.reset_to(self.fdb.len() as u64);
+        self.counters.event(Event::StpFlush);
     }
 
     /// Adds a port at index `id` (ids are chosen by the caller so that every worker agrees).
@@ -206,6 +256,14 @@ impl Switch {
         if in_kind.is_tunnel() && frame.len() > self.cfg.max_frame {
             return drop(DropReason::Giant);
         }
+        // A discarding port neither learns nor forwards; a learning one only learns.
+        let in_state = match &self.stp {
+            Some((sh, _)) if in_kind.is_tunnel() => sh.state(ingress),
+            _ => stp::State::Forwarding,
+        };
+        if in_state == stp::State::Discarding {
+            return drop(DropReason::StpDiscarding);
+        }
         let src = eth.src();
         if !src.is_valid_source() {
             return drop(DropReason::BadSourceMac);
@@ -234,6 +292,12 @@ impl Switch {
             port: ingress,
             seen: now,
         });
+        if in_state != stp::State::Forwarding {
+            return Verdict {
+                action: Action::Drop(DropReason::StpDiscarding),
+                sync,
+            };
+        }
         // Duplicate-IP watch: every other frame pays this one compare.
         if eth.ethertype() == ethernet::ethertype::ARP {
             self.arp
@@ -247,7 +311,13 @@ impl Switch {
                 .lookup(FdbKey::new(dst, vlan), now)
                 .filter(|p| self.port(*p).is_some())
         };
-        let action = forward::decide(ingress, in_kind, out.map(|p| (p, self.port(p))), &self.cfg);
+        let mut action =
+            forward::decide(ingress, in_kind, out.map(|p| (p, self.port(p))), &self.cfg);
+        if let Action::Forward(p) = action {
+            if !self.stp_forwarding(p) {
+                action = Action::Drop(DropReason::StpDiscarding);
+            }
+        }
         Verdict { action, sync }
     }
 
@@ -260,7 +330,11 @@ impl Switch {
         self.ports.iter().enumerate().filter_map(move |(i, k)| {
             let k = (*k)?;
             let id = i as PortId;
-            (id != ingress && !(sh && k.is_tunnel()) && !self.loop_blocked(id)).then_some(id)
+            (id != ingress
+                && !(sh && k.is_tunnel())
+                && !self.loop_blocked(id)
+                && self.stp_forwarding(id))
+            .then_some(id)
         })
     }
 

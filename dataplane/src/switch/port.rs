@@ -137,11 +137,18 @@ pub enum DropReason {
     TooBigGroup,
     /// From or to a tunnel the loop guard blocked (stations flapping with the local port).
     LoopGuard,
+    /// From or to a tunnel the spanning tree does not let forward (`--stp`).
+    StpDiscarding,
+    /// Addressed to the bridge group address but not a valid BPDU (`--stp`).
+    BadBpdu,
+    /// A BPDU from the local side: a bridge behind the TAP runs STP, and the TAP is an edge
+    /// port, so dnet neither forwards nor obeys it (`--stp`).
+    EdgeBpdu,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = DropReason::LoopGuard as usize + 1;
+    pub const COUNT: usize = DropReason::EdgeBpdu as usize + 1;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::BadOuterIp,
@@ -167,6 +174,9 @@ impl DropReason {
         DropReason::TooBigIcmp,
         DropReason::TooBigGroup,
         DropReason::LoopGuard,
+        DropReason::StpDiscarding,
+        DropReason::BadBpdu,
+        DropReason::EdgeBpdu,
     ];
 
     /// Stable snake_case name.
@@ -195,6 +205,9 @@ impl DropReason {
             DropReason::TooBigIcmp => "too_big_icmp",
             DropReason::TooBigGroup => "too_big_group",
             DropReason::LoopGuard => "loop_guard",
+            DropReason::StpDiscarding => "stp_discarding",
+            DropReason::BadBpdu => "bad_bpdu",
+            DropReason::EdgeBpdu => "edge_bpdu",
         }
     }
 }
@@ -221,11 +234,18 @@ pub enum Event {
     PeerUp,
     /// A MAC flapped between the local port and a tunnel (a loop through the local side).
     LoopDetected,
+    /// A BPDU received on a tunnel (`--stp`).
+    BpduRx,
+    /// A BPDU sent on a tunnel (`--stp`).
+    BpduTx,
+    /// The spanning tree told the workers to forget stations learned on tunnels (a topology
+    /// change or a port starting or stopping to forward).
+    StpFlush,
 }
 
 impl Event {
     /// Number of events.
-    pub const COUNT: usize = Event::LoopDetected as usize + 1;
+    pub const COUNT: usize = Event::StpFlush as usize + 1;
     /// Every event, in counter order.
     pub const ALL: [Event; Event::COUNT] = [
         Event::FdbFull,
@@ -237,6 +257,9 @@ impl Event {
         Event::PeerDown,
         Event::PeerUp,
         Event::LoopDetected,
+        Event::BpduRx,
+        Event::BpduTx,
+        Event::StpFlush,
     ];
 
     /// Stable snake_case name.
@@ -251,6 +274,9 @@ impl Event {
             Event::PeerDown => "peer_down",
             Event::PeerUp => "peer_up",
             Event::LoopDetected => "loop_detected",
+            Event::BpduRx => "bpdu_rx",
+            Event::BpduTx => "bpdu_tx",
+            Event::StpFlush => "stp_flush",
         }
     }
 }
