@@ -288,13 +288,29 @@ pub fn format_show(s: &Show) -> String {
         s.config_file.as_deref().unwrap_or("-")
     );
     out += &format!(
-        "learned MACs {}  peers {}\n",
+        "learned MACs {}  peers {}  keepalives {}\n",
         s.fdb_entries,
         s.ports
             .iter()
             .filter(|p| p.kind == PortKind::Tunnel)
-            .count()
+            .count(),
+        s.keepalive_ms
+            .map_or_else(|| "off".to_string(), |ms| format!("every {ms} ms"))
     );
+    out += &match &s.stp {
+        None => "spanning tree off (split horizon: full mesh)\n".to_string(),
+        Some(t) => format!(
+            "spanning tree: bridge {}  root {}{}  cost {}  root port {}  topology changes {} (last {})\n",
+            t.bridge_id,
+            t.root_id,
+            if t.is_root { " (this switch)" } else { "" },
+            t.root_cost,
+            t.root_port.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            t.topology_changes,
+            t.last_change_secs
+                .map_or_else(|| "never".to_string(), |s| format!("{} ago", human_secs(s)))
+        ),
+    };
     let rows: Vec<Vec<String>> = s
         .ports
         .iter()
@@ -308,6 +324,11 @@ pub fn format_show(s: &Show) -> String {
                 },
                 p.peer.map_or_else(|| "-".into(), |a| a.to_string()),
                 p.state.clone(),
+                match (&p.stp_role, &p.stp_state) {
+                    (Some(r), Some(st)) => format!("{r}/{st}"),
+                    _ => "-".into(),
+                },
+                p.path_mtu.map_or_else(|| "-".into(), |m| m.to_string()),
                 p.origin.clone().unwrap_or_else(|| "-".into()),
                 p.last_rx_secs
                     .map_or_else(|| "never".into(), |s| format!("{} ago", human_secs(s))),
@@ -320,12 +341,12 @@ pub fn format_show(s: &Show) -> String {
         .collect();
     out += &table(
         &[
-            "ID", "PORT", "KIND", "PEER", "STATE", "ORIGIN", "LAST RX", "RX PKTS", "RX BYTES",
-            "TX PKTS", "TX BYTES",
+            "ID", "PORT", "KIND", "PEER", "STATE", "STP", "PMTU", "ORIGIN", "LAST RX", "RX PKTS",
+            "RX BYTES", "TX PKTS", "TX BYTES",
         ],
         &rows,
         &[
-            true, false, false, false, false, false, true, true, true, true, true,
+            true, false, false, false, false, false, true, false, true, true, true, true, true,
         ],
     );
     out
@@ -466,6 +487,9 @@ mod tests {
                     rx_bytes: 1000,
                     tx_packets: 9,
                     tx_bytes: 900,
+                    stp_role: None,
+                    stp_state: None,
+                    path_mtu: None,
                 },
                 PortInfo {
                     id: 1,
@@ -479,17 +503,39 @@ mod tests {
                     rx_bytes: 0,
                     tx_packets: 10,
                     tx_bytes: 1000,
+                    stp_role: Some("alternate".into()),
+                    stp_state: Some("discarding".into()),
+                    path_mtu: Some(1500),
                 },
             ],
+            keepalive_ms: None,
+            stp: Some(dnet::control::StpInfo {
+                bridge_id: "8000.02:00:00:00:00:02".into(),
+                root_id: "8000.02:00:00:00:00:01".into(),
+                is_root: false,
+                root_cost: 40_000,
+                root_port: Some(2),
+                topology_changes: 3,
+                last_change_secs: Some(5),
+            }),
         };
         let t = format_show(&s);
         assert!(t.contains("gre key 7"), "{t}");
         let l: Vec<&str> = t.lines().collect();
-        assert!(l[4].starts_with("ID  PORT"), "{t}");
         assert!(
-            l[6].contains("gre-10.200.0.2") && l[6].contains("silent") && l[6].contains("never")
+            l[4].contains("root 8000.02:00:00:00:00:01  cost 40000  root port 2"),
+            "{t}"
         );
-        assert_eq!(l[5].len(), l[6].len(), "{t}");
+        assert!(l[5].starts_with("ID  PORT"), "{t}");
+        assert!(
+            l[7].contains("gre-10.200.0.2")
+                && l[7].contains("silent")
+                && l[7].contains("alternate/discarding")
+                && l[7].contains("1500")
+                && l[7].contains("never"),
+            "{t}"
+        );
+        assert_eq!(l[6].len(), l[7].len(), "{t}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod server;
 
 pub use proto::{
     ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
-    PortKind, PortStats, Request, Response, Show, Stats,
+    PortKind, PortStats, Request, Response, Show, Stats, StpInfo,
 };
 pub use server::{ControlServer, PeerOrigin, ServerError, SwitchInfo, SwitchSettings};
 

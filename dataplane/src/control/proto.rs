@@ -159,6 +159,31 @@ pub struct Show {
     pub fdb_entries: usize,
     /// Ports: the TAP, then the tunnels by port id.
     pub ports: Vec<PortInfo>,
+    /// Keepalive interval in ms (`None`: keepalives off).
+    #[serde(default)]
+    pub keepalive_ms: Option<u64>,
+    /// The spanning tree (`None`: `--stp` off, split horizon).
+    #[serde(default)]
+    pub stp: Option<StpInfo>,
+}
+
+/// The spanning tree as one switch sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StpInfo {
+    /// This switch's bridge id, `8000.02:64:...`.
+    pub bridge_id: String,
+    /// The root bridge's id.
+    pub root_id: String,
+    /// True if this switch is the root.
+    pub is_root: bool,
+    /// Path cost to the root.
+    pub root_cost: u32,
+    /// Port towards the root (`None` at the root).
+    pub root_port: Option<u16>,
+    /// Topology changes seen.
+    pub topology_changes: u64,
+    /// Seconds since the last one (`None`: never).
+    pub last_change_secs: Option<u64>,
 }
 
 /// GRE and outer IPv4 options of a switch.
@@ -205,6 +230,15 @@ pub struct PortInfo {
     pub tx_packets: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Tunnels with `--stp`: spanning-tree role (`root`, `designated`, `alternate`, `backup`).
+    #[serde(default)]
+    pub stp_role: Option<String>,
+    /// Tunnels with `--stp`: `forwarding`, `learning` or `discarding`.
+    #[serde(default)]
+    pub stp_state: Option<String>,
+    /// Tunnels: the kernel's path MTU towards the peer (outer packets).
+    #[serde(default)]
+    pub path_mtu: Option<u32>,
 }
 
 /// Answer to `fdb show`.

@@ -326,6 +326,7 @@ impl SwitchInfo {
             .clone();
         let origins = self.peer_origins();
         let tap_state = tap_state(&self.tap);
+        let stp = self.dataplane.stp_status();
         let ports = self
             .dataplane
             .ports()
@@ -361,6 +362,12 @@ impl SwitchInfo {
                         Some(a),
                     ),
                 };
+                let tree = stp.as_ref().and_then(|(s, _)| {
+                    s.ports
+                        .iter()
+                        .find(|p| usize::from(p.port) == i)
+                        .map(|p| (p.role, p.state))
+                });
                 PortInfo {
                     id: i as u16,
                     name: self.port_name(k),
@@ -377,6 +384,12 @@ impl SwitchInfo {
                     rx_bytes: ps.map_or(0, |p| p.rx_bytes),
                     tx_packets: ps.map_or(0, |p| p.tx_packets),
                     tx_bytes: ps.map_or(0, |p| p.tx_bytes),
+                    stp_role: tree.map(|(r, _)| r.name().to_string()),
+                    stp_state: tree.map(|(_, s)| s.name().to_string()),
+                    path_mtu: match k {
+                        PortKind::Tunnel(a) => crate::io::pmtu::query(a).ok(),
+                        PortKind::Local => None,
+                    },
                 }
             })
             .collect();
@@ -401,6 +414,16 @@ impl SwitchInfo {
             uptime_secs: self.started.elapsed().as_secs(),
             fdb_entries: st.fdb_entries,
             ports,
+            keepalive_ms: (self.dataplane.keepalive_ms > 0).then_some(self.dataplane.keepalive_ms),
+            stp: stp.map(|(s, now)| super::proto::StpInfo {
+                bridge_id: s.bridge.to_string(),
+                root_id: s.root.to_string(),
+                is_root: s.root == s.bridge,
+                root_cost: s.root_cost,
+                root_port: s.root_port,
+                topology_changes: s.topology_changes,
+                last_change_secs: s.last_change.map(|t| now.saturating_sub(t) / 1000),
+            }),
         }
     }
 
