@@ -135,6 +135,30 @@ fn pipeline(c: &mut Criterion) {
         )
     });
 
+    // The same with --stp: every frame also reads its ports' tree states (tunnels outside the
+    // tree read forwarding, so the work is the same apart from those loads).
+    g.bench_function("decap+learn+lookup/8192/stp", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut s = learned_switch(2, STATIONS);
+                s.set_stp(std::sync::Arc::new(dnet::switch::stp::Shared::new(
+                    Default::default(),
+                    [2, 0, 0, 0, 0, 1],
+                )));
+                s
+            },
+            |s| {
+                for p in &rx {
+                    let (port, inner) = decap(black_box(p), &peers, &opts).unwrap();
+                    let v = s.handle(1, port, inner);
+                    debug_assert_eq!(v.action, Action::Forward(0));
+                    black_box(v);
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
     // TAP → learn → lookup → GRE encap (header into a side buffer; the frame is not copied).
     let tx = frames(true);
     g.bench_function("learn+lookup+encap/8192", |b| {
