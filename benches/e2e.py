@@ -1,24 +1,43 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: dnet against the kernel VXLAN overlay (and Open vSwitch's userspace
-GRE port, when openvswitch-switch is installed), one after the other in the same run, on the
-same namespace testbed, so the ratios mean something on a noisy machine.
+"""End-to-end benchmark: dnet against the kernel VXLAN overlay and Open vSwitch's userspace
+(netdev datapath) GRE port, one after the other in the same run, on the same namespace testbed,
+so the ratios mean something on a noisy machine.
 
 Testbed (all in network namespaces this script creates and always deletes):
   container ac 10.77.0.1 -- bridge br0 in host ah -- underlay veth 10.200.0.1 <-> 10.200.0.2
   -- host bh, bridge br0 -- container bc 10.77.0.2
 
+Paths (env PATHS, comma separated, measured in that order):
+  vxlan   kernel VXLAN port (VNI 42) in each host's br0; container MTU 1450
+  ovs     Open vSwitch userspace GRE, as in the reference anchors (anchors/ovs_netdev_gre.sh):
+          per host its own ovsdb-server + ovs-vswitchd (private db/run/log dir, removed
+          afterwards), bridges br-phy (underlay veth; the underlay IP moves to br-phy) and br-int
+          (container veth + gre0 remote_ip=<peer>), all datapath_type=netdev; br0 is not used.
+          Offloads off on the container veths (OVS userspace stalls on GSO/partial checksums),
+          container MTU 1462. Needs the openvswitch-switch package; skipped with a notice if
+          ovs-vswitchd is not installed.
+  dnetN   dnet-switch --workers N in each host, attached to br0; container MTU 1462
+Default PATHS: vxlan,ovs,dnet1,dnet2 (ovs only when ovs-vswitchd is installed); QUICK=1 (the CI
+smoke run) defaults to vxlan,dnet1,dnet2 with one short repetition.
+
 Per path: ping RTT (20 probes), TCP one stream (iperf3), TCP 4 streams, UDP 64-byte datagrams
-received per second, CPU of the forwarding processes (userspace paths) and dnet's RSS. Medians
-of REPS runs of DUR seconds. Run as root:  benches/e2e.py  (env REPS=3 DUR=10 QUICK=1 PATHS=...)
-QUICK=1 is the CI smoke run: one short repetition of dnet and VXLAN only.
+received per second, CPU of the forwarding processes of both hosts (userspace paths: dnet-switch,
+or ovs-vswitchd + ovsdb-server) per Gbit/s of the one-stream TCP test, and the forwarder's RSS
+(dnet-switch, ovs-vswitchd). Medians of REPS runs of DUR seconds. Then ratios of every path to
+kernel VXLAN and, when ovs ran, of dnet to OVS userspace GRE (project targets: TCP one stream
+>= 5x, UDP 64 B received >= 3x).
+Run as root:  benches/e2e.py  (env REPS=3 DUR=10 QUICK=1 PATHS=vxlan,ovs,dnet1,dnet2)
 """
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +48,9 @@ BIN = os.environ.get("DNET_SWITCH_BIN", os.path.join(ROOT, "target/release/dnet-
 P = f"dnb{os.getpid() % 100000}"
 NS = {h: f"{P}{h}" for h in ("ah", "bh", "ac", "bc")}
 HZ = os.sysconf("SC_CLK_TCK")
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+OVS_PROGS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl")
+OVS_LABEL = "OVS userspace GRE"
 
 
 def sh(cmd, check=True, **kw):
@@ -47,9 +69,18 @@ class Testbed:
 
     def __init__(self, cmtu):
         self.procs = []
+        self.dirs = []
         self.cmtu = cmtu
 
     def __enter__(self):
+        try:
+            self._build()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _build(self):
         for ns in NS.values():
             sh(f"ip netns add {ns}")
             sh(f"ip -n {ns} link set lo up")
@@ -66,12 +97,17 @@ class Testbed:
             sh(f"ip -n {NS[h]} link set br0 up")
             sh(f"ip -n {NS[c]} link set eth0 mtu {self.cmtu} up")
             sh(f"ip -n {NS[c]} addr add {ip}/24 dev eth0")
-        return self
 
     def spawn(self, ns, args, **kw):
         p = subprocess.Popen(["ip", "netns", "exec", NS[ns]] + args, stdin=subprocess.DEVNULL, **kw)
         self.procs.append(p)
         return p
+
+    def tempdir(self, what):
+        """A scratch directory, removed at teardown after the processes are gone."""
+        d = tempfile.mkdtemp(prefix=f"{P}-{what}-")
+        self.dirs.append(d)
+        return d
 
     def __exit__(self, *exc):
         # iperf3 servers daemonize (-D); whatever still runs inside our namespaces is ours.
@@ -89,6 +125,8 @@ class Testbed:
                 p.wait()
         for ns in NS.values():
             sh(f"ip netns del {ns}", check=False)
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def proc_ticks(pids):
@@ -132,7 +170,7 @@ def ping_avg():
     return float(m[1]) if m else None
 
 
-def measure(label, pids):
+def measure(label, pids, rss_pids=None):
     res = {}
     def add(k, v):
         if v is not None:
@@ -154,7 +192,7 @@ def measure(label, pids):
         if end:
             s = end.get("sum_received") or end["sum"]
             add("udp64_kpps", (s["packets"] - s["lost_packets"]) / (s["seconds"] or DUR) / 1e3)
-        for p in pids:
+        for p in pids if rss_pids is None else rss_pids:
             add("rss_mib", rss_kib(p) / 1024)
         sys.stderr.write(f"  {label}: " + ", ".join(f"{k} {v[-1]:.3g}" for k, v in res.items()) + "\n")
     return {k: statistics.median(v) for k, v in res.items()}
@@ -180,6 +218,156 @@ def run_vxlan():
         return measure("kernel VXLAN", [])
 
 
+# Run inside a namespace (python3 -c CODE DEV): turns off TX checksum offload, TSO, GSO and GRO
+# on DEV with the legacy SIOCETHTOOL set commands and reads them back (no ethtool binary needed;
+# same as tests/ovs_interop.rs).
+OFFLOADS_OFF = r"""
+import array, fcntl, socket, struct, sys
+dev = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def ethtool(cmd, data=0):
+    v = array.array("I", [cmd, data])  # struct ethtool_value
+    fcntl.ioctl(s, 0x8946, struct.pack("16sP16x", dev.encode(), v.buffer_info()[0]))  # ifreq
+    return v[1]
+for name, set_, get in (("tx-checksum", 0x17, 0x16), ("tso", 0x1F, 0x1E), ("gso", 0x24, 0x23),
+                        ("gro", 0x2C, 0x2B)):
+    ethtool(set_, 0)
+    if ethtool(get):
+        sys.exit(f"{dev}: {name} still on")
+"""
+
+
+def offloads_off(ns, dev):
+    nsx(ns, f"{shlex.quote(sys.executable)} -c {shlex.quote(OFFLOADS_OFF)} {dev}")
+
+
+def ovs_missing():
+    """What of Open vSwitch is missing ([] when the ovs path can run)."""
+    miss = [p for p in OVS_PROGS if not shutil.which(p)]
+    if not os.path.isfile(OVS_SCHEMA):
+        miss.append(OVS_SCHEMA)
+    return miss
+
+
+def tail(path, n=15):
+    try:
+        return "".join(open(path, errors="replace").readlines()[-n:])
+    except OSError:
+        return ""
+
+
+class Ovs:
+    """ovsdb-server + ovs-vswitchd in host namespace `h`, state in the private directory `d`.
+    Both run in the foreground as children registered with the testbed (killed by PID)."""
+
+    def __init__(self, tb, h, d):
+        self.h, self.d = h, d
+        self.env = dict(os.environ, **{v: d for v in ("OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR",
+                                                      "OVS_SYSCONFDIR")})
+        sh(f"ovsdb-tool create {d}/conf.db {OVS_SCHEMA}", env=self.env)
+        self.server = tb.spawn(h, [shutil.which("ovsdb-server"), f"{d}/conf.db",
+                                   f"--remote=punix:{d}/db.sock", f"--unixctl={d}/ovsdb-server.ctl",
+                                   "--no-chdir"],
+                               env=self.env, stdout=subprocess.DEVNULL,
+                               stderr=open(f"{d}/ovsdb-server.log", "w"))
+        deadline = time.time() + 10
+        while not os.path.exists(f"{d}/db.sock"):
+            if self.server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"ovsdb-server in {NS[h]} did not start:\n"
+                                   + tail(f"{d}/ovsdb-server.log"))
+            time.sleep(0.05)
+        self.vsctl("--no-wait init")
+        self.vswitchd = tb.spawn(h, [shutil.which("ovs-vswitchd"), f"unix:{d}/db.sock",
+                                     f"--unixctl={d}/ovs-vswitchd.ctl", "--no-chdir"],
+                                 env=self.env, stdout=subprocess.DEVNULL,
+                                 stderr=open(f"{d}/ovs-vswitchd.log", "w"))
+
+    def vsctl(self, args):
+        r = sh(f"ovs-vsctl --db=unix:{self.d}/db.sock --timeout=10 {args}", check=False, env=self.env)
+        if r.returncode != 0:
+            raise RuntimeError(f"ovs-vsctl {args} ({NS[self.h]}) failed: {r.stderr.strip()}\n"
+                               + self.log())
+        return r.stdout
+
+    def log(self):
+        return f"-- ovs-vswitchd log ({NS[self.h]}):\n" + tail(f"{self.d}/ovs-vswitchd.log")
+
+
+def wait_ping(ns, dst, secs):
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        if nsx(ns, f"ping -c 1 -W 1 {dst}", check=False).returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def run_ovs():
+    """OVS userspace (netdev datapath) GRE, set up like anchors/ovs_netdev_gre.sh and
+    tests/ovs_interop.rs: br-phy owns the underlay veth (its IP moves to br-phy's internal port,
+    ARP off on the veth so the peer resolves br-phy's MAC, which the tunnel pop matches on), br-int
+    joins the container veth and gre0. The kernel bridge br0 is deleted."""
+    with Testbed(1462) as tb:
+        base = tb.tempdir("ovs")
+        hosts = []
+        for h, c, me, peer in (("ah", "ac", "10.200.0.1", "10.200.0.2"),
+                               ("bh", "bc", "10.200.0.2", "10.200.0.1")):
+            offloads_off(c, "eth0")
+            offloads_off(h, "vc")
+            sh(f"ip -n {NS[h]} link del br0")
+            d = os.path.join(base, h)
+            os.mkdir(d)
+            o = Ovs(tb, h, d)
+            hosts.append(o)
+            o.vsctl("add-br br-phy -- set bridge br-phy datapath_type=netdev -- add-port br-phy ul")
+            sh(f"ip -n {NS[h]} link set ul arp off")
+            sh(f"ip -n {NS[h]} addr flush dev ul")
+            sh(f"ip -n {NS[h]} addr add {me}/24 dev br-phy")
+            sh(f"ip -n {NS[h]} link set br-phy up")
+            o.vsctl("add-br br-int -- set bridge br-int datapath_type=netdev -- add-port br-int vc"
+                    f" -- add-port br-int gre0 -- set interface gre0 type=gre options:remote_ip={peer}")
+            sh(f"ip -n {NS[h]} link set br-int up")
+            for port in ("vc", "gre0"):
+                err = o.vsctl(f"get interface {port} error").strip()
+                if err not in ("", "[]"):
+                    raise RuntimeError(f"OVS port {port} in {NS[h]}: {err}\n" + o.log())
+        # Underlay ARP both ways over br-phy: OVS snoops the replies into its tunnel neighbour
+        # table. Then the first container ping teaches both br-int their MACs.
+        for ns, dst in (("ah", "10.200.0.2"), ("bh", "10.200.0.1"), ("ac", "10.77.0.2")):
+            if not wait_ping(ns, dst, 15):
+                raise RuntimeError(f"OVS path: {NS[ns]} cannot reach {dst}\n"
+                                   + "\n".join(o.log() for o in hosts))
+        pids = [p.pid for o in hosts for p in (o.vswitchd, o.server)]
+        return measure(OVS_LABEL, pids, rss_pids=[o.vswitchd.pid for o in hosts])
+
+
+def print_ratios(results, base_name, title, only=None, targets=None):
+    base = results.get(base_name)
+    if not base:
+        return
+    targets = targets or {}
+    rows = [(n, r) for n, r in results.items() if n != base_name and n.startswith(only or "")]
+    if rows:
+        print(f"\n{title}:")
+    for name, r in rows:
+        parts = []
+        for k, label in COLS[:3]:
+            if k in r and base.get(k):
+                x = r[k] / base[k]
+                part = f"{label} x{x:.2f}"
+                if k in targets:
+                    part += f" ({'meets' if x >= targets[k] else 'BELOW'} target {targets[k]}x)"
+                parts.append(part)
+        if "rtt_ms" in r and "rtt_ms" in base:
+            parts.append(f"RTT {(r['rtt_ms'] - base['rtt_ms']):+.3f} ms")
+        print(f"  {name}: " + ", ".join(parts))
+
+
+COLS = [("tcp_gbps", "TCP 1 stream Gbit/s"), ("tcp4_gbps", "TCP 4 streams Gbit/s"),
+        ("udp64_kpps", "UDP 64 B rx kpps"), ("rtt_ms", "ping avg ms"),
+        ("cpu_pct_per_gbps", "CPU %/Gbit/s"), ("rss_mib", "RSS MiB")]
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmark builds network namespaces")
@@ -188,36 +376,44 @@ def main():
         sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing))
     if not os.path.exists(BIN):
         sh(f"cd {ROOT} && cargo build --release -p dnet")
-    paths = os.environ.get("PATHS", "vxlan,dnet1,dnet2").split(",")
-    results = {}
+    # SIGTERM unwinds like Ctrl-C, so the testbed's cleanup runs.
+    signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
+    ovs_miss = ovs_missing()
+    default = "vxlan,dnet1,dnet2" if QUICK or ovs_miss else "vxlan,ovs,dnet1,dnet2"
+    paths = [p.strip() for p in os.environ.get("PATHS", default).split(",") if p.strip()]
+    bad = [p for p in paths if p not in ("vxlan", "ovs") and not re.fullmatch(r"dnet[1-9]\d*", p)]
+    if bad:
+        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet<workers>")
+    results, notes = {}, []
+    if ovs_miss and not QUICK and "PATHS" not in os.environ:
+        notes.append(f"ovs: not measured, Open vSwitch not installed (missing {', '.join(ovs_miss)};"
+                     " apt-get install openvswitch-switch)")
+        sys.stderr.write(notes[-1] + "\n")
     for p in paths:
         sys.stderr.write(f"== {p}\n")
         if p == "vxlan":
             results["kernel VXLAN"] = run_vxlan()
-        elif p.startswith("dnet"):
+        elif p == "ovs":
+            if ovs_miss:
+                notes.append(f"ovs: SKIPPED, Open vSwitch not installed (missing {', '.join(ovs_miss)};"
+                             " apt-get install openvswitch-switch)")
+                sys.stderr.write(f"  {notes[-1]}\n")
+                continue
+            results[OVS_LABEL] = run_ovs()
+        else:
             results[f"dnet --workers {p[4:]}"] = run_dnet(int(p[4:]))
-    cols = [("tcp_gbps", "TCP 1 stream Gbit/s"), ("tcp4_gbps", "TCP 4 streams Gbit/s"),
-            ("udp64_kpps", "UDP 64 B rx kpps"), ("rtt_ms", "ping avg ms"),
-            ("cpu_pct_per_gbps", "CPU %/Gbit/s"), ("rss_mib", "RSS MiB")]
+    cols = COLS
     print(f"\n{'path':<20}" + "".join(f"{c[1]:>22}" for c in cols))
     for name, r in results.items():
         print(f"{name:<20}" + "".join(f"{r[k]:>22.3g}" if k in r else f"{'-':>22}" for k, _ in cols))
-    base = results.get("kernel VXLAN")
-    if base:
-        print("\nratios to kernel VXLAN (same run):")
-        for name, r in results.items():
-            if name == "kernel VXLAN":
-                continue
-            parts = []
-            for k, label in cols[:3]:
-                if k in r and base.get(k):
-                    parts.append(f"{label} x{r[k] / base[k]:.2f}")
-            if "rtt_ms" in r and "rtt_ms" in base:
-                parts.append(f"RTT +{(r['rtt_ms'] - base['rtt_ms']):.3f} ms")
-            print(f"  {name}: " + ", ".join(parts))
+    for n in notes:
+        print(n)
+    print_ratios(results, "kernel VXLAN", "ratios to kernel VXLAN (same run)")
+    print_ratios(results, OVS_LABEL, "ratios of dnet to OVS userspace GRE (same run)", only="dnet",
+                 targets={"tcp_gbps": 5, "udp64_kpps": 3})
     w1, w2 = results.get("dnet --workers 1"), results.get("dnet --workers 2")
     if w1 and w2 and w1.get("tcp4_gbps"):
-        print(f"  4 TCP flows, --workers 2 / --workers 1: x{w2['tcp4_gbps'] / w1['tcp4_gbps']:.2f}")
+        print(f"\ndnet 4 TCP flows, --workers 2 / --workers 1: x{w2['tcp4_gbps'] / w1['tcp4_gbps']:.2f}")
 
 
 if __name__ == "__main__":
