@@ -233,6 +233,8 @@ pub struct Stp {
     outbox: Vec<(PortId, [u8; bpdu::FRAME_LEN])>,
     /// Stations learned on tunnels must be forgotten.
     flush: bool,
+    /// The latest time seen (for changes that come without one, like adding a port).
+    now: Millis,
 }
 
 /// What the data path shares with the tree: per-port states (read per frame) and the flush
@@ -309,6 +311,7 @@ impl Stp {
             last_change: None,
             outbox: Vec::new(),
             flush: false,
+            now: 0,
         }
     }
 
@@ -326,12 +329,17 @@ impl Stp {
         if self.ports.len() <= i {
             self.ports.resize(i + 1, None);
         }
-        self.ports[i] = Some(Port::new());
+        let was = self.ports[i].replace(Port::new());
+        if was.is_some() {
+            // Re-added: whatever it was (maybe the root port) is forgotten.
+            self.recompute(self.now);
+        }
     }
 
     /// Removes tunnel port `id` from the tree (its state reads forwarding again, which is
     /// harmless: the port is gone from the switch too).
     pub fn remove_port(&mut self, now: Millis, id: PortId) {
+        self.now = self.now.max(now);
         if let Some(p) = self.ports.get_mut(usize::from(id)) {
             if p.take().is_some() {
                 self.recompute(now);
@@ -386,6 +394,7 @@ impl Stp {
     /// The BPDU `frame` arrived on tunnel port `port` at `now`. Returns false if it was not a
     /// valid BPDU (the caller counts it).
     pub fn receive(&mut self, now: Millis, port: PortId, frame: &[u8]) -> bool {
+        self.now = self.now.max(now);
         let Ok(b) = Repr::parse(frame) else {
             return false;
         };
@@ -470,6 +479,7 @@ impl Stp {
     /// Periodic work (call every ~100 ms): ages out information, runs forward-delay timers
     /// and sends hellos.
     pub fn tick(&mut self, now: Millis) {
+        self.now = self.now.max(now);
         let mut expired = false;
         for p in self.ports.iter_mut().flatten() {
             if p.info.is_some_and(|i| now >= i.expires) {
