@@ -101,12 +101,28 @@ fn a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut() {
     if skip_unless_root("a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut") {
         return;
     }
+    // Without keepalives a cut link is noticed when the neighbour's information ages out
+    // (3 × hello = 6 s after its last BPDU).
+    ring(&[], "stp");
+}
+
+#[test]
+fn with_keepalives_a_cut_link_fails_over_within_the_detection_time() {
+    if skip_unless_root("with_keepalives_a_cut_link_fails_over_within_the_detection_time") {
+        return;
+    }
+    // Keepalives every 200 ms × 3: the dead peer's tree information is dropped at once.
+    ring(&["--keepalive-interval", "200"], "stp+keepalive 200 ms x 3");
+}
+
+fn ring(extra: &[&str], label: &str) {
     let tb = Testbed::new(3).expect("building testbed");
     let start = Instant::now();
     let sw: Vec<Switch> = (0..3)
         .map(|i| {
             let mut o = SwitchOptions::default();
             o.extra_args.push("--stp".into());
+            o.extra_args.extend(extra.iter().map(|s| s.to_string()));
             if i == 0 {
                 // Host a is the root whatever the TAPs' random MACs are.
                 o.extra_args
@@ -129,7 +145,7 @@ fn a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut() {
         )
     });
     eprintln!(
-        "stp: converged {} ms after the switches were ready ({} ms after the first started)",
+        "{label}: converged {} ms after the switches were ready ({} ms after the first started)",
         t.as_millis(),
         start.elapsed().as_millis()
     );
@@ -189,7 +205,7 @@ fn a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut() {
     let discarded = drop_count(&after[blocked], "stp_discarding")
         - drop_count(&before[blocked], "stp_discarding");
     eprintln!(
-        "stp: {} broadcasts -> {sent} tunnel frames, {discarded} discarded at the blocked end",
+        "{label}: {} broadcasts -> {sent} tunnel frames, {discarded} discarded at the blocked end",
         3 * ROUNDS
     );
     // A loop would multiply these without bound. A little slack: a container may revalidate
@@ -224,7 +240,7 @@ fn a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut() {
     .expect("container behind the cut link never reached a's again");
     let _ = reach;
     eprintln!(
-        "stp: link a–{} cut: alternate forwarding after {} ms, ping a's container answered {} ms after the cut",
+        "{label}: link a–{} cut: alternate forwarding after {} ms, ping a's container answered {} ms after the cut",
         h[blocked].letter,
         failover.as_millis(),
         t0.elapsed().as_millis()
@@ -264,7 +280,7 @@ fn a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut() {
     })
     .unwrap_or_else(|| panic!("no return: {:?}", sw.iter().map(tree).collect::<Vec<_>>()));
     eprintln!(
-        "stp: link restored: tree back to the direct path after {} ms",
+        "{label}: link restored: tree back to the direct path after {} ms",
         back.as_millis()
     );
     all_pairs_ping(h);

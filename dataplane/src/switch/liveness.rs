@@ -299,6 +299,12 @@ impl Switch {
                 if st == PeerState::Down {
                     let n = self.flush(Some(p));
                     log::debug!("peer {addr} down: flushed {n} MACs");
+                    if self.live.leader {
+                        if let Some(stp) = self.stp() {
+                            // The tree routes around the dead peer at once (with --stp).
+                            stp.with(|s| s.peer_down(now, p));
+                        }
+                    }
                 }
                 self.live.seen[i] = st;
             }

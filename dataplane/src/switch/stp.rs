@@ -347,6 +347,18 @@ impl Stp {
         }
     }
 
+    /// Keepalives declared the peer behind `id` dead: forget what it said now instead of
+    /// waiting three hello times for it to age out.
+    pub fn peer_down(&mut self, now: Millis, id: PortId) {
+        self.now = self.now.max(now);
+        if let Some(p) = self.ports.get_mut(usize::from(id)).and_then(Option::as_mut) {
+            if p.info.take().is_some() {
+                self.recompute(now);
+                self.transmit(now);
+            }
+        }
+    }
+
     /// The role and state of tunnel port `id`, if it is in the tree.
     pub fn port(&self, id: PortId) -> Option<(Role, State)> {
         self.ports

@@ -228,6 +228,19 @@ fn losing_a_designated_bridges_root_port_turns_the_blocked_end_around() {
 }
 
 #[test]
+fn a_peer_declared_dead_fails_over_at_once() {
+    let mut n = Net::new(3, &[(0, 1), (1, 2), (2, 0)]);
+    n.settle();
+    n.run(5_000);
+    n.cut[2] = true;
+    let now = n.now;
+    n.br[2].with(|s| s.peer_down(now, 2));
+    n.settle();
+    assert_eq!(n.state(2, 1), (Role::Root, State::Forwarding));
+    assert!(n.connected());
+}
+
+#[test]
 fn without_agreements_a_designated_port_waits_two_forward_delays() {
     let mut n = Net::new(2, &[(0, 1)]);
     n.mute[1] = true;
