@@ -162,6 +162,29 @@ fn ring(extra: &[&str], label: &str) {
     )));
     assert!(tb_blocked.contains(&(h[0].underlay_ip, "root".into(), "forwarding".into())));
 
+    // The operator's view: `dnetctl show` names the blocked tunnel's role and state.
+    let dnetctl = dnetctl::testbed::switch_binary()
+        .expect("switch binary")
+        .with_file_name("dnetctl");
+    let out = Command::new(&dnetctl)
+        .args(["show", "--socket"])
+        .arg(&sw[blocked].socket)
+        .output()
+        .expect("running dnetctl show");
+    let txt = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{label}: dnetctl show on host {}:\n{txt}",
+        h[blocked].letter
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        txt.contains("alternate/discarding") && txt.contains("root/forwarding"),
+        "{txt}"
+    );
     all_pairs_ping(h);
     // Let the start-up topology changes run out (TC is carried for 2 × hello = 4 s and makes
     // every switch forget its tunnel stations, so unicast would flood meanwhile).
