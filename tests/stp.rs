@@ -308,3 +308,68 @@ fn ring(extra: &[&str], label: &str) {
     );
     all_pairs_ping(h);
 }
+
+#[test]
+fn a_partial_mesh_forwards_through_the_middle_host() {
+    if skip_unless_root("a_partial_mesh_forwards_through_the_middle_host") {
+        return;
+    }
+    // a — b — c: a and c are not peers; with --stp, b forwards tunnel to tunnel.
+    let tb = Testbed::new(3).expect("building testbed");
+    let h = tb.hosts();
+    let peers = [
+        vec![h[1].underlay_ip],
+        vec![h[0].underlay_ip, h[2].underlay_ip],
+        vec![h[1].underlay_ip],
+    ];
+    let sw: Vec<Switch> = (0..3)
+        .map(|i| {
+            let o = SwitchOptions {
+                peers: Some(peers[i].clone()),
+                extra_args: vec!["--stp".into()],
+                ..SwitchOptions::default()
+            };
+            tb.start_switch_with(i, &o).expect("starting switch")
+        })
+        .collect();
+    let t = wait_for(Duration::from_secs(20), || {
+        sw.iter()
+            .flat_map(tree)
+            .all(|(_, _, state)| state == "forwarding")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no convergence: {:?}",
+            sw.iter().map(tree).collect::<Vec<_>>()
+        )
+    });
+    eprintln!(
+        "stp line a-b-c: all four tunnel ends forwarding after {} ms",
+        t.as_millis()
+    );
+    let r = ping(
+        &h[0].container_ns,
+        h[2].container_ip,
+        5,
+        Duration::from_secs(2),
+    )
+    .expect("ping a->c");
+    assert_eq!(r.received, 5, "a -> c through b");
+    let counts = udp_broadcast(
+        &h[0].container_ns,
+        CONTAINER_BROADCAST,
+        9999,
+        &[&h[1].container_ns, &h[2].container_ns],
+        Duration::from_millis(500),
+    )
+    .expect("udp broadcast");
+    assert_eq!(counts, vec![1, 1]);
+    // b really forwarded tunnel to tunnel: its tunnel to c sent what its tunnel from a got.
+    let st = settled_stats(&[&sw[1]]);
+    let to_c = dnetctl::testbed::tunnel_port(&st[0], h[2].underlay_ip).expect("port to c");
+    assert!(
+        to_c.tx_packets >= 6,
+        "b sent {} frames to c",
+        to_c.tx_packets
+    );
+}
