@@ -17,6 +17,7 @@ Paths (env PATHS, comma separated, measured in that order):
           container MTU 1462. Needs the openvswitch-switch package; skipped with a notice if
           ovs-vswitchd is not installed.
   dnetN   dnet-switch --workers N in each host, attached to br0; container MTU 1462
+  dnetudpN  the same with --encap udp (GRE-in-UDP with UDP GSO/GRO); container MTU 1454
 Default PATHS: vxlan,ovs,dnet1,dnet2 (ovs only when ovs-vswitchd is installed); QUICK=1 (the CI
 smoke run) defaults to vxlan,dnet1,dnet2 with one short repetition.
 
@@ -198,15 +199,18 @@ def measure(label, pids, rss_pids=None):
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def run_dnet(workers):
-    with Testbed(1462) as tb:
+def run_dnet(workers, udp=False):
+    # GRE-in-UDP costs 8 more bytes of underlay per frame.
+    with Testbed(1454 if udp else 1462) as tb:
         pids = []
         for h, peer in (("ah", "10.200.0.2"), ("bh", "10.200.0.1")):
+            extra = ["--encap", "udp"] if udp else []
             p = tb.spawn(h, [BIN, "--peer", peer, "--bridge", "br0", "--workers", str(workers),
-                             "--control-socket", f"/run/dnet/{P}{h}.sock", "--log-level", "warn"])
+                             "--control-socket", f"/run/dnet/{P}{h}.sock", "--log-level", "warn"]
+                         + extra)
             pids.append(p.pid)
         time.sleep(1)
-        return measure(f"dnet w{workers}", pids)
+        return measure(f"dnet{' udp' if udp else ''} w{workers}", pids)
 
 
 def run_vxlan():
@@ -379,11 +383,12 @@ def main():
     # SIGTERM unwinds like Ctrl-C, so the testbed's cleanup runs.
     signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
     ovs_miss = ovs_missing()
-    default = "vxlan,dnet1,dnet2" if QUICK or ovs_miss else "vxlan,ovs,dnet1,dnet2"
+    default = "vxlan,dnet1,dnet2" if QUICK or ovs_miss else "vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2"
     paths = [p.strip() for p in os.environ.get("PATHS", default).split(",") if p.strip()]
-    bad = [p for p in paths if p not in ("vxlan", "ovs") and not re.fullmatch(r"dnet[1-9]\d*", p)]
+    bad = [p for p in paths
+           if p not in ("vxlan", "ovs") and not re.fullmatch(r"dnet(udp)?[1-9]\d*", p)]
     if bad:
-        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet<workers>")
+        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet<workers>, dnetudp<workers>")
     results, notes = {}, []
     if ovs_miss and not QUICK and "PATHS" not in os.environ:
         notes.append(f"ovs: not measured, Open vSwitch not installed (missing {', '.join(ovs_miss)};"
@@ -401,11 +406,13 @@ def main():
                 continue
             results[OVS_LABEL] = run_ovs()
         else:
-            results[f"dnet --workers {p[4:]}"] = run_dnet(int(p[4:]))
+            udp = p.startswith("dnetudp")
+            w = int(p[7:] if udp else p[4:])
+            results[f"dnet{' --encap udp' if udp else ''} --workers {w}"] = run_dnet(w, udp)
     cols = COLS
-    print(f"\n{'path':<20}" + "".join(f"{c[1]:>22}" for c in cols))
+    print(f"\n{'path':<30}" + "".join(f"{c[1]:>22}" for c in cols))
     for name, r in results.items():
-        print(f"{name:<20}" + "".join(f"{r[k]:>22.3g}" if k in r else f"{'-':>22}" for k, _ in cols))
+        print(f"{name:<30}" + "".join(f"{r[k]:>22.3g}" if k in r else f"{'-':>22}" for k, _ in cols))
     for n in notes:
         print(n)
     print_ratios(results, "kernel VXLAN", "ratios to kernel VXLAN (same run)")

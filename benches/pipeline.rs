@@ -72,6 +72,7 @@ fn codec(c: &mut Criterion) {
                 key: Some(42),
                 csum: true,
                 seq: true,
+                udp_port: None,
             },
         ),
     ] {

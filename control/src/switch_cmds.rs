@@ -273,7 +273,10 @@ pub fn format_show(s: &Show) -> String {
         human_secs(s.uptime_secs)
     );
     out += &format!(
-        "gre key {}  csum {}  seq {}  ttl {}  tos {}  df {}\n",
+        "{}  key {}  csum {}  seq {}  ttl {}  tos {}  df {}\n",
+        s.gre
+            .udp_port
+            .map_or_else(|| "encap gre".to_string(), |p| format!("encap udp:{p}")),
         s.gre.key.map_or("none".to_string(), |k| k.to_string()),
         on(s.gre.csum),
         on(s.gre.seq),
@@ -462,6 +465,7 @@ mod tests {
             local: "10.200.0.1".parse().unwrap(),
             workers: 2,
             gre: GreInfo {
+                udp_port: None,
                 key: Some(7),
                 csum: false,
                 seq: false,
@@ -520,7 +524,7 @@ mod tests {
             }),
         };
         let t = format_show(&s);
-        assert!(t.contains("gre key 7"), "{t}");
+        assert!(t.contains("encap gre  key 7"), "{t}");
         let l: Vec<&str> = t.lines().collect();
         assert!(
             l[4].contains("root 8000.02:00:00:00:00:01  cost 40000  root port 2"),

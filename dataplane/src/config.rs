@@ -38,6 +38,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// TAP offloads (TCP super-frames, partial checksums); default on.
     pub offload: bool,
+    /// `--encap udp`: GRE-in-UDP to this port; `None`: plain GRE.
+    pub udp_port: Option<u16>,
 }
 
 /// A setting that cannot work, with the fix.
@@ -200,6 +202,7 @@ pub fn resolve(s: &Settings) -> Result<(DataplaneConfig, Resolved), ConfigError>
         .expect("at least one peer was routed");
 
     let gre = GreOptions {
+        udp_port: s.udp_port,
         key: s.key,
         csum: s.csum,
         seq: s.seq,
@@ -289,6 +292,7 @@ mod tests {
             tos: 0,
             workers: Some(1),
             offload: true,
+            udp_port: None,
         }
     }
 
@@ -306,8 +310,14 @@ mod tests {
             key: Some(1),
             csum: true,
             seq: true,
+            udp_port: None,
         };
         assert_eq!(tap_mtu_for(1500, &all), 1450);
+        let udp = GreOptions {
+            udp_port: Some(4754),
+            ..none
+        };
+        assert_eq!(tap_mtu_for(1500, &udp), 1454);
     }
 
     #[test]

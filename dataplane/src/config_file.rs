@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Every key the file may hold (the flags' long names, with `-` as `_`; `peer` is a list).
-pub const KEYS: [&str; 25] = [
+pub const KEYS: [&str; 27] = [
     "peer",
     "local",
     "tap",
@@ -42,6 +42,8 @@ pub const KEYS: [&str; 25] = [
     "loop_guard",
     "stp",
     "stp_priority",
+    "encap",
+    "udp_port",
 ];
 
 /// The file's settings; absent keys are `None` (or empty).
@@ -99,6 +101,10 @@ pub struct FileConfig {
     pub stp: Option<bool>,
     /// `--stp-priority`.
     pub stp_priority: Option<u16>,
+    /// `--encap`: `"gre"` or `"udp"`.
+    pub encap: Option<String>,
+    /// `--udp-port`.
+    pub udp_port: Option<u16>,
 }
 
 /// Why the file could not be used.
@@ -266,7 +272,7 @@ metrics = "127.0.0.1:9464"
                     "true"
                 }
                 "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" => "1",
-                "keepalive_interval" | "keepalive_multiplier" | "stp_priority" => "1",
+                "keepalive_interval" | "keepalive_multiplier" | "stp_priority" | "udp_port" => "1",
                 "local" => "\"10.0.0.1\"",
                 "metrics" => "\"127.0.0.1:1\"",
                 _ => "\"x\"",

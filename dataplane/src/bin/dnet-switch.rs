@@ -140,6 +140,17 @@ struct Args {
     #[arg(long)]
     no_loop_guard: bool,
 
+    /// Encapsulation: `gre` (IP protocol 47, RFC 2784/2890, what OVS and Linux gretap speak)
+    /// or `udp` (GRE-in-UDP, RFC 8086: crosses NAT and clouds that drop protocol 47, and lets
+    /// the kernel send and receive 64 KiB batches of segments with UDP GSO/GRO). Every switch
+    /// of the overlay must use the same [default: gre].
+    #[arg(long, value_name = "KIND", value_parser = ["gre", "udp"])]
+    encap: Option<String>,
+
+    /// UDP port of GRE-in-UDP (--encap udp), on every host [default: 4754, IANA gre-in-udp].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    udp_port: Option<u16>,
+
     /// Run a rapid spanning tree (802.1D BPDUs, hello 2 s, max age 20 s, forward delay 15 s)
     /// with the other switches over the tunnels and forward tunnel to tunnel, so the peers
     /// need not form a full mesh: redundant tunnels are blocked, a lost tunnel is routed
@@ -293,6 +304,22 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
         tos: args.tos.or(file.tos).unwrap_or(0),
         workers: args.workers.or(file.workers),
         offload: !args.no_offload && file.offload.unwrap_or(true),
+        udp_port: {
+            let port = args.udp_port.or(file.udp_port);
+            match args
+                .encap
+                .as_deref()
+                .or(file.encap.as_deref())
+                .unwrap_or("gre")
+            {
+                "gre" if port.is_some() => {
+                    bail!("--udp-port is only used with --encap udp (GRE-in-UDP)")
+                }
+                "gre" => None,
+                "udp" => Some(port.unwrap_or(dnet::switch::tunnel::GRE_IN_UDP_PORT)),
+                other => bail!("encap = \"{other}\" in the config file: use \"gre\" or \"udp\""),
+            }
+        },
     };
     let (mut dp_cfg, resolved) = config::resolve(&settings)?;
     // Each worker floods from its own core: split the budget between them.
@@ -368,7 +395,7 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
             .unwrap_or_default()
     );
     log::info!(
-        "underlay {} → peers {}; GRE key {}, csum {}, seq {}, ttl {}, tos {}, DF {}; {} worker(s), TAP offloads {}",
+        "underlay {} → peers {}; {}, key {}, csum {}, seq {}, ttl {}, tos {}, DF {}; {} worker(s), TAP offloads {}",
         dp_cfg.local,
         dp_cfg
             .peers
@@ -376,6 +403,10 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(", "),
+        match dp_cfg.gre.udp_port {
+            None => "GRE (IP protocol 47)".to_string(),
+            Some(p) => format!("GRE-in-UDP port {p} (UDP GSO/GRO)"),
+        },
         dp_cfg.gre.key.map_or("none".into(), |k| k.to_string()),
         on_off(dp_cfg.gre.csum),
         on_off(dp_cfg.gre.seq),

@@ -189,6 +189,9 @@ pub struct StpInfo {
 /// GRE and outer IPv4 options of a switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GreInfo {
+    /// GRE-in-UDP port (`--encap udp`); `None`: plain GRE.
+    #[serde(default)]
+    pub udp_port: Option<u16>,
     /// GRE key.
     pub key: Option<u32>,
     /// GRE checksums sent.

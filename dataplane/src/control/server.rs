@@ -401,6 +401,7 @@ impl SwitchInfo {
             local: self.local,
             workers: st.workers,
             gre: GreInfo {
+                udp_port: self.settings.gre.udp_port,
                 key: self.settings.gre.key,
                 csum: self.settings.gre.csum,
                 seq: self.settings.gre.seq,

@@ -11,11 +11,18 @@ use std::os::fd::RawFd;
 /// Largest IPv4 packet (a reassembled one can be this big).
 pub const SLOT_LEN: usize = 65_536;
 
+/// Control-message room per receive slot: one `UDP_GRO` segment size (an int).
+const CMSG_ROOM: usize = 32;
+
 /// Receive slots for `recvmmsg`.
 pub struct RxBatch {
     bufs: Box<[u8]>,
     iov: Box<[libc::iovec]>,
     msgs: Box<[libc::mmsghdr]>,
+    /// Senders (GRE-in-UDP: the datagram's source names the peer).
+    names: Box<[libc::sockaddr_in]>,
+    /// Control messages, as u64 for cmsghdr alignment.
+    cmsgs: Box<[[u64; CMSG_ROOM / 8]]>,
     n: usize,
 }
 
@@ -31,6 +38,9 @@ impl RxBatch {
             // SAFETY (zeroed): iovec and mmsghdr are plain C structs; null/zero is valid.
             iov: (0..slots).map(|_| unsafe { std::mem::zeroed() }).collect(),
             msgs: (0..slots).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            // SAFETY (zeroed): plain C struct.
+            names: (0..slots).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            cmsgs: vec![[0u64; CMSG_ROOM / 8]; slots].into_boxed_slice(),
             n: 0,
         }
     }
@@ -44,10 +54,10 @@ impl RxBatch {
             iov.iov_len = SLOT_LEN;
             m.msg_hdr.msg_iov = iov;
             m.msg_hdr.msg_iovlen = 1;
-            m.msg_hdr.msg_name = std::ptr::null_mut();
-            m.msg_hdr.msg_namelen = 0;
-            m.msg_hdr.msg_control = std::ptr::null_mut();
-            m.msg_hdr.msg_controllen = 0;
+            m.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            m.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = CMSG_ROOM;
             m.msg_hdr.msg_flags = 0;
             m.msg_len = 0;
         }
@@ -79,7 +89,39 @@ impl RxBatch {
         let len = (m.msg_len as usize).min(SLOT_LEN);
         Some(&self.bufs[i * SLOT_LEN..i * SLOT_LEN + len])
     }
+
+    /// The sender of packet `i` of the last `recv`.
+    #[inline]
+    pub fn source(&self, i: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from_be(self.names[i].sin_addr.s_addr))
+    }
+
+    /// For a GRE-in-UDP read that carries several datagrams coalesced by `UDP_GRO`: the size
+    /// of each (the last may be shorter). `None`: one datagram.
+    #[inline]
+    pub fn segment_size(&self, i: usize) -> Option<usize> {
+        let h = &self.msgs[i].msg_hdr;
+        if h.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
+            return None;
+        }
+        // SAFETY: the kernel wrote `msg_controllen` bytes of control messages into cmsgs[i],
+        // which is aligned for cmsghdr; CMSG_FIRSTHDR/NXTHDR stay within that length.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO_CMSG {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    return (v > 0).then_some(v as usize);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
+    }
 }
+
+/// `UDP_GRO` control message type (same number as the socket option).
+const UDP_GRO_CMSG: i32 = 104;
 
 /// Outcome of flushing a [`TxBatch`], per message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

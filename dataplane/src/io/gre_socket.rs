@@ -1,6 +1,11 @@
 //! Raw IPv4 sockets for protocol 47 (GRE): the kernel builds the outer IPv4 header on send
 //! (TTL, TOS and DF via socket options) and hands us whole IPv4 packets on receive.
 //!
+//! With `--encap udp` the socket is a UDP socket on the GRE-in-UDP port instead (RFC 8086):
+//! the datagram payload is the GRE header and frame, the sender is the datagram's source, and
+//! `UDP_GRO` lets the kernel hand over several datagrams of one flow in one read. The workers'
+//! UDP sockets share the port with `SO_REUSEPORT`; the kernel spreads peers over them.
+//!
 //! Every raw GRE socket receives a copy of every GRE packet. With several workers each socket
 //! gets a classic BPF filter that keeps only its share, by a hash of the inner MAC pair, so
 //! each packet is handled by exactly one worker and each conversation stays in order.
@@ -234,9 +239,62 @@ fn partition_filter(n: u32, idx: u32) -> Vec<Insn> {
 #[derive(Debug)]
 pub struct GreSocket {
     sock: Socket,
+    udp: bool,
 }
 
+/// `SOL_UDP` option: receive coalesced datagrams with their segment size (Linux ≥ 5.0).
+const UDP_GRO: i32 = 104;
+
 impl GreSocket {
+    /// True for a GRE-in-UDP socket.
+    #[inline]
+    pub fn is_udp(&self) -> bool {
+        self.udp
+    }
+
+    /// Opens the worker's socket: raw GRE, or GRE-in-UDP on `udp_port` when given.
+    pub fn open_for(
+        local: Ipv4Addr,
+        outer: OuterOptions,
+        share: Option<(u32, u32)>,
+        udp_port: Option<u16>,
+    ) -> Result<GreSocket, SocketError> {
+        match udp_port {
+            None => GreSocket::open(local, outer, share),
+            Some(port) => GreSocket::open_udp(local, port, outer),
+        }
+    }
+
+    /// A GRE-in-UDP socket bound to `local:port`, shared with the other workers
+    /// (`SO_REUSEPORT`), with `UDP_GRO` on.
+    pub fn open_udp(
+        local: Ipv4Addr,
+        port: u16,
+        outer: OuterOptions,
+    ) -> Result<GreSocket, SocketError> {
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(opt("socket(AF_INET, SOCK_DGRAM, UDP)"))?;
+        sock.set_reuse_port(true).map_err(opt("set SO_REUSEPORT"))?;
+        setsockopt_int(sock.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1)
+            .map_err(opt("set UDP_GRO (needs Linux 5.0 or later)"))?;
+        configure(&sock, outer)?;
+        sock.bind(&SockAddr::from(SocketAddrV4::new(local, port)))
+            .map_err(|source| {
+                if source.raw_os_error() == Some(libc::EADDRINUSE) {
+                    SocketError::Option {
+                        op: "bind the GRE-in-UDP port (another process, e.g. a second dnet-switch, holds it: stop it or pick --udp-port)",
+                        source,
+                    }
+                } else {
+                    SocketError::Bind {
+                        addr: local,
+                        source,
+                    }
+                }
+            })?;
+        Ok(GreSocket { sock, udp: true })
+    }
+
     /// Opens, configures and binds a socket on `local`. With `share = Some((n, idx))` it only
     /// receives this worker's share of packets.
     pub fn open(
@@ -265,54 +323,67 @@ impl GreSocket {
                     .map_err(opt("attach BPF partition filter"))?;
             }
         }
-        sock.set_nonblocking(true)
-            .map_err(opt("set non-blocking"))?;
-        sock.set_ttl_v4(u32::from(outer.ttl))
-            .map_err(opt("set TTL"))?;
-        sock.set_tos_v4(u32::from(outer.tos))
-            .map_err(opt("set TOS"))?;
-        let pmtu = if outer.df {
-            libc::IP_PMTUDISC_DO
-        } else {
-            libc::IP_PMTUDISC_DONT
-        };
-        setsockopt_int(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            pmtu,
-        )
-        .map_err(opt("set IP_MTU_DISCOVER"))?;
-        // Bursts of 64 KiB GRE packets overflow the default buffers; ask for more. The FORCE
-        // variants (root) pass the sysctl caps; fall back to the capped ones.
-        let big = 4 << 20;
-        if setsockopt_int(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            big,
-        )
-        .is_err()
-        {
-            let _ = sock.set_recv_buffer_size(big as usize);
-        }
-        if setsockopt_int(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            big,
-        )
-        .is_err()
-        {
-            let _ = sock.set_send_buffer_size(big as usize);
-        }
+        configure(&sock, outer)?;
         sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))
             .map_err(|source| SocketError::Bind {
                 addr: local,
                 source,
             })?;
-        Ok(GreSocket { sock })
+        Ok(GreSocket { sock, udp: false })
     }
+}
+
+/// Non-blocking, outer TTL/TOS/DF, and big buffers.
+fn configure(sock: &Socket, outer: OuterOptions) -> Result<(), SocketError> {
+    sock.set_nonblocking(true)
+        .map_err(opt("set non-blocking"))?;
+    sock.set_ttl_v4(u32::from(outer.ttl))
+        .map_err(opt("set TTL"))?;
+    sock.set_tos_v4(u32::from(outer.tos))
+        .map_err(opt("set TOS"))?;
+    let pmtu = if outer.df {
+        libc::IP_PMTUDISC_DO
+    } else {
+        libc::IP_PMTUDISC_DONT
+    };
+    setsockopt_int(
+        sock.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        pmtu,
+    )
+    .map_err(opt("set IP_MTU_DISCOVER"))?;
+    // Bursts of 64 KiB GRE packets overflow the default buffers; ask for more. The FORCE
+    // variants (root) pass the sysctl caps; fall back to the capped ones.
+    let big = 4 << 20;
+    if setsockopt_int(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        big,
+    )
+    .is_err()
+    {
+        let _ = sock.set_recv_buffer_size(big as usize);
+    }
+    if setsockopt_int(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        big,
+    )
+    .is_err()
+    {
+        let _ = sock.set_send_buffer_size(big as usize);
+    }
+    Ok(())
+}
+
+/// Where to send to peer `addr`: its address, and the GRE-in-UDP port with `--encap udp`.
+pub fn dest(addr: Ipv4Addr, opts: &crate::switch::tunnel::GreOptions) -> libc::sockaddr_in {
+    let mut d = sockaddr(addr);
+    d.sin_port = opts.udp_port.unwrap_or(0).to_be();
+    d
 }
 
 impl AsRawFd for GreSocket {

@@ -8,6 +8,7 @@ pub mod netdev;
 pub mod pmtu;
 pub mod stp;
 pub mod tap;
+pub mod udp_gso;
 pub mod watch;
 pub mod worker;
 
@@ -269,7 +270,7 @@ impl Dataplane {
             let id = (i + 1) as PortId;
             ports.push(PortKind::Tunnel(*p));
             peers.insert(*p, id);
-            dest[usize::from(id)] = gre_socket::sockaddr(*p);
+            dest[usize::from(id)] = gre_socket::dest(*p, &cfg.gre);
         }
         let seq: Arc<[AtomicU32]> = (0..switch::MAX_PORTS).map(|_| AtomicU32::new(0)).collect();
         let stop = Arc::new(AtomicBool::new(false));
@@ -300,7 +301,7 @@ impl Dataplane {
         let mut counters = Vec::with_capacity(n);
         for (id, q) in queues.into_iter().enumerate() {
             let share = (n > 1).then_some((n as u32, id as u32));
-            let sock = GreSocket::open(cfg.local, cfg.outer, share)?;
+            let sock = GreSocket::open_for(cfg.local, cfg.outer, share, cfg.gre.udp_port)?;
             let c = Arc::new(Counters::default());
             let mut core = Switch::new(cfg.core.clone(), c.clone());
             core.set_outer(cfg.gre.overhead(), cfg.outer.df);
@@ -308,13 +309,18 @@ impl Dataplane {
             if let Some(s) = &stp {
                 core.set_stp(s.clone());
             }
-            let pmtu =
-                pmtu::PmtuIo::new(cfg.local, cfg.outer, pmtu_epoch.clone()).map_err(|source| {
-                    StartError::Socket(gre_socket::SocketError::Option {
-                        op: "open the DF-off GRE socket",
-                        source,
-                    })
-                })?;
+            let pmtu = pmtu::PmtuIo::new(
+                cfg.local,
+                cfg.outer,
+                cfg.gre.udp_port.is_some(),
+                pmtu_epoch.clone(),
+            )
+            .map_err(|source| {
+                StartError::Socket(gre_socket::SocketError::Option {
+                    op: "open the DF-off GRE socket",
+                    source,
+                })
+            })?;
             for (pid, k) in ports.iter().enumerate() {
                 core.set_port(pid as PortId, *k);
             }

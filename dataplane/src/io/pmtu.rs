@@ -68,9 +68,14 @@ pub struct PmtuIo {
 impl PmtuIo {
     /// Opens the DF-off socket when outer DF is on (otherwise every send may fragment already
     /// and nothing is checked).
-    pub fn new(local: Ipv4Addr, outer: OuterOptions, shared: Arc<AtomicU64>) -> io::Result<PmtuIo> {
+    pub fn new(
+        local: Ipv4Addr,
+        outer: OuterOptions,
+        udp: bool,
+        shared: Arc<AtomicU64>,
+    ) -> io::Result<PmtuIo> {
         let nodf = if outer.df {
-            Some(open_nodf(local, outer)?)
+            Some(open_nodf(local, outer, udp)?)
         } else {
             None
         };
@@ -148,8 +153,13 @@ impl PmtuIo {
     }
 }
 
-fn open_nodf(local: Ipv4Addr, outer: OuterOptions) -> io::Result<Socket> {
-    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(47)))?;
+fn open_nodf(local: Ipv4Addr, outer: OuterOptions, udp: bool) -> io::Result<Socket> {
+    // GRE-in-UDP: any source port will do, the receiver names peers by address.
+    let s = if udp {
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?
+    } else {
+        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(47)))?
+    };
     // Receive nothing: the worker's main socket does that.
     s.attach_filter(&[socket2::SockFilter::new(0x06, 0, 0, 0)])?;
     s.set_nonblocking(true)?;

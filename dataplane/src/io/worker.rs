@@ -5,6 +5,7 @@
 use super::batch::{RxBatch, TxBatch, TxResult, SLOT_LEN};
 use super::gre_socket::GreSocket;
 use super::tap::TapQueue;
+use super::udp_gso::GsoTx;
 use crate::offload::{self, gro, gro::Add, gro::Gro, MAX_HEADERS};
 use crate::switch::fdb::Entry;
 use crate::switch::tunnel::{self, GreOptions, PeerTable};
@@ -130,6 +131,8 @@ struct Buffers {
     drop_log: crate::switch::ratelimit::LogLimiter,
     /// A TAP read failed for good (the TAP was deleted): the worker stops with this error.
     tap_dead: Option<io::Error>,
+    /// Scratch for UDP GSO sends (`--encap udp`).
+    gso_tx: super::udp_gso::GsoTx,
 }
 
 impl Worker {
@@ -154,6 +157,7 @@ impl Worker {
             tx: TxBatch::new(TX_CAP),
             drop_log: crate::switch::ratelimit::LogLimiter::new(5, 10_000),
             tap_dead: None,
+            gso_tx: Default::default(),
         };
         // Drain anything that arrived before registration.
         let (mut tap_ready, mut sock_ready) = (true, true);
@@ -237,7 +241,7 @@ impl Worker {
                         self.core.counters().ports[i].reset();
                         if let PortKind::Tunnel(addr) = k {
                             self.peers.insert(addr, id);
-                            self.dest[i] = super::gre_socket::sockaddr(addr);
+                            self.dest[i] = super::gre_socket::dest(addr, &self.gre);
                         }
                         self.core.set_port(id, k);
                     }
@@ -325,7 +329,7 @@ impl Worker {
         }
     }
 
-    fn flush(&self, tx: &mut TxBatch) {
+    pub(super) fn flush(&self, tx: &mut TxBatch) {
         let c = self.core.counters();
         tx.flush(self.sock.as_raw_fd(), |port, len, r| match r {
             TxResult::Sent => c.tx(port, len as usize),
@@ -344,6 +348,7 @@ impl Worker {
     fn output(
         &self,
         tx: &mut TxBatch,
+        gtx: &mut GsoTx,
         ingress: PortId,
         action: Action,
         frame: &[u8],
@@ -351,10 +356,10 @@ impl Worker {
     ) {
         match action {
             Action::Drop(_) => {}
-            Action::Forward(p) => self.output_one(tx, ingress, p, frame, gso),
+            Action::Forward(p) => self.output_one(tx, gtx, ingress, p, frame, gso),
             Action::Flood => {
                 for p in self.core.flood_targets(ingress) {
-                    self.output_one(tx, ingress, p, frame, gso);
+                    self.output_one(tx, gtx, ingress, p, frame, gso);
                 }
             }
         }
@@ -364,6 +369,7 @@ impl Worker {
     fn output_one(
         &self,
         tx: &mut TxBatch,
+        gtx: &mut GsoTx,
         ingress: PortId,
         port: PortId,
         frame: &[u8],
@@ -382,6 +388,9 @@ impl Worker {
                         self.flush(tx);
                     }
                     self.to_tunnel(tx, port, &[], frame);
+                }
+                Some(h) if self.sock.is_udp() && !gtx.broken => {
+                    self.send_udp_gso(gtx, tx, port, frame, h);
                 }
                 Some(h) => {
                     let h = &self.fit_gso(port, frame, h);
@@ -466,7 +475,7 @@ impl Worker {
                 }
             }
             self.publish(v.sync);
-            self.output(&mut b.tx, 0, v.action, frame, gso.as_ref());
+            self.output(&mut b.tx, &mut b.gso_tx, 0, v.action, frame, gso.as_ref());
         }
         if !b.tx.is_empty() {
             self.flush(&mut b.tx);
@@ -474,11 +483,17 @@ impl Worker {
         more
     }
 
-    /// Receives up to a burst of GRE packets and forwards their frames; consecutive TCP
-    /// segments for the TAP are coalesced into super-frames when offloads are on. Returns true
-    /// if more may be waiting.
+    /// Receives up to a burst of GRE packets (or GRE-in-UDP reads, each possibly several
+    /// datagrams) and forwards their frames; consecutive TCP segments for the TAP are
+    /// coalesced into super-frames when offloads are on. Returns true if more may be waiting.
     fn gre_burst(&mut self, now: u64, b: &mut Buffers) -> bool {
-        let Buffers { gre_rx, tx, .. } = b;
+        let Buffers {
+            gre_rx,
+            tx,
+            gso_tx,
+            drop_log,
+            ..
+        } = b;
         let n = match gre_rx.recv(self.sock.as_raw_fd()) {
             Ok(n) => n,
             Err(e) => {
@@ -493,56 +508,95 @@ impl Worker {
             }
         };
         let gre_rx: &RxBatch = gre_rx;
+        let udp = self.sock.is_udp();
         let mut run = Gro::new();
         for i in 0..n {
             let Some(pkt) = gre_rx.packet(i) else {
                 self.core.counters().dropped(DropReason::Oversize);
                 continue;
             };
-            let (port, frame) = match tunnel::decap(pkt, &self.peers, &self.gre) {
-                Err(why) => {
-                    self.core.counters().dropped(why);
-                    if log::log_enabled!(log::Level::Debug) {
-                        if let Some(k) = b.drop_log.allow(now) {
-                            crate::io::watch::log_gre_drop(self.id, pkt, why, k);
-                        }
-                    }
-                    continue;
+            if !udp {
+                match tunnel::decap(pkt, &self.peers, &self.gre) {
+                    Ok((port, frame)) => self.tunnel_frame(now, port, frame, &mut run, tx, gso_tx),
+                    Err(why) => self.gre_drop(now, drop_log, pkt, why),
                 }
-                Ok(x) => x,
+                continue;
+            }
+            let src = gre_rx.source(i);
+            let seg = match gre_rx.segment_size(i) {
+                Some(s) if s < pkt.len() => {
+                    self.core.counters().event(Event::UdpGroReceived);
+                    s
+                }
+                _ => pkt.len().max(1),
             };
-            if self.core.keepalive_rx(now, port, frame) {
-                continue;
-            }
-            if self.core.stp().is_some() && crate::wire::bpdu::is_bpdu(frame) {
-                self.flush_gro(&mut run);
-                self.stp_rx(now, port, frame, tx);
-                continue;
-            }
-            let v = self.core.handle(now, port, frame);
-            self.publish(v.sync);
-            let to_tap = matches!(v.action, Action::Forward(p) if self.core.port(p) == Some(PortKind::Local));
-            if self.vnet && to_tap {
-                match run.add(frame) {
-                    Add::Added => continue,
-                    Add::Mismatch => {
-                        self.flush_gro(&mut run);
-                        if run.add(frame) == Add::Added {
-                            continue;
-                        }
-                    }
-                    Add::Alone => self.flush_gro(&mut run),
+            for d in pkt.chunks(seg) {
+                match tunnel::decap_gre(src, d, &self.peers, &self.gre) {
+                    Ok((port, frame)) => self.tunnel_frame(now, port, frame, &mut run, tx, gso_tx),
+                    Err(why) => self.core.counters().dropped(why),
                 }
-            } else {
-                // Anything else keeps its place after the segments received before it.
-                self.flush_gro(&mut run);
             }
-            self.output(tx, port, v.action, frame, None);
         }
         self.flush_gro(&mut run);
         if !tx.is_empty() {
             self.flush(tx);
         }
         n == BURST
+    }
+
+    fn gre_drop(
+        &self,
+        now: u64,
+        drop_log: &mut crate::switch::ratelimit::LogLimiter,
+        pkt: &[u8],
+        why: DropReason,
+    ) {
+        self.core.counters().dropped(why);
+        if log::log_enabled!(log::Level::Debug) {
+            if let Some(k) = drop_log.allow(now) {
+                crate::io::watch::log_gre_drop(self.id, pkt, why, k);
+            }
+        }
+    }
+
+    /// One inner frame from tunnel `port`: keepalive, BPDU, or data to forward (coalesced into
+    /// `run` when it is a TCP segment for the TAP).
+    fn tunnel_frame<'a>(
+        &mut self,
+        now: u64,
+        port: PortId,
+        frame: &'a [u8],
+        run: &mut Gro<'a>,
+        tx: &mut TxBatch,
+        gtx: &mut GsoTx,
+    ) {
+        if self.core.keepalive_rx(now, port, frame) {
+            return;
+        }
+        if self.core.stp().is_some() && crate::wire::bpdu::is_bpdu(frame) {
+            self.flush_gro(run);
+            self.stp_rx(now, port, frame, tx);
+            return;
+        }
+        let v = self.core.handle(now, port, frame);
+        self.publish(v.sync);
+        let to_tap =
+            matches!(v.action, Action::Forward(p) if self.core.port(p) == Some(PortKind::Local));
+        if self.vnet && to_tap {
+            match run.add(frame) {
+                Add::Added => return,
+                Add::Mismatch => {
+                    self.flush_gro(run);
+                    if run.add(frame) == Add::Added {
+                        return;
+                    }
+                }
+                Add::Alone => self.flush_gro(run),
+            }
+        } else {
+            // Anything else keeps its place after the segments received before it.
+            self.flush_gro(run);
+        }
+        self.output(tx, gtx, port, v.action, frame, None);
     }
 }

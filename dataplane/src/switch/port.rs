@@ -241,11 +241,15 @@ pub enum Event {
     /// The spanning tree told the workers to forget stations learned on tunnels (a topology
     /// change or a port starting or stopping to forward).
     StpFlush,
+    /// Segments of a TCP super-frame sent as one UDP GSO message (`--encap udp`).
+    UdpGsoSent,
+    /// A read that returned several GRE-in-UDP datagrams coalesced by `UDP_GRO`.
+    UdpGroReceived,
 }
 
 impl Event {
     /// Number of events.
-    pub const COUNT: usize = Event::StpFlush as usize + 1;
+    pub const COUNT: usize = Event::UdpGroReceived as usize + 1;
     /// Every event, in counter order.
     pub const ALL: [Event; Event::COUNT] = [
         Event::FdbFull,
@@ -260,6 +264,8 @@ impl Event {
         Event::BpduRx,
         Event::BpduTx,
         Event::StpFlush,
+        Event::UdpGsoSent,
+        Event::UdpGroReceived,
     ];
 
     /// Stable snake_case name.
@@ -277,6 +283,8 @@ impl Event {
             Event::BpduRx => "bpdu_rx",
             Event::BpduTx => "bpdu_tx",
             Event::StpFlush => "stp_flush",
+            Event::UdpGsoSent => "udp_gso_sent",
+            Event::UdpGroReceived => "udp_gro_received",
         }
     }
 }

@@ -5,9 +5,17 @@ use super::{DropReason, PortId};
 use crate::wire::{gre, ipv4, WireError};
 use std::net::Ipv4Addr;
 
+/// Default UDP port of GRE-in-UDP (RFC 8086, IANA "gre-in-udp").
+pub const GRE_IN_UDP_PORT: u16 = 4754;
+/// Bytes of a UDP header.
+pub const UDP_HEADER_LEN: usize = 8;
+
 /// GRE options shared by every tunnel of a switch (per-peer options can be added here).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GreOptions {
+    /// `--encap udp`: GRE-in-UDP (RFC 8086) to this UDP port instead of plain GRE (IP protocol
+    /// 47). `None`: plain GRE.
+    pub udp_port: Option<u16>,
     /// 32-bit key identifying the overlay; `None` and `Some(0)` are the same network (as OVS).
     pub key: Option<u32>,
     /// Emit checksums (received ones are verified whenever present).
@@ -22,9 +30,15 @@ impl GreOptions {
         self.repr(0).header_len()
     }
 
-    /// Bytes added to each inner Ethernet frame on the underlay: outer IPv4 (20) + GRE.
+    /// Bytes added to each inner Ethernet frame on the underlay: outer IPv4 (20) + UDP (8,
+    /// GRE-in-UDP only) + GRE.
     pub fn overhead(&self) -> usize {
-        ipv4::MIN_HEADER_LEN + self.header_len()
+        let udp = if self.udp_port.is_some() {
+            UDP_HEADER_LEN
+        } else {
+            0
+        };
+        ipv4::MIN_HEADER_LEN + udp + self.header_len()
     }
 
     /// The header for a packet with sequence number `seq` (ignored unless enabled).
@@ -96,9 +110,22 @@ pub fn decap<'a>(
     if ip.protocol() != ipv4::PROTO_GRE {
         return Err(DropReason::BadOuterIp);
     }
+    decap_gre(ip.src(), ip.into_payload(), peers, opts)
+}
+
+/// Opens the GRE packet `gre_bytes` (the payload of an outer IPv4 packet, or of a GRE-in-UDP
+/// datagram) sent by `src`: checks `src` is a configured peer, the header is valid per RFC
+/// 2784/2890, carries Ethernet, with our key. Returns the peer's port and the inner frame.
+#[inline]
+pub fn decap_gre<'a>(
+    src: Ipv4Addr,
+    gre_bytes: &'a [u8],
+    peers: &PeerTable,
+    opts: &GreOptions,
+) -> Result<(PortId, &'a [u8]), DropReason> {
     // Check the sender before spending a checksum on its packet.
-    let port = peers.get(ip.src()).ok_or(DropReason::UnknownPeer)?;
-    let g = gre::Packet::new_unchecked(ip.into_payload());
+    let port = peers.get(src).ok_or(DropReason::UnknownPeer)?;
+    let g = gre::Packet::new_unchecked(gre_bytes);
     let repr = gre::Repr::parse(&g).map_err(|e| match e {
         WireError::BadVersion => DropReason::GreVersion,
         WireError::Routing => DropReason::GreRouting,
@@ -147,6 +174,24 @@ mod tests {
     }
 
     const INNER: [u8; 14] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+
+    #[test]
+    fn gre_in_udp_payload_decaps_by_source_address() {
+        // A GRE-in-UDP datagram's payload is the GRE header + frame; the peer is the
+        // datagram's source.
+        let mut d = vec![0, 0, 0x65, 0x58];
+        d.extend_from_slice(&INNER);
+        let o = GreOptions {
+            udp_port: Some(GRE_IN_UDP_PORT),
+            ..GreOptions::default()
+        };
+        let (port, inner) = decap_gre(Ipv4Addr::new(10, 200, 0, 1), &d, &peers(), &o).unwrap();
+        assert_eq!((port, inner), (1, &INNER[..]));
+        assert_eq!(
+            decap_gre(Ipv4Addr::new(10, 200, 0, 9), &d, &peers(), &o),
+            Err(DropReason::UnknownPeer)
+        );
+    }
 
     #[test]
     fn accepts_configured_peer() {
@@ -224,8 +269,14 @@ mod tests {
             key: Some(1),
             csum: true,
             seq: true,
+            udp_port: None,
         };
         assert_eq!(all.overhead(), 36);
+        let udp = GreOptions {
+            udp_port: Some(GRE_IN_UDP_PORT),
+            ..GreOptions::default()
+        };
+        assert_eq!(udp.overhead(), 32, "IPv4 20 + UDP 8 + GRE 4");
     }
 
     #[test]
