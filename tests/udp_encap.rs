@@ -108,3 +108,116 @@ fn plain_gre_and_gre_in_udp_do_not_mix() {
     );
     assert_eq!(drop_count(&st[1], "unknown_peer"), 0);
 }
+
+#[test]
+fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
+    if skip_unless_root("gre_in_udp_learns_the_path_mtu_and_segments_to_it") {
+        return;
+    }
+    // A router link of MTU 1400 between the hosts while the containers keep 1454 (what fits a
+    // 1500 underlay): GSO messages must be cut to the path, and DF packets answered with the
+    // usable MTU, 1400 − IPv4 20 − UDP 8 − GRE 4 − Ethernet 14 = 1354.
+    let tb = Testbed::routed(1400).expect("building routed testbed");
+    let mut opts = udp();
+    opts.extra_args.extend(["--mtu".into(), "1454".into()]);
+    let sa = tb.start_switch_with(0, &opts).expect("switch a");
+    let sb = tb.start_switch_with(1, &opts).expect("switch b");
+    let (a, b) = (tb.host(0), tb.host(1));
+    assert_eq!(
+        ping(&a.container_ns, b.container_ip, 3, Duration::from_secs(2))
+            .expect("ping")
+            .received,
+        3
+    );
+    let bytes = 16 * MIB;
+    let r = tcp_transfer(
+        &a.container_ns,
+        &b.container_ns,
+        b.container_ip,
+        bytes,
+        Duration::from_secs(90),
+    )
+    .expect("tcp transfer across the 1400 link");
+    assert_eq!(r.bytes, bytes);
+    // The transfer may already have taught a's container the path MTU (dnet answered a DF
+    // segment with frag-needed), so its kernel may refuse the probe locally: forget the
+    // learned MTU and ask again.
+    let flush = || {
+        let st = std::process::Command::new("ip")
+            .args(["-n", &a.container_ns, "route", "flush", "cache"])
+            .status()
+            .expect("ip route flush cache");
+        assert!(st.success());
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        flush();
+        let p = dnetctl::traffic::df_probe(
+            &a.container_ns,
+            b.container_ip,
+            1454,
+            Duration::from_secs(1),
+        );
+        match p {
+            Ok(p @ dnetctl::traffic::DfProbe::FragNeeded { .. }) => break p,
+            other if std::time::Instant::now() >= deadline => {
+                panic!("no frag-needed for a 1454-byte DF echo: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert_eq!(
+        got,
+        dnetctl::traffic::DfProbe::FragNeeded {
+            mtu: 1354,
+            from: b.container_ip
+        }
+    );
+    let st = settled_stats(&[&sa, &sb]);
+    eprintln!(
+        "gre-in-udp over a 1400 link: udp_gso_sent {}, drops a {:?}",
+        event_count(&st[0], "udp_gso_sent"),
+        st[0]
+            .drops
+            .iter()
+            .filter(|d| d.count > 0)
+            .collect::<Vec<_>>()
+    );
+    assert!(event_count(&st[0], "udp_gso_sent") > 0);
+    // Only the expected kinds of drops: answered DF frames and the sends refused before the
+    // path MTU was re-read.
+    for d in st.iter().flat_map(|s| s.drops.iter()) {
+        assert!(
+            d.count == 0 || d.reason == "too_big_icmp" || d.reason == "too_big",
+            "unexpected drops {}: {}",
+            d.reason,
+            d.count
+        );
+    }
+}
+
+#[test]
+fn gre_in_udp_with_outer_df_off_fragments_instead_of_stalling() {
+    if skip_unless_root("gre_in_udp_with_outer_df_off_fragments_instead_of_stalling") {
+        return;
+    }
+    // --mtu 1462 does not fit a 1500 underlay with 46 bytes of GRE-in-UDP, so outer DF is off
+    // and the kernel must fragment: GSO messages (which it cannot fragment) give way to one
+    // datagram per segment.
+    let tb = Testbed::routed(1400).expect("building routed testbed");
+    let mut opts = udp();
+    opts.extra_args.extend(["--mtu".into(), "1462".into()]);
+    let _sa = tb.start_switch_with(0, &opts).expect("switch a");
+    let _sb = tb.start_switch_with(1, &opts).expect("switch b");
+    let (a, b) = (tb.host(0), tb.host(1));
+    let bytes = 8 * MIB;
+    let r = tcp_transfer(
+        &a.container_ns,
+        &b.container_ns,
+        b.container_ip,
+        bytes,
+        Duration::from_secs(60),
+    )
+    .expect("tcp transfer with outer fragmentation");
+    assert_eq!(r.bytes, bytes);
+}

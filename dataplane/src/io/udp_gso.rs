@@ -24,6 +24,8 @@ const MAX_GSO_BYTES: usize = 65_000;
 const UDP_SEGMENT: i32 = 103;
 
 const HDR_ROOM: usize = gre::MAX_HEADER_LEN + MAX_HEADERS;
+/// Outer IPv4 + UDP header bytes.
+const OUTER_IP_UDP: usize = 28;
 
 /// Per-worker scratch for one GSO message: a GRE + Ethernet/IP/TCP header per segment, and
 /// two iovecs per segment (header, payload in place). Allocated once.
@@ -148,14 +150,24 @@ impl Worker {
             seg_len: 0,
             bytes: 0,
         };
-        if segs > 1 && !*broken {
+        // The kernel cannot fragment a GSO datagram: segments that do not fit the path (outer
+        // DF off, or a path MTU that just shrank) go one by one, fragmented or refused there.
+        let fits = self
+            .core
+            .path_mtu(port)
+            .map_or(true, |m| usize::from(seg_len) + OUTER_IP_UDP <= m as usize);
+        if segs > 1 && !*broken && fits {
             match self.sendmsg(dest, &mut iov[..2 * segs], Some(seg_len)) {
                 Ok(()) => {
                     c.tx_many(port, segs as u64, inner);
                     c.event(Event::UdpGsoSent);
                     return;
                 }
-                Err(e) if matches!(e, libc::EIO | libc::EINVAL | libc::EOPNOTSUPP) => {
+                Err(libc::EMSGSIZE | libc::EINVAL) => {
+                    // Larger than the path now: re-read it, and let each segment meet it.
+                    self.pmtu.too_big();
+                }
+                Err(e @ (libc::EIO | libc::EOPNOTSUPP)) => {
                     // No checksum offload on the way out (a real NIC without it): the kernel
                     // cannot segment UDP for us. Send one by one from now on.
                     *broken = true;
