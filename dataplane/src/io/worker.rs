@@ -221,6 +221,8 @@ impl Worker {
             }
             if self.core.liveness_due().is_some_and(|d| now >= d) {
                 self.keepalive_tick(now, &mut b.tx);
+                // A peer declared down may have changed the tree: send its news now.
+                next_stp = next_stp.min(now);
             }
             if stp_leader && now >= next_stp {
                 self.stp_tick(now, &mut b.tx);

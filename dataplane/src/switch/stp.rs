@@ -600,6 +600,13 @@ impl Stp {
             if role == p.role {
                 continue;
             }
+            log::info!(
+                "stp: port {id} {} -> {} (root {} cost {})",
+                p.role.name(),
+                role.name(),
+                self.root.root,
+                self.root.cost
+            );
             let old_state = p.state;
             p.role = role;
             p.fd_at = None;
@@ -655,6 +662,14 @@ impl Stp {
     fn set_state(&mut self, now: Millis, id: PortId, new: State, old: State) {
         if let Some(p) = self.ports.get_mut(usize::from(id)).and_then(Option::as_mut) {
             p.state = new;
+            if new != old {
+                log::info!(
+                    "stp: port {id} ({}) {} -> {}",
+                    p.role.name(),
+                    old.name(),
+                    new.name()
+                );
+            }
         }
         if new == State::Forwarding && old != State::Forwarding {
             // A tunnel starting to forward changes the topology (§17.29.3, edge ports excepted).
@@ -670,6 +685,10 @@ impl Stp {
             .map_or(true, |t| now >= t + self.cfg.hello_ms)
         {
             self.topology_changes += 1;
+            match from {
+                Some(p) => log::info!("stp: topology change reported on port {p}"),
+                None => log::info!("stp: topology change"),
+            }
         }
         self.last_change = Some(now);
         let until = now + 2 * self.cfg.hello_ms;
