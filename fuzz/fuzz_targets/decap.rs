@@ -5,7 +5,7 @@
 //! 10.200.0.3 → port 2, 10.200.0.2 → port 3.
 #![no_main]
 
-use dnet::switch::tunnel::{decap, GreOptions, PeerTable};
+use dnet::switch::tunnel::{decap, decap_gre, GreOptions, PeerTable};
 use dnet::switch::DropReason;
 use dnet::wire::{gre, ipv4};
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         key: (f & 1 != 0).then(|| u32::from_be_bytes([data[1], data[2], data[3], data[4]])),
         csum: f & 2 != 0,
         seq: f & 4 != 0,
+        udp_port: None,
     };
     let packet = &data[5..];
     let mut peers = PeerTable::default();
@@ -56,7 +57,7 @@ fn check_decap(packet: &[u8], peers: &PeerTable, opts: &GreOptions) {
                 Routing => DropReason::GreRouting,
                 UnknownProtocol => DropReason::GreProtocol,
                 BadChecksum => DropReason::GreChecksum,
-                Truncated | BadIpv4 => DropReason::GreTruncated,
+                Truncated | BadIpv4 | Bpdu => DropReason::GreTruncated,
             }
         })?;
         if r.key.unwrap_or(0) != opts.key.unwrap_or(0) {
@@ -65,6 +66,15 @@ fn check_decap(packet: &[u8], peers: &PeerTable, opts: &GreOptions) {
         Ok((port, &g[r.header_len()..]))
     })();
     assert_eq!(got, want);
+
+    // GRE-in-UDP hands decap_gre the datagram payload and its source: the same GRE bytes
+    // from the same sender must give the same answer.
+    if let Ok(ip) = ipv4::Packet::new_checked(packet) {
+        if ip.protocol() == ipv4::PROTO_GRE {
+            let src = ip.src();
+            assert_eq!(decap_gre(src, ip.into_payload(), peers, opts), got);
+        }
+    }
 
     if let Ok((_, inner)) = got {
         // The inner frame is a sub-slice of the packet, ending at the IPv4 total length.
