@@ -49,6 +49,8 @@ BIN = os.environ.get("DNET_SWITCH_BIN", os.path.join(ROOT, "target/release/dnet-
 P = f"dnb{os.getpid() % 100000}"
 NS = {h: f"{P}{h}" for h in ("ah", "bh", "ac", "bc")}
 HZ = os.sysconf("SC_CLK_TCK")
+# Extra dnet-switch flags for every dnet path, e.g. DNET_ARGS="--busy-poll 50".
+DNET_ARGS = os.environ.get("DNET_ARGS", "").split()
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_PROGS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl")
 OVS_LABEL = "OVS userspace GRE"
@@ -204,13 +206,13 @@ def run_dnet(workers, udp=False):
     with Testbed(1454 if udp else 1462) as tb:
         pids = []
         for h, peer in (("ah", "10.200.0.2"), ("bh", "10.200.0.1")):
-            extra = ["--encap", "udp"] if udp else []
+            extra = (["--encap", "udp"] if udp else []) + DNET_ARGS
             p = tb.spawn(h, [BIN, "--peer", peer, "--bridge", "br0", "--workers", str(workers),
                              "--control-socket", f"/run/dnet/{P}{h}.sock", "--log-level", "warn"]
                          + extra)
             pids.append(p.pid)
         time.sleep(1)
-        return measure(f"dnet{' udp' if udp else ''} w{workers}", pids)
+        return measure(f"dnet{' udp' if udp else ''} w{workers}{' ' + ' '.join(DNET_ARGS) if DNET_ARGS else ''}", pids)
 
 
 def run_vxlan():
@@ -408,7 +410,8 @@ def main():
         else:
             udp = p.startswith("dnetudp")
             w = int(p[7:] if udp else p[4:])
-            results[f"dnet{' --encap udp' if udp else ''} --workers {w}"] = run_dnet(w, udp)
+            extra = " " + " ".join(DNET_ARGS) if DNET_ARGS else ""
+            results[f"dnet{' --encap udp' if udp else ''} --workers {w}{extra}"] = run_dnet(w, udp)
     cols = COLS
     print(f"\n{'path':<30}" + "".join(f"{c[1]:>22}" for c in cols))
     for name, r in results.items():
