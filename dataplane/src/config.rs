@@ -259,7 +259,6 @@ pub fn resolve(s: &Settings) -> Result<(DataplaneConfig, Resolved), ConfigError>
             ..switch::Config::default()
         },
         offload: s.offload,
-        busy_poll_us: 0,
     };
     let summary = DataplaneConfigSummary {
         underlay_mtu,

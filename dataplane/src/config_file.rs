@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Every key the file may hold (the flags' long names, with `-` as `_`; `peer` is a list).
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 27] = [
     "peer",
     "local",
     "tap",
@@ -44,7 +44,6 @@ pub const KEYS: [&str; 28] = [
     "stp_priority",
     "encap",
     "udp_port",
-    "busy_poll",
 ];
 
 /// The file's settings; absent keys are `None` (or empty).
@@ -106,8 +105,6 @@ pub struct FileConfig {
     pub encap: Option<String>,
     /// `--udp-port`.
     pub udp_port: Option<u16>,
-    /// `--busy-poll` (µs).
-    pub busy_poll: Option<u32>,
 }
 
 /// Why the file could not be used.
@@ -275,11 +272,7 @@ metrics = "127.0.0.1:9464"
                     "true"
                 }
                 "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" => "1",
-                "keepalive_interval"
-                | "keepalive_multiplier"
-                | "stp_priority"
-                | "udp_port"
-                | "busy_poll" => "1",
+                "keepalive_interval" | "keepalive_multiplier" | "stp_priority" | "udp_port" => "1",
                 "local" => "\"10.0.0.1\"",
                 "metrics" => "\"127.0.0.1:1\"",
                 _ => "\"x\"",

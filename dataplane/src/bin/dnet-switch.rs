@@ -151,12 +151,6 @@ struct Args {
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     udp_port: Option<u16>,
 
-    /// After traffic, keep each worker polling for USEC microseconds before it sleeps: lower
-    /// latency for request/response traffic (no thread wake-up per packet), at the price of
-    /// a busy core while it spins [default: 0, off].
-    #[arg(long, value_name = "USEC", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    busy_poll: Option<u32>,
-
     /// Run a rapid spanning tree (802.1D BPDUs, hello 2 s, max age 20 s, forward delay 15 s)
     /// with the other switches over the tunnels and forward tunnel to tunnel, so the peers
     /// need not form a full mesh: redundant tunnels are blocked, a lost tunnel is routed
@@ -333,7 +327,6 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
     dp_cfg.core.flood_limit_pps = flood_limit.map(|pps| pps.div_ceil(dp_cfg.workers.max(1) as u32));
     dp_cfg.core.clamp_mss = args.clamp_mss || file.clamp_mss.unwrap_or(false);
     dp_cfg.core.loop_guard = !args.no_loop_guard && file.loop_guard.unwrap_or(true);
-    dp_cfg.busy_poll_us = args.busy_poll.or(file.busy_poll).unwrap_or(0);
     let ka_interval = args.keepalive_interval.or(file.keepalive_interval);
     let ka_mult = args.keepalive_multiplier.or(file.keepalive_multiplier);
     if args.keepalive

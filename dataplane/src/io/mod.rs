@@ -47,8 +47,6 @@ pub struct DataplaneConfig {
     /// Ask the kernel for TCP super-frames and partial checksums on the TAP (segmented and
     /// coalesced in userspace, see [`crate::offload`]).
     pub offload: bool,
-    /// `--busy-poll`: µs a worker keeps polling after traffic before it sleeps (0: off).
-    pub busy_poll_us: u32,
 }
 
 /// Errors bringing the data path up.
@@ -351,7 +349,6 @@ impl Dataplane {
                 stop: stop.clone(),
                 poll,
                 pmtu,
-                busy_poll: Duration::from_micros(u64::from(cfg.busy_poll_us)),
             });
             wakers.push(waker);
             counters.push(c);

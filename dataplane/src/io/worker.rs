@@ -113,8 +113,6 @@ pub struct Worker {
     pub poll: Poll,
     /// Path MTU learning and the DF-off socket (see [`super::pmtu`]).
     pub pmtu: super::pmtu::PmtuIo,
-    /// `--busy-poll`: after traffic, keep polling without sleeping this long (zero: off).
-    pub busy_poll: Duration,
 }
 
 /// Creates a poll instance and its shutdown waker.
@@ -167,18 +165,9 @@ impl Worker {
         // Only one worker (the leader) runs the spanning tree's timers.
         let stp_leader = self.id == 0 && self.core.stp().is_some();
         let mut next_stp: u64 = 0;
-        let busy = !self.busy_poll.is_zero();
-        let mut last_work = Instant::now();
         log::debug!("worker {} running", self.id);
         loop {
             let timeout = if tap_ready || sock_ready {
-                if busy {
-                    last_work = Instant::now();
-                }
-                Duration::ZERO
-            } else if busy && last_work.elapsed() < self.busy_poll {
-                // Spinning saves the wake-up of a sleeping thread (tens of µs) per packet of
-                // a request/response exchange, at the price of a core while it spins.
                 Duration::ZERO
             } else {
                 let mut wake = next_tick.min(self.core.liveness_due().unwrap_or(u64::MAX));
