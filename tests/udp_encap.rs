@@ -221,3 +221,64 @@ fn gre_in_udp_with_outer_df_off_fragments_instead_of_stalling() {
     .expect("tcp transfer with outer fragmentation");
     assert_eq!(r.bytes, bytes);
 }
+
+#[test]
+fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
+    if skip_unless_root("the_gre_in_udp_port_drops_and_counts_hostile_datagrams") {
+        return;
+    }
+    let tb = Testbed::new(2).expect("building testbed");
+    let sa = tb.start_switch_with(0, &udp()).expect("switch a");
+    let _sb = tb.start_switch_with(1, &udp()).expect("switch b");
+    let (a, b) = (tb.host(0), tb.host(1));
+    // Sent from host b's namespace (a configured peer of a), to a's GRE-in-UDP port.
+    let send = |payloads: &[&[u8]]| {
+        let s = dnetctl::netns::in_netns(&b.ns, || {
+            std::net::UdpSocket::bind((b.underlay_ip, 0)).expect("udp socket")
+        })
+        .expect("entering host b");
+        for p in payloads {
+            s.send_to(p, (a.underlay_ip, 4754)).expect("send");
+        }
+    };
+    let before = sa.stats().expect("stats");
+    let tap_tx = |s: &dnetctl::ctl::Stats| dnetctl::testbed::tap_port(s).expect("tap").tx_packets;
+    let mut frame = vec![0u8, 0, 0x65, 0x58];
+    frame.extend_from_slice(&[0xff; 6]); // broadcast destination
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
+    frame.resize(64, 0);
+    let mut bad_version = frame.clone();
+    bad_version[1] = 1;
+    let mut wrong_proto = frame.clone();
+    wrong_proto[2..4].copy_from_slice(&[0x08, 0x00]);
+    let mut keyed = vec![0x20u8, 0, 0x65, 0x58, 0, 0, 0, 7];
+    keyed.extend_from_slice(&frame[4..]);
+    send(&[&[], &[0x00, 0x00], &bad_version, &wrong_proto, &keyed]);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = sa.stats().expect("stats");
+    let moved = |r: &str| drop_count(&after, r) - drop_count(&before, r);
+    assert_eq!(moved("gre_truncated"), 2, "empty and 2-byte datagrams");
+    assert_eq!(moved("gre_version"), 1);
+    assert_eq!(moved("gre_protocol"), 1);
+    assert_eq!(moved("wrong_key"), 1);
+    assert_eq!(
+        tap_tx(&after),
+        tap_tx(&before),
+        "a hostile datagram reached the TAP"
+    );
+    // The same well-formed frame from an address that is not a peer.
+    let dev = dnetctl::testbed::UNDERLAY_IF;
+    dnetctl::cmd::ip_in(&b.ns, &["addr", "add", "10.200.0.99/24", "dev", dev]).expect("ip addr");
+    let s = dnetctl::netns::in_netns(&b.ns, || {
+        std::net::UdpSocket::bind((std::net::Ipv4Addr::new(10, 200, 0, 99), 0)).expect("udp socket")
+    })
+    .expect("entering host b");
+    s.send_to(&frame, (a.underlay_ip, 4754)).expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    let last = sa.stats().expect("stats");
+    assert_eq!(
+        drop_count(&last, "unknown_peer") - drop_count(&after, "unknown_peer"),
+        1
+    );
+    assert_eq!(tap_tx(&last), tap_tx(&before));
+}

@@ -525,6 +525,10 @@ impl Worker {
                 continue;
             }
             let src = gre_rx.source(i);
+            if pkt.is_empty() {
+                self.core.counters().dropped(DropReason::GreTruncated);
+                continue;
+            }
             let seg = match gre_rx.segment_size(i) {
                 Some(s) if s < pkt.len() => {
                     self.core.counters().event(Event::UdpGroReceived);
