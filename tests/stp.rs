@@ -376,4 +376,54 @@ fn a_partial_mesh_forwards_through_the_middle_host() {
         "b sent {} frames to c",
         to_c.tx_packets
     );
+
+    // Close the ring at run time (`dnetctl peer add` on a and c): the tree must block one
+    // end of the new loop at once, and broadcasts still arrive once.
+    for (i, peer) in [(0, h[2].underlay_ip), (2, h[0].underlay_ip)] {
+        match dnet::control::request(
+            &sw[i].socket,
+            &Request::PeerAdd { addr: peer },
+            Duration::from_secs(3),
+        ) {
+            Ok(Response::PeerAdded { .. }) => {}
+            other => panic!("peer add {peer} on host {}: {other:?}", h[i].letter),
+        }
+    }
+    let t = wait_for(Duration::from_secs(20), || {
+        let ends: Vec<_> = sw.iter().flat_map(tree).collect();
+        ends.len() == 6
+            && ends.iter().filter(|(_, r, _)| r == "alternate").count() == 1
+            && ends.iter().filter(|(_, _, s)| s == "forwarding").count() == 5
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "ring not converged: {:?}",
+            sw.iter().map(tree).collect::<Vec<_>>()
+        )
+    });
+    eprintln!(
+        "stp: ring closed at run time, one end blocked after {} ms",
+        t.as_millis()
+    );
+    for src in 0..3 {
+        let others: Vec<&str> = h
+            .iter()
+            .filter(|o| o.index != src)
+            .map(|o| o.container_ns.as_str())
+            .collect();
+        let counts = udp_broadcast(
+            &h[src].container_ns,
+            CONTAINER_BROADCAST,
+            9999,
+            &others,
+            Duration::from_millis(300),
+        )
+        .expect("udp broadcast");
+        assert_eq!(
+            counts,
+            vec![1, 1],
+            "ring closed: broadcast from {}",
+            h[src].letter
+        );
+    }
 }

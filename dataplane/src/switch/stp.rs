@@ -279,9 +279,16 @@ impl Shared {
         let mut m = self.machine.lock().unwrap_or_else(|e| e.into_inner());
         let r = f(&mut m);
         // Any port starting or stopping to forward invalidates what was learned on tunnels.
+        // A tunnel just removed from the tree reads discarding, not forwarding: the workers may
+        // still have it for a moment, and it must not carry a flood meanwhile. (Port 0, the
+        // TAP, is never in the tree and always forwards.)
         let mut changed = false;
         for (i, p) in m.ports.iter().enumerate() {
-            let v = p.as_ref().map_or(State::Forwarding, |p| p.state) as u8;
+            let v = match p {
+                Some(p) => p.state,
+                None if i == 0 => State::Forwarding,
+                None => State::Discarding,
+            } as u8;
             changed |= self.state[i].swap(v, Ordering::Relaxed) != v;
         }
         if m.take_flush() || changed {
@@ -336,8 +343,8 @@ impl Stp {
         }
     }
 
-    /// Removes tunnel port `id` from the tree (its state reads forwarding again, which is
-    /// harmless: the port is gone from the switch too).
+    /// Removes tunnel port `id` from the tree (its state reads discarding until the id is
+    /// reused).
     pub fn remove_port(&mut self, now: Millis, id: PortId) {
         self.now = self.now.max(now);
         if let Some(p) = self.ports.get_mut(usize::from(id)) {

@@ -316,4 +316,9 @@ fn ports_outside_the_tree_forward_and_removed_ports_are_forgotten() {
     n.run(1_000);
     assert_eq!(n.state(2, 1), (Role::Root, State::Forwarding));
     assert!(n.br[2].with(|s| s.port(2)).is_none());
+    assert_eq!(
+        n.br[2].state(2),
+        State::Discarding,
+        "a removed tunnel carries nothing while the workers still have it"
+    );
 }
