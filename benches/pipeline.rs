@@ -93,6 +93,21 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
+fn internet_checksum(c: &mut Criterion) {
+    // One MSS segment and a whole TCP super-frame: what segmentation and coalescing sum.
+    let mut g = c.benchmark_group("checksum");
+    for len in [1448usize, 65_000] {
+        let data: Vec<u8> = (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(format!("{len}B"), |b| {
+            b.iter(|| dnet::wire::checksum::checksum(&[black_box(&data)]))
+        });
+    }
+    g.finish();
+}
+
 fn fdb(c: &mut Criterion) {
     let s = learned_switch(2, STATIONS);
     let keys: Vec<FdbKey> = (0..BATCH as u32)
@@ -198,5 +213,5 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, fdb, pipeline);
+criterion_group!(benches, codec, internet_checksum, fdb, pipeline);
 criterion_main!(benches);

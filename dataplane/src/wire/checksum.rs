@@ -3,24 +3,48 @@
 /// Adds `data` to a running one's-complement accumulator. An odd trailing byte is padded with
 /// zero, so only the last slice fed may have odd length.
 ///
-/// Sums 32-bit big-endian words into a 64-bit accumulator (RFC 1071 §2(B): the sum may be
-/// computed in wider words and folded at the end), so a 64 KiB payload cannot overflow it.
+/// The accumulator holds a big-endian sum (what the pseudo-header helpers add to), but `data`
+/// is summed in native byte order, 8 bytes per step, and the folded 16-bit result is byte-swapped
+/// once at the end: RFC 1071 §2(B) (byte-order independence, wider words, deferred carries).
+/// That avoids a byte swap per word, the cost that dominated on 64 KiB TCP super-frames.
 #[inline]
 pub fn accumulate(sum: u64, data: &[u8]) -> u64 {
-    let mut acc = sum;
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    sum + u64::from(native_sum16(data))
+}
+
+/// One's-complement sum of `data` as big-endian 16-bit words, folded to 16 bits, computed
+/// on native-endian words.
+#[inline]
+fn native_sum16(data: &[u8]) -> u16 {
+    // Two independent accumulators of 32-bit halves: no carry chain, and no overflow below
+    // 2^32 words (far beyond any frame).
+    let (mut a, mut b) = (0u64, 0u64);
+    let mut blocks = data.chunks_exact(16);
+    for c in &mut blocks {
+        let x = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let y = u64::from_ne_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]);
+        a += (x & 0xffff_ffff) + (x >> 32);
+        b += (y & 0xffff_ffff) + (y >> 32);
     }
-    let rest = words.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
+    // The tail, zero-padded at the end as RFC 1071 pads an odd byte.
+    let rest = blocks.remainder();
+    let mut tail = [0u8; 16];
+    tail[..rest.len()].copy_from_slice(rest);
+    let x = u64::from_ne_bytes([
+        tail[0], tail[1], tail[2], tail[3], tail[4], tail[5], tail[6], tail[7],
+    ]);
+    let y = u64::from_ne_bytes([
+        tail[8], tail[9], tail[10], tail[11], tail[12], tail[13], tail[14], tail[15],
+    ]);
+    a += (x & 0xffff_ffff) + (x >> 32);
+    b += (y & 0xffff_ffff) + (y >> 32);
+    let mut s = a + b;
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
     }
-    if let [b] = pairs.remainder() {
-        acc += u64::from(*b) << 8;
-    }
-    acc
+    // In native order a word's bytes are swapped on little-endian machines; the folded sum
+    // is the big-endian sum with its two bytes swapped (RFC 1071 §2(B)).
+    u16::from_be(s as u16)
 }
 
 /// Folds an accumulator to 16 bits and complements it: the value to store in a checksum field.
