@@ -143,11 +143,13 @@ impl SwitchInfo {
         }
     }
 
+    /// Frames received on port `id`, control frames (BPDUs, keepalives) included: for
+    /// activity, where any sign of the peer counts.
     fn rx_packets(&self, id: usize) -> u64 {
         self.dataplane
             .counters
             .iter()
-            .map(|c| c.ports[id].rx_packets.get())
+            .map(|c| c.ports[id].rx_packets.get() + c.ports[id].rx_control.get())
             .sum()
     }
 

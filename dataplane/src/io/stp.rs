@@ -16,6 +16,9 @@ impl Worker {
             return;
         };
         self.core.counters().event(Event::BpduRx);
+        if let Some(c) = self.core.counters().ports.get(usize::from(port)) {
+            c.rx_control.add(1);
+        }
         let mut out = Vec::new();
         let ok = sh.with(|s| {
             let ok = s.receive(now, port, frame);

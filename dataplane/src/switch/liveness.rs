@@ -231,27 +231,33 @@ impl Switch {
     /// is alive, and returns true if the frame was a hello (consumed: do not handle it).
     #[inline]
     pub fn keepalive_rx(&self, now: Millis, port: PortId, frame: &[u8]) -> bool {
+        // One compare for every other frame: hellos go to a group address starting 01.
+        let hello = if frame.first() == Some(&HELLO_DST[0]) {
+            parse_hello(frame)
+        } else {
+            None
+        };
+        if hello.is_some() {
+            if let Some(c) = self.counters.ports.get(usize::from(port)) {
+                c.rx_control.add(1);
+            }
+        }
         if !self.keepalive() {
             // A peer's hellos are still never learned or flooded, only ignored.
-            return frame.first() == Some(&HELLO_DST[0]) && parse_hello(frame).is_some();
+            return hello.is_some();
         }
         let sh = &self.live.shared;
         sh.touch(port, now);
-        if frame.first() != Some(&HELLO_DST[0]) {
+        let Some((iv, mult)) = hello else {
             return false;
-        }
-        match parse_hello(frame) {
-            Some((iv, mult)) => {
-                let d = iv.max(1) * u64::from(mult.max(1));
-                if let Some(c) = sh.detect.get(usize::from(port)) {
-                    if c.load(Ordering::Relaxed) != d {
-                        c.store(d, Ordering::Relaxed);
-                    }
-                }
-                true
+        };
+        let d = iv.max(1) * u64::from(mult.max(1));
+        if let Some(c) = sh.detect.get(usize::from(port)) {
+            if c.load(Ordering::Relaxed) != d {
+                c.store(d, Ordering::Relaxed);
             }
-            None => false,
         }
+        true
     }
 
     /// When [`Switch::liveness_tick`] is next due (`None`: keepalives off).

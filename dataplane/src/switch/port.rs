@@ -69,6 +69,9 @@ pub struct PortCounters {
     pub tx_packets: Counter,
     /// Bytes sent.
     pub tx_bytes: Counter,
+    /// Control frames received and consumed (BPDUs, keepalive hellos): not traffic, but proof
+    /// the peer is there.
+    pub rx_control: Counter,
 }
 
 impl PortCounters {
@@ -79,6 +82,7 @@ impl PortCounters {
             &self.rx_bytes,
             &self.tx_packets,
             &self.tx_bytes,
+            &self.rx_control,
         ] {
             c.reset_to(0);
         }
