@@ -89,3 +89,30 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
+
+/// Sends one UDP broadcast from each host's container in turn and asserts every other
+/// container got exactly one copy within `window` (a second copy would mean a frame re-flooded
+/// into another tunnel: a loop).
+pub fn assert_each_broadcast_arrives_once(hosts: &[dnetctl::testbed::Host], window: Duration) {
+    for src in hosts {
+        let others: Vec<&str> = hosts
+            .iter()
+            .filter(|o| o.index != src.index)
+            .map(|o| o.container_ns.as_str())
+            .collect();
+        let counts = dnetctl::traffic::udp_broadcast(
+            &src.container_ns,
+            dnetctl::testbed::CONTAINER_BROADCAST,
+            9999,
+            &others,
+            window,
+        )
+        .expect("udp broadcast");
+        assert_eq!(
+            counts,
+            vec![1; others.len()],
+            "broadcast from container {} seen by {others:?}",
+            src.letter
+        );
+    }
+}
