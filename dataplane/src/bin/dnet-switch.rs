@@ -312,9 +312,10 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
                 .or(file.encap.as_deref())
                 .unwrap_or("gre")
             {
-                "gre" if port.is_some() => {
-                    bail!("--udp-port is only used with --encap udp (GRE-in-UDP)")
-                }
+                "gre" if port.is_some() => bail!(
+                    "--udp-port is only used with --encap udp (GRE-in-UDP): add --encap udp \
+                     on every host, or drop --udp-port"
+                ),
                 "gre" => None,
                 "udp" => Some(port.unwrap_or(dnet::switch::tunnel::GRE_IN_UDP_PORT)),
                 other => bail!("encap = \"{other}\" in the config file: use \"gre\" or \"udp\""),
