@@ -4,7 +4,7 @@
 
 use dnet_e2e::{drop_count, event_count, settled_stats, skip_unless_root, total_drops};
 use dnetctl::testbed::{tunnel_port, SwitchOptions, Testbed};
-use dnetctl::traffic::{ping, tcp_transfer};
+use dnetctl::traffic::{ping, tcp_transfer, udp_unicast};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -78,6 +78,74 @@ fn gre_in_udp_carries_verified_tcp_with_gso_and_gro() {
     let ba = tunnel_port(&st[1], a.underlay_ip).expect("b's tunnel");
     assert_eq!(ab.tx_packets, ba.rx_packets);
     assert_eq!(ba.tx_packets, ab.rx_packets);
+}
+
+#[test]
+fn gre_in_udp_batches_runs_of_small_datagrams_at_both_ends() {
+    if skip_unless_root("gre_in_udp_batches_runs_of_small_datagrams_at_both_ends") {
+        return;
+    }
+    let tb = Testbed::new(2).expect("building testbed");
+    let sw = [
+        tb.start_switch_with(0, &udp()).expect("switch a"),
+        tb.start_switch_with(1, &udp()).expect("switch b"),
+    ];
+    let (a, b) = (tb.host(0), tb.host(1));
+    let t = Duration::from_secs(2);
+    assert_eq!(
+        ping(&a.container_ns, b.container_ip, 3, t)
+            .expect("ping")
+            .received,
+        3
+    );
+    let before = settled_stats(&[&sw[0], &sw[1]]);
+    // Small equal datagrams in quick bursts: whenever a's worker reads two or more in one
+    // burst, they leave as one GSO message. Every one that arrives carries the test's token.
+    const N: u64 = 20_000;
+    let got = udp_unicast(
+        &a.container_ns,
+        &b.container_ns,
+        b.container_ip,
+        7777,
+        N,
+        Duration::from_millis(500),
+    )
+    .expect("udp burst a->b");
+    let after = settled_stats(&[&sw[0], &sw[1]]);
+    let d = |i: usize, f: &dyn Fn(&dnetctl::ctl::Stats) -> u64| f(&after[i]) - f(&before[i]);
+    let gso = d(0, &|s| event_count(s, "udp_gso_sent"));
+    let gro = d(1, &|s| event_count(s, "udp_gro_received"));
+    let a_tx = d(0, &|s| {
+        tunnel_port(s, b.underlay_ip)
+            .expect("a's tunnel")
+            .tx_packets
+    });
+    let b_rx = d(1, &|s| {
+        tunnel_port(s, a.underlay_ip)
+            .expect("b's tunnel")
+            .rx_packets
+    });
+    let coalesced = d(1, &|s| event_count(s, "udp_coalesced"));
+    eprintln!(
+        "{got} of {N} datagrams arrived; a sent {a_tx} frames in {gso} GSO messages (and \
+         single datagrams), b read {gro} coalesced and wrote {coalesced} UDP super-frames"
+    );
+    assert!(got >= N / 2, "only {got} of {N} datagrams reached b");
+    assert!(
+        gso > 0,
+        "a never sent a run of small frames as one GSO message"
+    );
+    // The receiving container's stack split b's super-frames back: the tokens counted above
+    // are whole, checked datagrams.
+    assert!(
+        coalesced > 0,
+        "b never wrote a UDP run to its TAP as one frame"
+    );
+    // Each datagram of a GSO message arrived and was counted as its own frame.
+    assert_eq!(a_tx, b_rx, "a sent {a_tx} frames, b received {b_rx}");
+    assert!(b_rx >= got);
+    assert_eq!(total_drops(&after[1]), total_drops(&before[1]), "b dropped");
+    assert_eq!(total_drops(&after[0]), total_drops(&before[0]), "a dropped");
 }
 
 #[test]

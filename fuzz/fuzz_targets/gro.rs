@@ -1,9 +1,11 @@
 //! TAP offloads, receive side: arbitrary frames (2-byte length prefix each) added to a `Gro`
-//! run, flushed as the worker does on `Mismatch`/`Alone`, never panic; every finished run has
-//! at most `MAX_SEGS` parts, headers within the head buffer, and at most 64 KiB of IP.
+//! (TCP) and a `UdpGro` run, flushed as the worker does on `Mismatch`/`Alone`, never panic;
+//! every finished run has at most `MAX_SEGS` parts, headers within the head buffer, and at
+//! most 64 KiB of IP.
 #![no_main]
 
 use dnet::offload::gro::{Add, Gro, MAX_SEGS};
+use dnet::offload::udp_gro::UdpGro;
 use dnet::offload::MAX_HEADERS;
 use dnet::wire::vnet;
 use libfuzzer_sys::fuzz_target;
@@ -20,6 +22,25 @@ fn check(run: &mut Gro<'_>) {
     assert!(total <= 14 + 4 + 40 + 65_535, "{total} bytes in one run");
 }
 
+fn check_udp(run: &mut UdpGro<'_>) {
+    if run.is_empty() {
+        return;
+    }
+    let mut head = [0u8; vnet::LEN + MAX_HEADERS];
+    let (hl, parts) = run.finish(&mut head);
+    assert!(hl >= vnet::LEN && hl <= head.len());
+    assert!(!parts.is_empty() && parts.len() <= dnet::offload::udp_gro::MAX_SEGS);
+    let ip: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 28;
+    assert!(ip <= 65_535, "{ip} bytes of IP in one UDP run");
+    if parts.len() > 1 {
+        // Every datagram but the last is as long as the GSO size says.
+        let h = vnet::VnetHdr::parse(&head[..hl]).expect("own header parses");
+        let seg = usize::from(h.gso_size);
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.len() == seg));
+        assert!(parts[parts.len() - 1].len() <= seg);
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut frames = Vec::new();
     let mut rest = data;
@@ -29,6 +50,20 @@ fuzz_target!(|data: &[u8]| {
         frames.push(&rest[2..2 + len]);
         rest = &rest[2 + len..];
     }
+    let mut udp = UdpGro::new();
+    for &f in &frames {
+        match udp.add(f) {
+            Add::Added => {}
+            Add::Mismatch => {
+                check_udp(&mut udp);
+                if udp.add(f) != Add::Added {
+                    check_udp(&mut udp);
+                }
+            }
+            Add::Alone => check_udp(&mut udp),
+        }
+    }
+    check_udp(&mut udp);
     let mut run = Gro::new();
     for f in frames {
         match run.add(f) {

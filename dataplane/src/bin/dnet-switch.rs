@@ -79,8 +79,8 @@ struct Args {
     workers: Option<usize>,
 
     /// Do not ask the kernel for TCP super-frames and partial checksums on the TAP (by default
-    /// dnet segments and coalesces TCP in userspace, which moves far fewer packets through
-    /// the kernel).
+    /// dnet segments and coalesces TCP, and coalesces runs of UDP datagrams, in userspace,
+    /// which moves far fewer packets through the kernel).
     #[arg(long)]
     no_offload: bool,
 

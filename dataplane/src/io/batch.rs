@@ -1,5 +1,6 @@
 //! Batched socket I/O: `recvmmsg` into preallocated slots, `sendmmsg` of GRE header + frame as
-//! two iovecs per message (the frame is never copied to prepend a header).
+//! two iovecs per message (the frame is never copied to prepend a header). Over GRE-in-UDP,
+//! runs of equal-sized datagrams to one peer leave as single UDP GSO messages.
 //!
 //! Everything is allocated once per worker; nothing here allocates per packet.
 
@@ -7,6 +8,13 @@ use crate::offload::MAX_HEADERS;
 use crate::wire::gre;
 use std::io;
 use std::os::fd::RawFd;
+
+/// Most datagrams per UDP GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
+pub const GSO_MAX_SEGS: usize = 64;
+/// Largest UDP payload of one GSO message (65535 − IPv4 20 − UDP 8, with some room).
+pub const GSO_MAX_BYTES: usize = 65_000;
+/// `SOL_UDP` option / control message: the segment size of a GSO send.
+pub const UDP_SEGMENT: i32 = 103;
 
 /// Largest IPv4 packet (a reassembled one can be this big).
 pub const SLOT_LEN: usize = 65_536;
@@ -147,6 +155,48 @@ pub struct TxBatch {
     msgs: Box<[libc::mmsghdr]>,
     tag: Box<[(u16, u32)]>,
     n: usize,
+    /// [`TxBatch::flush_udp_gso`]'s messages, one per run, their `UDP_SEGMENT` control
+    /// messages (as u64 for alignment) and their runs (first message, count).
+    gso: Box<[libc::mmsghdr]>,
+    gso_cmsg: Box<[[u64; 4]]>,
+    gso_runs: Box<[(usize, usize)]>,
+    /// Whether the worker flushes this batch with [`TxBatch::flush_udp_gso`] (GRE-in-UDP, until
+    /// the kernel refuses UDP GSO on the route).
+    pub udp_gso: bool,
+}
+
+/// What [`TxBatch::flush_udp_gso`] did beyond [`TxBatch::flush`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GsoFlush {
+    /// UDP GSO messages sent (each carried two or more datagrams).
+    pub messages: u64,
+    /// The kernel refused a GSO message with this errno; that message and the rest of the
+    /// batch went one datagram per message instead.
+    pub refused: Option<i32>,
+}
+
+/// The run of messages from `start` (of `n`) that can leave as one UDP GSO message: consecutive
+/// messages to the same destination (`dest(i)`), all as long as the first but the last, which
+/// may be shorter, within [`GSO_MAX_SEGS`] and [`GSO_MAX_BYTES`]. Returns (count, segment size).
+pub fn gso_run(
+    start: usize,
+    n: usize,
+    dest: impl Fn(usize) -> usize,
+    len: impl Fn(usize) -> usize,
+) -> (usize, usize) {
+    let (d, seg) = (dest(start), len(start));
+    let mut k = 1;
+    while start + k < n && k < GSO_MAX_SEGS && seg * (k + 1) <= GSO_MAX_BYTES {
+        let (j, l) = (start + k, len(start + k));
+        if dest(j) != d || l > seg || l == 0 {
+            break;
+        }
+        k += 1;
+        if l < seg {
+            break;
+        }
+    }
+    (k, seg)
 }
 
 // SAFETY: see RxBatch; the pointers are only dereferenced by the kernel during `flush`.
@@ -162,6 +212,10 @@ impl TxBatch {
             msgs: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
             tag: vec![(0, 0); cap].into_boxed_slice(),
             n: 0,
+            gso: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            gso_cmsg: vec![[0u64; 4]; cap].into_boxed_slice(),
+            gso_runs: vec![(0, 0); cap].into_boxed_slice(),
+            udp_gso: false,
         }
     }
 
@@ -246,8 +300,122 @@ impl TxBatch {
     /// Sends everything queued on `fd`; calls `done(tag, frame_len, result)` once per message,
     /// then empties the batch. A message the kernel refuses is reported and skipped; the
     /// rest are still sent.
-    pub fn flush(&mut self, fd: RawFd, mut done: impl FnMut(u16, u32, TxResult)) {
-        let mut start = 0;
+    pub fn flush(&mut self, fd: RawFd, done: impl FnMut(u16, u32, TxResult)) {
+        self.flush_from(fd, 0, done);
+    }
+
+    /// Like [`TxBatch::flush`] on a UDP socket, but each run of equal-sized datagrams to one
+    /// destination ([`gso_run`]) leaves as one message with `UDP_SEGMENT`: one pass through
+    /// the kernel's UDP and IP output for the run, and, where the path passes GSO packets on
+    /// (veth) and the peer reads with `UDP_GRO`, one receive on the other side too. `fits(tag,
+    /// segment size)` says whether a run's segments fit its path (the kernel cannot fragment
+    /// a GSO datagram). `done` is called once per datagram, as by `flush`.
+    pub fn flush_udp_gso(
+        &mut self,
+        fd: RawFd,
+        fits: impl Fn(u16, usize) -> bool,
+        mut done: impl FnMut(u16, u32, TxResult),
+    ) -> GsoFlush {
+        let mut out = GsoFlush::default();
+        let (mut runs, mut i, mut any) = (0, 0, false);
+        while i < self.n {
+            let (mut k, seg) = gso_run(
+                i,
+                self.n,
+                |j| self.msgs[j].msg_hdr.msg_name as usize,
+                |j| self.iov[j][0].iov_len + self.iov[j][1].iov_len,
+            );
+            if k > 1 && !fits(self.tag[i].0, seg) {
+                k = 1;
+            }
+            let m = &mut self.gso[runs].msg_hdr;
+            *m = self.msgs[i].msg_hdr;
+            if k > 1 {
+                any = true;
+                // The runs' [header, payload] iovec pairs lie next to each other in `iov`.
+                m.msg_iov = self.iov[i].as_mut_ptr();
+                m.msg_iovlen = 2 * k;
+                let cbuf = &mut self.gso_cmsg[runs];
+                // SAFETY: cbuf is 32 aligned bytes, enough for CMSG_SPACE(2); the header and
+                // the segment size are written inside it.
+                unsafe {
+                    m.msg_control = cbuf.as_mut_ptr().cast();
+                    m.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+                    let c = libc::CMSG_FIRSTHDR(m);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
+                }
+            }
+            self.gso_runs[runs] = (i, k);
+            runs += 1;
+            i += k;
+        }
+        if !any {
+            self.flush_from(fd, 0, done);
+            return out;
+        }
+        let mut s = 0;
+        while s < runs {
+            // SAFETY: gso[s..runs] were built above from messages whose pointers are valid
+            // per push's contract until this flush returns.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.gso[s..].as_mut_ptr(),
+                    (runs - s) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc > 0 {
+                for &(first, k) in &self.gso_runs[s..s + rc as usize] {
+                    for &(t, l) in &self.tag[first..first + k] {
+                        done(t, l, TxResult::Sent);
+                    }
+                    out.messages += u64::from(k > 1);
+                }
+                s += rc as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            let (first, k) = self.gso_runs[s];
+            let r = match e {
+                libc::EINTR => continue,
+                libc::EMSGSIZE | libc::EINVAL | libc::EIO | libc::EOPNOTSUPP if k > 1 => {
+                    out.refused = Some(e);
+                    self.flush_from(fd, first, done);
+                    return out;
+                }
+                libc::EMSGSIZE => TxResult::TooBig,
+                libc::EAGAIN | libc::ENOBUFS => TxResult::QueueFull,
+                _ => TxResult::Error,
+            };
+            let last = if r == TxResult::QueueFull {
+                // The queue will not drain within this call: drop the rest of the burst.
+                self.n
+            } else {
+                first + k
+            };
+            for &(t, l) in &self.tag[first..last] {
+                done(t, l, r);
+            }
+            if last == self.n {
+                break;
+            }
+            s += 1;
+        }
+        self.n = 0;
+        out
+    }
+
+    /// Sends messages `start..` one datagram each, then empties the batch.
+    fn flush_from(
+        &mut self,
+        fd: RawFd,
+        mut start: usize,
+        mut done: impl FnMut(u16, u32, TxResult),
+    ) {
         while start < self.n {
             // SAFETY: msgs[start..n] were filled by push; their pointers are valid per push's
             // contract until this flush returns.
@@ -285,5 +453,48 @@ impl TxBatch {
             start += 1;
         }
         self.n = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs over messages given as (destination, length).
+    fn runs(msgs: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < msgs.len() {
+            let (k, seg) = gso_run(i, msgs.len(), |j| msgs[j].0, |j| msgs[j].1);
+            out.push((k, seg));
+            i += k;
+        }
+        out
+    }
+
+    #[test]
+    fn runs_are_equal_sized_datagrams_to_one_peer_with_a_shorter_last() {
+        assert_eq!(
+            runs(&[(1, 80), (1, 80), (1, 80), (1, 50), (1, 80)]),
+            vec![(4, 80), (1, 80)]
+        );
+        // A longer datagram or another peer starts a new run; so does anything after a short one.
+        assert_eq!(
+            runs(&[(1, 80), (1, 90), (2, 90), (2, 90), (1, 90)]),
+            vec![(1, 80), (1, 90), (2, 90), (1, 90)]
+        );
+        assert_eq!(runs(&[(1, 80)]), vec![(1, 80)]);
+    }
+
+    #[test]
+    fn runs_respect_the_kernels_segment_and_size_bounds() {
+        let small = vec![(1, 60); 150];
+        assert_eq!(runs(&small), vec![(64, 60), (64, 60), (22, 60)]);
+        // 1400-byte segments: 46 fit in 65000 bytes.
+        let big = vec![(1, 1400); 50];
+        assert_eq!(runs(&big), vec![(46, 1400), (4, 1400)]);
+        for (k, seg) in runs(&big).into_iter().chain(runs(&small)) {
+            assert!(k <= GSO_MAX_SEGS && k * seg <= GSO_MAX_BYTES);
+        }
     }
 }

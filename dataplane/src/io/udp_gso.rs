@@ -16,16 +16,11 @@ use crate::wire::vnet::VnetHdr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
-/// Most datagrams per GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
-pub const MAX_SEGS: usize = 64;
-/// Largest UDP payload of one GSO message (65535 − IPv4 20 − UDP 8, with some room).
-const MAX_GSO_BYTES: usize = 65_000;
-/// `SOL_UDP` option / control message: the segment size of a GSO send.
-const UDP_SEGMENT: i32 = 103;
+use super::batch::{GSO_MAX_BYTES as MAX_GSO_BYTES, GSO_MAX_SEGS as MAX_SEGS, UDP_SEGMENT};
 
 const HDR_ROOM: usize = gre::MAX_HEADER_LEN + MAX_HEADERS;
 /// Outer IPv4 + UDP header bytes.
-const OUTER_IP_UDP: usize = 28;
+pub(super) const OUTER_IP_UDP: usize = 28;
 
 /// Per-worker scratch for one GSO message: a GRE + Ethernet/IP/TCP header per segment, and
 /// two iovecs per segment (header, payload in place). Allocated once.

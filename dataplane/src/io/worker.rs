@@ -5,7 +5,11 @@
 use super::batch::{RxBatch, TxBatch, TxResult, SLOT_LEN};
 use super::gre_socket::GreSocket;
 use super::tap::TapQueue;
-use super::udp_gso::GsoTx;
+use super::udp_gso::{GsoTx, OUTER_IP_UDP};
+use crate::offload::udp_gro::{self, UdpGro};
+
+// One iovec array serves both kinds of run.
+const _: () = assert!(udp_gro::MAX_SEGS <= gro::MAX_SEGS);
 use crate::offload::{self, gro, gro::Add, gro::Gro, MAX_HEADERS};
 use crate::switch::fdb::Entry;
 use crate::switch::tunnel::{self, GreOptions, PeerTable};
@@ -122,6 +126,14 @@ pub fn poll_with_waker() -> io::Result<(Poll, Arc<Waker>)> {
     Ok((poll, waker))
 }
 
+/// The frames of one receive burst being coalesced for the TAP: a TCP run and a UDP run
+/// (each of one flow; frames of other kinds flush both and go after them).
+#[derive(Default)]
+struct Runs<'a> {
+    tcp: Gro<'a>,
+    udp: UdpGro<'a>,
+}
+
 struct Buffers {
     tap_rx: Box<[u8]>,
     tap_len: [usize; BURST],
@@ -159,6 +171,7 @@ impl Worker {
             tap_dead: None,
             gso_tx: Default::default(),
         };
+        b.tx.udp_gso = self.sock.is_udp();
         // Drain anything that arrived before registration.
         let (mut tap_ready, mut sock_ready) = (true, true);
         let mut next_tick: u64 = 0;
@@ -310,15 +323,27 @@ impl Worker {
         }
     }
 
-    /// Writes the coalesced run in `gro` (if any) to the TAP as one frame.
-    fn flush_gro(&self, gro: &mut Gro<'_>) {
-        if gro.is_empty() {
-            return;
-        }
+    /// Writes the coalesced runs in `runs` (if any) to the TAP, one frame each.
+    fn flush_gro(&self, runs: &mut Runs<'_>) {
         let mut head = [0u8; vnet::LEN + MAX_HEADERS];
-        let (hl, parts) = gro.finish(&mut head);
+        if !runs.tcp.is_empty() {
+            let (hl, parts) = runs.tcp.finish(&mut head);
+            self.write_run(&head[..hl], parts);
+        }
+        if !runs.udp.is_empty() {
+            let (hl, parts) = runs.udp.finish(&mut head);
+            if parts.len() > 1 {
+                self.core.counters().event(Event::UdpCoalesced);
+            }
+            self.write_run(&head[..hl], parts);
+        }
+    }
+
+    /// Writes a run's headers (`head`, virtio-net header first) and payloads as one frame.
+    fn write_run(&self, head: &[u8], parts: &[&[u8]]) {
+        let hl = head.len();
         let mut iov = [IoSlice::new(&[]); gro::MAX_SEGS + 1];
-        iov[0] = IoSlice::new(&head[..hl]);
+        iov[0] = IoSlice::new(head);
         // Counted as the segments that arrived, so counters read the same with offloads off.
         let mut wire = 0;
         for (slot, p) in iov[1..].iter_mut().zip(parts) {
@@ -333,7 +358,7 @@ impl Worker {
 
     pub(super) fn flush(&self, tx: &mut TxBatch) {
         let c = self.core.counters();
-        tx.flush(self.sock.as_raw_fd(), |port, len, r| match r {
+        let done = |port, len, r| match r {
             TxResult::Sent => c.tx(port, len as usize),
             TxResult::TooBig => {
                 c.dropped(DropReason::TooBig);
@@ -341,7 +366,31 @@ impl Worker {
             }
             TxResult::QueueFull => c.dropped(DropReason::TxQueueFull),
             TxResult::Error => c.dropped(DropReason::TxError),
-        });
+        };
+        if !tx.udp_gso {
+            tx.flush(self.sock.as_raw_fd(), done);
+            return;
+        }
+        let fits = |port, seg: usize| {
+            self.core
+                .path_mtu(port)
+                .map_or(true, |m| seg + OUTER_IP_UDP <= m as usize)
+        };
+        let f = tx.flush_udp_gso(self.sock.as_raw_fd(), fits, done);
+        c.events_add(Event::UdpGsoSent, f.messages);
+        match f.refused {
+            None => {}
+            // Larger than the path now: re-read it; `fits` keeps later runs within it.
+            Some(libc::EMSGSIZE | libc::EINVAL) => self.pmtu.too_big(),
+            Some(e) => {
+                tx.udp_gso = false;
+                log::warn!(
+                    "worker {}: UDP GSO refused ({}); sending small GRE-in-UDP datagrams one by one",
+                    self.id,
+                    io::Error::from_raw_os_error(e)
+                );
+            }
+        }
     }
 
     /// Sends `frame` (from `ingress`) wherever the verdict says. `gso` describes a TCP
@@ -511,7 +560,7 @@ impl Worker {
         };
         let gre_rx: &RxBatch = gre_rx;
         let udp = self.sock.is_udp();
-        let mut run = Gro::new();
+        let mut run = Runs::default();
         for i in 0..n {
             let Some(pkt) = gre_rx.packet(i) else {
                 self.core.counters().dropped(DropReason::Oversize);
@@ -572,7 +621,7 @@ impl Worker {
         now: u64,
         port: PortId,
         frame: &'a [u8],
-        run: &mut Gro<'a>,
+        run: &mut Runs<'a>,
         tx: &mut TxBatch,
         gtx: &mut GsoTx,
     ) {
@@ -589,11 +638,15 @@ impl Worker {
         let to_tap =
             matches!(v.action, Action::Forward(p) if self.core.port(p) == Some(PortKind::Local));
         if self.vnet && to_tap {
-            match run.add(frame) {
+            let mut add = run.tcp.add(frame);
+            if add == Add::Alone {
+                add = run.udp.add(frame);
+            }
+            match add {
                 Add::Added => return,
                 Add::Mismatch => {
                     self.flush_gro(run);
-                    if run.add(frame) == Add::Added {
+                    if run.tcp.add(frame) == Add::Added || run.udp.add(frame) == Add::Added {
                         return;
                     }
                 }

@@ -10,6 +10,7 @@
 
 pub mod gro;
 pub mod gso;
+pub mod udp_gro;
 
 use crate::wire::ethernet::{ethertype, Frame};
 

@@ -245,15 +245,19 @@ pub enum Event {
     /// The spanning tree told the workers to forget stations learned on tunnels (a topology
     /// change or a port starting or stopping to forward).
     StpFlush,
-    /// Segments of a TCP super-frame sent as one UDP GSO message (`--encap udp`).
+    /// Several GRE-in-UDP datagrams sent as one UDP GSO message (`--encap udp`): segments of
+    /// a TCP super-frame, or a run of equal-sized frames of one burst to the same peer.
     UdpGsoSent,
     /// A read that returned several GRE-in-UDP datagrams coalesced by `UDP_GRO`.
     UdpGroReceived,
+    /// Several UDP datagrams of one flow from a tunnel written to the TAP as one UDP GSO
+    /// frame (offloads on; the container's stack splits it back).
+    UdpCoalesced,
 }
 
 impl Event {
     /// Number of events.
-    pub const COUNT: usize = Event::UdpGroReceived as usize + 1;
+    pub const COUNT: usize = Event::UdpCoalesced as usize + 1;
     /// Every event, in counter order.
     pub const ALL: [Event; Event::COUNT] = [
         Event::FdbFull,
@@ -270,6 +274,7 @@ impl Event {
         Event::StpFlush,
         Event::UdpGsoSent,
         Event::UdpGroReceived,
+        Event::UdpCoalesced,
     ];
 
     /// Stable snake_case name.
@@ -289,6 +294,7 @@ impl Event {
             Event::StpFlush => "stp_flush",
             Event::UdpGsoSent => "udp_gso_sent",
             Event::UdpGroReceived => "udp_gro_received",
+            Event::UdpCoalesced => "udp_coalesced",
         }
     }
 }
@@ -328,6 +334,14 @@ impl Counters {
     #[inline]
     pub fn event(&self, what: Event) {
         self.events[what as usize].add(1);
+    }
+
+    /// Counts `n` events of one kind.
+    #[inline]
+    pub fn events_add(&self, what: Event, n: u64) {
+        if n > 0 {
+            self.events[what as usize].add(n);
+        }
     }
 
     /// Counts a received frame.

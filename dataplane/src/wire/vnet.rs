@@ -24,6 +24,9 @@ pub mod gso {
     pub const UDP: u8 = 3;
     /// TCP over IPv6.
     pub const TCPV6: u8 = 4;
+    /// UDP segmentation at layer 4 (`VIRTIO_NET_HDR_GSO_UDP_L4`): datagrams of `gso_size`
+    /// payload bytes each, UDP and IPv4 headers rebuilt per datagram.
+    pub const UDP_L4: u8 = 5;
     /// Flag: the ECN CWR bit must be kept on the first segment only.
     pub const ECN: u8 = 0x80;
 }
