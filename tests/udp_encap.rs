@@ -5,8 +5,14 @@
 //! talk to a GRE-in-UDP one.
 
 use dnet_e2e::{drop_count, event_count, settled_stats, skip_unless_root, total_drops};
+use dnetctl::netns::spawn_in_netns;
 use dnetctl::testbed::{tunnel_port, SwitchOptions, Testbed};
 use dnetctl::traffic::{ping, tcp_transfer, udp_unicast};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -168,6 +174,79 @@ fn small_datagram_burst(opts: &SwitchOptions, gre_in_udp: bool) {
     assert!(b_rx >= got);
     assert_eq!(total_drops(&after[1]), total_drops(&before[1]), "b dropped");
     assert_eq!(total_drops(&after[0]), total_drops(&before[0]), "a dropped");
+}
+
+#[test]
+fn gre_in_udp_gives_each_flow_its_own_source_port() {
+    if skip_unless_root("gre_in_udp_gives_each_flow_its_own_source_port") {
+        return;
+    }
+    let tb = Testbed::new(2).expect("building testbed");
+    let mut opts = udp();
+    opts.extra_args.extend(["--workers".into(), "2".into()]);
+    let sw = [
+        tb.start_switch_with(0, &opts).expect("switch a"),
+        tb.start_switch_with(1, &opts).expect("switch b"),
+    ];
+    let (a, b) = (tb.host(0), tb.host(1));
+    // Watch the underlay at b: the UDP source port of every datagram from a to 4754.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (st, from) = (stop.clone(), a.underlay_ip);
+    let watcher = spawn_in_netns(&b.ns, move || -> BTreeMap<u16, u64> {
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)).expect("raw UDP");
+        s.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        ready_tx.send(()).expect("ready");
+        let mut ports = BTreeMap::new();
+        let mut buf = [0u8; 65536];
+        while !st.load(Ordering::Relaxed) {
+            let Ok(n) = (&s).read(&mut buf) else {
+                continue;
+            };
+            let ihl = usize::from(buf[0] & 0x0f) * 4;
+            if n >= ihl + 8
+                && buf[12..16] == from.octets()
+                && buf[ihl + 2..ihl + 4] == 4754u16.to_be_bytes()
+            {
+                *ports
+                    .entry(u16::from_be_bytes([buf[ihl], buf[ihl + 1]]))
+                    .or_insert(0) += 1;
+            }
+        }
+        ports
+    })
+    .expect("watcher thread");
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("watcher ready");
+    // Eight TCP connections, one after the other: eight flows, each from its own port.
+    for _ in 0..8 {
+        let r = tcp_transfer(
+            &a.container_ns,
+            &b.container_ns,
+            b.container_ip,
+            MIB,
+            Duration::from_secs(30),
+        )
+        .expect("tcp transfer");
+        assert_eq!(r.bytes, MIB);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let ports = watcher.join().expect("join").expect("netns");
+    eprintln!("UDP source ports of a's datagrams seen at b (port: datagrams): {ports:?}");
+    assert!(
+        ports.len() >= 2,
+        "eight flows left from one source port: {ports:?}"
+    );
+    assert!(
+        !ports.contains_key(&4754),
+        "data left from the listening port, not a flow's port: {ports:?}"
+    );
+    let st = settled_stats(&[&sw[0], &sw[1]]);
+    for (i, s) in st.iter().enumerate() {
+        assert_eq!(total_drops(s), 0, "switch {i} dropped: {:?}", s.drops);
+    }
 }
 
 #[test]

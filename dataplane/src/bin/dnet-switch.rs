@@ -406,7 +406,11 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
             .join(", "),
         match dp_cfg.gre.udp_port {
             None => "GRE (IP protocol 47)".to_string(),
-            Some(p) => format!("GRE-in-UDP port {p} (UDP GSO/GRO)"),
+            Some(p) => format!(
+                "GRE-in-UDP port {p} (UDP GSO/GRO; each flow sent from one of {} source ports \
+                 per worker)",
+                dnet::io::gre_socket::UDP_SOURCE_PORTS
+            ),
         },
         dp_cfg.gre.key.map_or("none".into(), |k| k.to_string()),
         on_off(dp_cfg.gre.csum),

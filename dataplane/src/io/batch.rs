@@ -154,6 +154,8 @@ pub struct TxBatch {
     iov: Box<[[libc::iovec; 2]]>,
     msgs: Box<[libc::mmsghdr]>,
     tag: Box<[(u16, u32)]>,
+    /// The socket each message leaves from.
+    fds: Box<[RawFd]>,
     n: usize,
     /// [`TxBatch::flush_udp_gso`]'s messages, one per run, their `UDP_SEGMENT` control
     /// messages (as u64 for alignment) and their runs (first message, count).
@@ -176,12 +178,13 @@ pub struct GsoFlush {
 }
 
 /// The run of messages from `start` (of `n`) that can leave as one UDP GSO message: consecutive
-/// messages to the same destination (`dest(i)`), all as long as the first but the last, which
-/// may be shorter, within [`GSO_MAX_SEGS`] and [`GSO_MAX_BYTES`]. Returns (count, segment size).
-pub fn gso_run(
+/// messages to the same destination from the same socket (`dest(i)`), all as long as the
+/// first but the last, which may be shorter, within [`GSO_MAX_SEGS`] and [`GSO_MAX_BYTES`].
+/// Returns (count, segment size).
+pub fn gso_run<K: PartialEq>(
     start: usize,
     n: usize,
-    dest: impl Fn(usize) -> usize,
+    dest: impl Fn(usize) -> K,
     len: impl Fn(usize) -> usize,
 ) -> (usize, usize) {
     let (d, seg) = (dest(start), len(start));
@@ -211,6 +214,7 @@ impl TxBatch {
             iov: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
             msgs: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
             tag: vec![(0, 0); cap].into_boxed_slice(),
+            fds: vec![-1; cap].into_boxed_slice(),
             n: 0,
             gso: (0..cap).map(|_| unsafe { std::mem::zeroed() }).collect(),
             gso_cmsg: vec![[0u64; 4]; cap].into_boxed_slice(),
@@ -237,31 +241,34 @@ impl TxBatch {
         self.n == 0
     }
 
-    /// Queues `frame` with GRE header `repr` to `dest`; `tag` (port, frame length) comes back
-    /// from [`TxBatch::flush`] for counting.
+    /// Queues `frame` with GRE header `repr` to `dest`, to leave from socket `fd`; `tag`
+    /// (port, frame length) comes back from [`TxBatch::flush`] for counting.
     ///
     /// # Safety
-    /// `frame` and `*dest` must stay valid and unchanged until the next `flush`.
+    /// `frame` and `*dest` must stay valid and unchanged until the next `flush`, and `fd` open.
     #[inline]
     pub unsafe fn push(
         &mut self,
+        fd: RawFd,
         dest: *const libc::sockaddr_in,
         repr: &gre::Repr,
         frame: &[u8],
         tag: u16,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { self.push_parts(dest, repr, &[], frame, tag) }
+        unsafe { self.push_parts(fd, dest, repr, &[], frame, tag) }
     }
 
     /// Queues a frame given as `headers` (copied next to the GRE header: at most
     /// [`MAX_HEADERS`] bytes) and `payload` (sent from where it is).
     ///
     /// # Safety
-    /// `payload` and `*dest` must stay valid and unchanged until the next `flush`.
+    /// `payload` and `*dest` must stay valid and unchanged until the next `flush`, and `fd`
+    /// open.
     #[inline]
     pub unsafe fn push_parts(
         &mut self,
+        fd: RawFd,
         dest: *const libc::sockaddr_in,
         repr: &gre::Repr,
         headers: &[u8],
@@ -294,14 +301,15 @@ impl TxBatch {
         h.msg_controllen = 0;
         h.msg_flags = 0;
         self.tag[i] = (tag, (headers.len() + payload.len()) as u32);
+        self.fds[i] = fd;
         self.n += 1;
     }
 
-    /// Sends everything queued on `fd`; calls `done(tag, frame_len, result)` once per message,
-    /// then empties the batch. A message the kernel refuses is reported and skipped; the
-    /// rest are still sent.
-    pub fn flush(&mut self, fd: RawFd, done: impl FnMut(u16, u32, TxResult)) {
-        self.flush_from(fd, 0, done);
+    /// Sends everything queued, one `sendmmsg` per run of messages from the same socket;
+    /// calls `done(tag, frame_len, result)` once per message, then empties the batch. A
+    /// message the kernel refuses is reported and skipped; the rest are still sent.
+    pub fn flush(&mut self, done: impl FnMut(u16, u32, TxResult)) {
+        self.flush_from(0, done);
     }
 
     /// Like [`TxBatch::flush`] on a UDP socket, but each run of equal-sized datagrams to one
@@ -312,7 +320,6 @@ impl TxBatch {
     /// a GSO datagram). `done` is called once per datagram, as by `flush`.
     pub fn flush_udp_gso(
         &mut self,
-        fd: RawFd,
         fits: impl Fn(u16, usize) -> bool,
         mut done: impl FnMut(u16, u32, TxResult),
     ) -> GsoFlush {
@@ -322,7 +329,7 @@ impl TxBatch {
             let (mut k, seg) = gso_run(
                 i,
                 self.n,
-                |j| self.msgs[j].msg_hdr.msg_name as usize,
+                |j| (self.msgs[j].msg_hdr.msg_name as usize, self.fds[j]),
                 |j| self.iov[j][0].iov_len + self.iov[j][1].iov_len,
             );
             if k > 1 && !fits(self.tag[i].0, seg) {
@@ -353,18 +360,24 @@ impl TxBatch {
             i += k;
         }
         if !any {
-            self.flush_from(fd, 0, done);
+            self.flush_from(0, done);
             return out;
         }
         let mut s = 0;
         while s < runs {
-            // SAFETY: gso[s..runs] were built above from messages whose pointers are valid
-            // per push's contract until this flush returns.
+            // One call per stretch of runs leaving from the same socket.
+            let fd = self.fds[self.gso_runs[s].0];
+            let same = self.gso_runs[s..runs]
+                .iter()
+                .take_while(|r| self.fds[r.0] == fd)
+                .count();
+            // SAFETY: gso[s..s + same] were built above from messages whose pointers are
+            // valid per push's contract until this flush returns.
             let rc = unsafe {
                 libc::sendmmsg(
                     fd,
                     self.gso[s..].as_mut_ptr(),
-                    (runs - s) as libc::c_uint,
+                    same as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
             };
@@ -384,46 +397,40 @@ impl TxBatch {
                 libc::EINTR => continue,
                 libc::EMSGSIZE | libc::EINVAL | libc::EIO | libc::EOPNOTSUPP if k > 1 => {
                     out.refused = Some(e);
-                    self.flush_from(fd, first, done);
+                    self.flush_from(first, done);
                     return out;
                 }
                 libc::EMSGSIZE => TxResult::TooBig,
                 libc::EAGAIN | libc::ENOBUFS => TxResult::QueueFull,
                 _ => TxResult::Error,
             };
-            let last = if r == TxResult::QueueFull {
-                // The queue will not drain within this call: drop the rest of the burst.
-                self.n
-            } else {
-                first + k
-            };
-            for &(t, l) in &self.tag[first..last] {
+            // A full socket will not drain within this call: drop the rest of its stretch.
+            let skip = if r == TxResult::QueueFull { same } else { 1 };
+            let (end_first, end_k) = self.gso_runs[s + skip - 1];
+            for &(t, l) in &self.tag[first..end_first + end_k] {
                 done(t, l, r);
             }
-            if last == self.n {
-                break;
-            }
-            s += 1;
+            s += skip;
         }
         self.n = 0;
         out
     }
 
     /// Sends messages `start..` one datagram each, then empties the batch.
-    fn flush_from(
-        &mut self,
-        fd: RawFd,
-        mut start: usize,
-        mut done: impl FnMut(u16, u32, TxResult),
-    ) {
+    fn flush_from(&mut self, mut start: usize, mut done: impl FnMut(u16, u32, TxResult)) {
         while start < self.n {
-            // SAFETY: msgs[start..n] were filled by push; their pointers are valid per push's
-            // contract until this flush returns.
+            let fd = self.fds[start];
+            let same = self.fds[start..self.n]
+                .iter()
+                .take_while(|&&f| f == fd)
+                .count();
+            // SAFETY: msgs[start..start + same] were filled by push; their pointers are valid
+            // per push's contract until this flush returns.
             let rc = unsafe {
                 libc::sendmmsg(
                     fd,
                     self.msgs[start..].as_mut_ptr(),
-                    (self.n - start) as libc::c_uint,
+                    same as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
             };
@@ -442,11 +449,12 @@ impl TxBatch {
                 _ => TxResult::Error,
             };
             if r == TxResult::QueueFull {
-                // The queue will not drain within this call: drop the rest of the burst.
-                for &(t, l) in &self.tag[start..self.n] {
+                // A full socket will not drain within this call: drop the rest of its stretch.
+                for &(t, l) in &self.tag[start..start + same] {
                     done(t, l, r);
                 }
-                break;
+                start += same;
+                continue;
             }
             let (t, l) = self.tag[start];
             done(t, l, r);

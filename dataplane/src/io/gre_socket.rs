@@ -235,12 +235,21 @@ fn partition_filter(n: u32, idx: u32) -> Vec<Insn> {
     assemble(&prog)
 }
 
-/// One worker's raw GRE socket (unconnected; sends name the peer per message).
+/// One worker's raw GRE socket (unconnected; sends name the peer per message), or its
+/// GRE-in-UDP socket plus the sockets it sends from.
 #[derive(Debug)]
 pub struct GreSocket {
     sock: Socket,
     udp: bool,
+    /// GRE-in-UDP: sockets bound to ephemeral ports, one per source port a worker spreads
+    /// its flows over. Empty for plain GRE.
+    senders: Vec<Socket>,
 }
+
+/// UDP source ports each worker spreads its GRE-in-UDP flows over (RFC 8086 §3.2.1: the
+/// source port is entropy, fixed per flow), so the peers' receive-side hashing (their
+/// `SO_REUSEPORT` workers, a NIC's RSS, ECMP on the way) can tell flows apart.
+pub const UDP_SOURCE_PORTS: usize = 8;
 
 /// `SOL_UDP` option: receive coalesced datagrams with their segment size (Linux ≥ 5.0).
 const UDP_GRO: i32 = 104;
@@ -250,6 +259,33 @@ impl GreSocket {
     #[inline]
     pub fn is_udp(&self) -> bool {
         self.udp
+    }
+
+    /// The socket a frame of the flow with `hash` ([`flow_hash`]) leaves from: for
+    /// GRE-in-UDP the flow's source-port socket, else the one socket.
+    ///
+    /// [`flow_hash`]: crate::switch::tunnel::flow_hash
+    #[inline]
+    pub fn send_fd(&self, hash: u32) -> RawFd {
+        if self.senders.is_empty() {
+            self.sock.as_raw_fd()
+        } else {
+            self.senders[hash as usize % self.senders.len()].as_raw_fd()
+        }
+    }
+
+    /// True when [`GreSocket::send_fd`] depends on the flow (worth hashing frames for).
+    #[inline]
+    pub fn spreads_flows(&self) -> bool {
+        !self.senders.is_empty()
+    }
+
+    /// The UDP source ports GRE-in-UDP datagrams leave from (empty for plain GRE).
+    pub fn source_ports(&self) -> Vec<u16> {
+        self.senders
+            .iter()
+            .filter_map(|s| s.local_addr().ok()?.as_socket_ipv4().map(|a| a.port()))
+            .collect()
     }
 
     /// Opens the worker's socket: raw GRE, or GRE-in-UDP on `udp_port` when given.
@@ -292,7 +328,14 @@ impl GreSocket {
                     }
                 }
             })?;
-        Ok(GreSocket { sock, udp: true })
+        let senders = (0..UDP_SOURCE_PORTS)
+            .map(|_| open_udp_sender(local, outer))
+            .collect::<Result<_, _>>()?;
+        Ok(GreSocket {
+            sock,
+            udp: true,
+            senders,
+        })
     }
 
     /// Opens, configures and binds a socket on `local`. With `share = Some((n, idx))` it only
@@ -329,8 +372,30 @@ impl GreSocket {
                 addr: local,
                 source,
             })?;
-        Ok(GreSocket { sock, udp: false })
+        Ok(GreSocket {
+            sock,
+            udp: false,
+            senders: Vec::new(),
+        })
     }
+}
+
+/// A socket that only sends GRE-in-UDP, from an ephemeral port the kernel picks on `local`.
+/// Nothing reads it, so a filter drops whatever is sent to its port before it is queued.
+fn open_udp_sender(local: Ipv4Addr, outer: OuterOptions) -> Result<Socket, SocketError> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(opt("socket(AF_INET, SOCK_DGRAM, UDP)"))?;
+    configure(&sock, outer)?;
+    sock.attach_filter(&[socket2::SockFilter::new(0x06, 0, 0, 0)])
+        .map_err(opt(
+            "attach the receive-nothing filter to a GRE-in-UDP sender",
+        ))?;
+    sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))
+        .map_err(|source| SocketError::Bind {
+            addr: local,
+            source,
+        })?;
+    Ok(sock)
 }
 
 /// Non-blocking, outer TTL/TOS/DF, and big buffers.

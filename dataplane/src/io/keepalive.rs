@@ -20,8 +20,6 @@ impl Worker {
     }
 
     pub(super) fn flush_quiet(&self, tx: &mut TxBatch) {
-        tx.flush(self.sock.as_raw_fd(), |_, _, _| {});
+        tx.flush(|_, _, _| {});
     }
 }
-
-use std::os::fd::AsRawFd;

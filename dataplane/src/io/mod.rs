@@ -302,6 +302,12 @@ impl Dataplane {
         for (id, q) in queues.into_iter().enumerate() {
             let share = (n > 1).then_some((n as u32, id as u32));
             let sock = GreSocket::open_for(cfg.local, cfg.outer, share, cfg.gre.udp_port)?;
+            if sock.spreads_flows() {
+                log::debug!(
+                    "worker {id}: GRE-in-UDP flows leave from source ports {:?}",
+                    sock.source_ports()
+                );
+            }
             let c = Arc::new(Counters::default());
             let mut core = Switch::new(cfg.core.clone(), c.clone());
             core.set_outer(cfg.gre.overhead(), cfg.outer.df);

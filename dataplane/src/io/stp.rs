@@ -68,7 +68,8 @@ impl Worker {
             }
             let repr = self.gre.repr(0);
             // SAFETY: `frames` and `dest` outlive the flush below.
-            unsafe { tx.push_parts(&self.dest[usize::from(*p)], &repr, &[], f, *p) };
+            let fd = self.send_fd(f);
+            unsafe { tx.push_parts(fd, &self.dest[usize::from(*p)], &repr, &[], f, *p) };
             if bpdu::is_bpdu(f) {
                 self.core.counters().event(Event::BpduTx);
             }

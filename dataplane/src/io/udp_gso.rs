@@ -13,7 +13,7 @@ use crate::offload::{self, MAX_HEADERS};
 use crate::switch::{DropReason, Event, PortId};
 use crate::wire::gre;
 use crate::wire::vnet::VnetHdr;
-use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 
 use super::batch::{GSO_MAX_BYTES as MAX_GSO_BYTES, GSO_MAX_SEGS as MAX_SEGS, UDP_SEGMENT};
@@ -71,6 +71,7 @@ impl Worker {
         }
         let h = self.fit_gso(port, frame, h);
         let dest = &self.dest[usize::from(port)];
+        let fd = self.send_fd(frame);
         let mut m = Msg {
             segs: 0,
             seg_len: 0,
@@ -93,7 +94,7 @@ impl Worker {
                     || m.bytes + len > MAX_GSO_BYTES
                     || m.seg_len * (m.segs + 1) > MAX_GSO_BYTES)
             {
-                self.send_msg(dest, iov, &mut m, port, broken);
+                self.send_msg(fd, dest, iov, &mut m, port, broken);
             }
             let room = &mut hdrs[m.segs];
             room[gl..gl + headers.len()].copy_from_slice(headers);
@@ -114,11 +115,11 @@ impl Worker {
             m.bytes += len;
             if len < m.seg_len {
                 // A short segment ends a message.
-                self.send_msg(dest, iov, &mut m, port, broken);
+                self.send_msg(fd, dest, iov, &mut m, port, broken);
             }
         });
         if m.segs > 0 {
-            self.send_msg(dest, iov, &mut m, port, broken);
+            self.send_msg(fd, dest, iov, &mut m, port, broken);
         }
         if r.is_err() {
             self.core.counters().dropped(DropReason::BadOffload);
@@ -129,6 +130,7 @@ impl Worker {
     /// several) and counts them.
     fn send_msg(
         &self,
+        fd: RawFd,
         dest: &libc::sockaddr_in,
         iov: &mut [libc::iovec],
         m: &mut Msg,
@@ -152,7 +154,7 @@ impl Worker {
             .path_mtu(port)
             .map_or(true, |m| usize::from(seg_len) + OUTER_IP_UDP <= m as usize);
         if segs > 1 && !*broken && fits {
-            match self.sendmsg(dest, &mut iov[..2 * segs], Some(seg_len)) {
+            match sendmsg(fd, dest, &mut iov[..2 * segs], Some(seg_len)) {
                 Ok(()) => {
                     c.tx_many(port, segs as u64, inner);
                     c.event(Event::UdpGsoSent);
@@ -180,7 +182,7 @@ impl Worker {
         }
         for s in 0..segs {
             let len = iov[2 * s].iov_len + iov[2 * s + 1].iov_len;
-            match self.sendmsg(dest, &mut iov[2 * s..2 * s + 2], None) {
+            match sendmsg(fd, dest, &mut iov[2 * s..2 * s + 2], None) {
                 Ok(()) => c.tx(port, len - gre_len),
                 Err(e) => self.count_tx_error(e, 1),
             }
@@ -201,48 +203,48 @@ impl Worker {
             c.dropped(why);
         }
     }
+}
 
-    /// One `sendmsg` of `iov` to `dest`, with a `UDP_SEGMENT` control message when
-    /// `segment` is given. Returns the errno on failure.
-    fn sendmsg(
-        &self,
-        dest: &libc::sockaddr_in,
-        iov: &mut [libc::iovec],
-        segment: Option<u16>,
-    ) -> Result<(), i32> {
-        // Room for one cmsghdr + u16, aligned.
-        let mut cbuf = [0u64; 4];
-        // SAFETY (zeroed): msghdr is a plain C struct.
-        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-        h.msg_name = dest as *const libc::sockaddr_in as *mut libc::c_void;
-        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        h.msg_iov = iov.as_mut_ptr();
-        h.msg_iovlen = iov.len();
-        if let Some(sz) = segment {
-            // SAFETY: cbuf is 32 aligned bytes, enough for CMSG_SPACE(2); the header and data
-            // are written inside it.
-            unsafe {
-                let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
-                h.msg_control = cbuf.as_mut_ptr().cast();
-                h.msg_controllen = space;
-                let c = libc::CMSG_FIRSTHDR(&h);
-                (*c).cmsg_level = libc::SOL_UDP;
-                (*c).cmsg_type = UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), sz);
-            }
+/// One `sendmsg` of `iov` on `fd` to `dest`, with a `UDP_SEGMENT` control message when
+/// `segment` is given. Returns the errno on failure.
+fn sendmsg(
+    fd: RawFd,
+    dest: &libc::sockaddr_in,
+    iov: &mut [libc::iovec],
+    segment: Option<u16>,
+) -> Result<(), i32> {
+    // Room for one cmsghdr + u16, aligned.
+    let mut cbuf = [0u64; 4];
+    // SAFETY (zeroed): msghdr is a plain C struct.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_name = dest as *const libc::sockaddr_in as *mut libc::c_void;
+    h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    h.msg_iov = iov.as_mut_ptr();
+    h.msg_iovlen = iov.len();
+    if let Some(sz) = segment {
+        // SAFETY: cbuf is 32 aligned bytes, enough for CMSG_SPACE(2); the header and data
+        // are written inside it.
+        unsafe {
+            let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+            h.msg_control = cbuf.as_mut_ptr().cast();
+            h.msg_controllen = space;
+            let c = libc::CMSG_FIRSTHDR(&h);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), sz);
         }
-        loop {
-            // SAFETY: every pointer in `h` is valid for the call (iov entries point into the
-            // caller's header room and frame).
-            let rc = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &h, libc::MSG_DONTWAIT) };
-            if rc >= 0 {
-                return Ok(());
-            }
-            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            if e != libc::EINTR {
-                return Err(e);
-            }
+    }
+    loop {
+        // SAFETY: every pointer in `h` is valid for the call (iov entries point into the
+        // caller's header room and frame).
+        let rc = unsafe { libc::sendmsg(fd, &h, libc::MSG_DONTWAIT) };
+        if rc >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if e != libc::EINTR {
+            return Err(e);
         }
     }
 }

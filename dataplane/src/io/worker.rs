@@ -302,9 +302,32 @@ impl Worker {
             0
         };
         let repr = self.gre.repr(seq);
+        // A segment's flow is in its headers; a whole frame's in the frame.
+        let fd = self.send_fd(if headers.is_empty() { payload } else { headers });
         // SAFETY: `frame` lives in this worker's receive buffers and `dest` in `self`; neither
-        // is touched again before the batch is flushed at the end of this burst.
-        unsafe { tx.push_parts(&self.dest[usize::from(port)], &repr, headers, payload, port) };
+        // is touched again before the batch is flushed at the end of this burst; `fd` is
+        // this worker's.
+        unsafe {
+            tx.push_parts(
+                fd,
+                &self.dest[usize::from(port)],
+                &repr,
+                headers,
+                payload,
+                port,
+            )
+        };
+    }
+
+    /// The socket `frame` (or a segment with these headers) leaves from: with GRE-in-UDP,
+    /// the source port of its flow.
+    #[inline]
+    pub(super) fn send_fd(&self, frame: &[u8]) -> std::os::fd::RawFd {
+        if self.sock.spreads_flows() {
+            self.sock.send_fd(tunnel::flow_hash(frame))
+        } else {
+            self.sock.as_raw_fd()
+        }
     }
 
     /// Writes one frame to the TAP as is (behind an empty virtio-net header when offloads are
@@ -368,7 +391,7 @@ impl Worker {
             TxResult::Error => c.dropped(DropReason::TxError),
         };
         if !tx.udp_gso {
-            tx.flush(self.sock.as_raw_fd(), done);
+            tx.flush(done);
             return;
         }
         let fits = |port, seg: usize| {
@@ -376,7 +399,7 @@ impl Worker {
                 .path_mtu(port)
                 .map_or(true, |m| seg + OUTER_IP_UDP <= m as usize)
         };
-        let f = tx.flush_udp_gso(self.sock.as_raw_fd(), fits, done);
+        let f = tx.flush_udp_gso(fits, done);
         c.events_add(Event::UdpGsoSent, f.messages);
         match f.refused {
             None => {}

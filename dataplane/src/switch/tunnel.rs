@@ -139,6 +139,62 @@ pub fn decap_gre<'a>(
     Ok((port, g.into_payload()))
 }
 
+/// A hash of the flow `frame` belongs to, for GRE-in-UDP source ports (RFC 8086 §3.2.1: the
+/// source port is an entropy value, the same for every packet of a flow). IPv4 and IPv6
+/// frames hash their addresses and protocol, plus the ports of unfragmented TCP, UDP and SCTP
+/// (fragments leave them out, so a datagram's pieces stay together); anything else hashes
+/// its MAC addresses. Frames of one flow always get the same value.
+pub fn flow_hash(frame: &[u8]) -> u32 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut mix = |bytes: &[u8]| {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+            h ^= h >> 32;
+        }
+    };
+    let Ok(eth) = crate::wire::ethernet::Frame::new_checked(frame) else {
+        mix(frame.get(..12).unwrap_or(frame));
+        return fold(h);
+    };
+    let l3 = eth.header_len();
+    let ip = &frame[l3..];
+    let ports = |proto: u8, l4: usize| -> Option<&[u8]> {
+        matches!(proto, 6 | 17 | 132)
+            .then(|| ip.get(l4..l4 + 4))
+            .flatten()
+    };
+    match eth.ethertype() {
+        crate::wire::ethernet::ethertype::IPV4 if ip.len() >= 20 => {
+            mix(&ip[12..20]);
+            mix(&[ip[9]]);
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+            if !frag {
+                if let Some(p) = ports(ip[9], usize::from(ip[0] & 0x0f) * 4) {
+                    mix(p);
+                }
+            }
+        }
+        crate::wire::ethernet::ethertype::IPV6 if ip.len() >= 40 => {
+            mix(&ip[8..40]);
+            mix(&[ip[6]]);
+            if let Some(p) = ports(ip[6], 40) {
+                mix(p);
+            }
+        }
+        _ => mix(&frame[..12]),
+    }
+    fold(h)
+}
+
+/// A splitmix64 finalizer folded to 32 bits: every input bit reaches every output bit.
+fn fold(mut z: u64) -> u32 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +247,50 @@ mod tests {
             decap_gre(Ipv4Addr::new(10, 200, 0, 9), &d, &peers(), &o),
             Err(DropReason::UnknownPeer)
         );
+    }
+
+    /// An Ethernet/IPv4 frame with protocol `proto`, ports `sp` → `dp`, fragment field `frag`.
+    fn ip4(proto: u8, sp: u16, dp: u16, frag: u16, payload: u8) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0]);
+        f.extend_from_slice(&frag.to_be_bytes());
+        f.extend_from_slice(&[64, proto, 0, 0, 10, 77, 0, 1, 10, 77, 0, 2]);
+        f.extend_from_slice(&sp.to_be_bytes());
+        f.extend_from_slice(&dp.to_be_bytes());
+        f.extend_from_slice(&[payload; 16]);
+        f
+    }
+
+    #[test]
+    fn flow_hash_follows_flows_not_payloads() {
+        let a = flow_hash(&ip4(6, 40000, 80, 0x4000, 1));
+        assert_eq!(
+            a,
+            flow_hash(&ip4(6, 40000, 80, 0x4000, 2)),
+            "payload is not hashed"
+        );
+        assert_ne!(
+            a,
+            flow_hash(&ip4(6, 40001, 80, 0x4000, 1)),
+            "source port is"
+        );
+        assert_ne!(a, flow_hash(&ip4(17, 40000, 80, 0x4000, 1)), "protocol is");
+        // Fragments of one datagram hash alike, whatever their offset.
+        assert_eq!(
+            flow_hash(&ip4(17, 1, 2, 0x2000, 1)),
+            flow_hash(&ip4(17, 3, 4, 0x0010, 1))
+        );
+        // Many flows spread over 8 source ports.
+        let mut seen = [0u32; 8];
+        for sp in 0..800u16 {
+            seen[(flow_hash(&ip4(6, 30000 + sp, 80, 0, 0)) % 8) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "uneven spread {seen:?}");
+        // Never a panic, on anything.
+        let f = ip4(6, 1, 2, 0, 0);
+        for n in 0..f.len() {
+            flow_hash(&f[..n]);
+        }
     }
 
     #[test]
