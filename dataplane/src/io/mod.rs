@@ -255,7 +255,11 @@ impl Dataplane {
             return Err(StartError::TooManyPeers(cfg.peers.len()));
         }
         let n = cfg.workers.max(1);
-        let (name, queues, vnet) = tap::create(&cfg.tap, n, cfg.offload)?;
+        let (name, queues, offloads) = tap::create(&cfg.tap, n, cfg.offload)?;
+        let vnet = offloads.on;
+        if vnet && !offloads.udp_gso_write {
+            log::info!("TAP {name}: this kernel takes no UDP GSO frames (Linux < 6.2); UDP datagrams go to it one by one");
+        }
         netdev::set_mtu(&name, cfg.mtu)?;
         if let Some(br) = &cfg.bridge {
             netdev::bridge_add(br, &name)?;
@@ -339,6 +343,7 @@ impl Dataplane {
                 id,
                 tap: q,
                 vnet,
+                udp_coalesce: std::cell::Cell::new(offloads.udp_gso_write),
                 sock,
                 core,
                 peers: peers.clone(),

@@ -40,6 +40,20 @@ pub enum TapError {
 /// checksum and TCP (v4/v6) super-frames, which `offload::gso` finishes in userspace.
 const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
+/// `TUNSETOFFLOAD` flags for UDP segmentation offload (Linux ≥ 6.2; not in every libc).
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
+
+/// What the kernel agreed to for a TAP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Frames carry a virtio-net header; TCP super-frames and partial checksums both ways.
+    pub on: bool,
+    /// The kernel understands UDP GSO frames (`VIRTIO_NET_HDR_GSO_UDP_L4`) written to the TAP,
+    /// so runs of UDP datagrams may be written as one (Linux ≥ 6.2; older kernels refuse them).
+    pub udp_gso_write: bool,
+}
+
 /// One queue of a TAP device: reads and writes whole Ethernet frames (no packet-info header),
 /// each preceded by a virtio-net header when the device was created with offloads.
 #[derive(Debug)]
@@ -144,34 +158,49 @@ fn open_queue(name: &str, vnet: bool) -> Result<(TapQueue, String), TapError> {
 /// Refuses to attach to an existing interface, which would steal another switch's traffic.
 ///
 /// With `offload`, frames carry a virtio-net header and the kernel may pass TCP super-frames
-/// and partial checksums (`TUNSETOFFLOAD`); the returned flag says whether that took effect
+/// and partial checksums (`TUNSETOFFLOAD`); the returned [`Offloads`] say what took effect
 /// (an old kernel may refuse, and then plain frames are used).
 pub fn create(
     name: &str,
     queues: usize,
     offload: bool,
-) -> Result<(String, Vec<TapQueue>, bool), TapError> {
+) -> Result<(String, Vec<TapQueue>, Offloads), TapError> {
     netdev::ifreq(name)?;
     if netdev::index(name).is_some() {
         return Err(TapError::Exists(name.to_string()));
     }
     let (first, real) = open_queue(name, offload)?;
-    let mut offload_on = false;
+    let mut got = Offloads::default();
     if offload {
-        // SAFETY: TUNSETOFFLOAD takes the flags by value.
-        let rc = unsafe {
-            libc::ioctl(
-                first.as_raw_fd(),
-                libc::TUNSETOFFLOAD,
-                OFFLOADS as libc::c_ulong,
-            )
+        let set = |flags: libc::c_uint| {
+            // SAFETY: TUNSETOFFLOAD takes the flags by value.
+            let rc = unsafe {
+                libc::ioctl(
+                    first.as_raw_fd(),
+                    libc::TUNSETOFFLOAD,
+                    flags as libc::c_ulong,
+                )
+            };
+            rc == 0
         };
-        offload_on = rc == 0;
-        if !offload_on {
+        got.on = set(OFFLOADS);
+        if !got.on {
             log::warn!(
                 "TAP {real}: offloads refused ({}); running without them",
                 io::Error::last_os_error()
             );
+        } else if set(OFFLOADS | TUN_F_USO4 | TUN_F_USO6) {
+            // A kernel that accepts the USO flags also accepts UDP GSO frames written to it.
+            // Take the flags back: with them the kernel would also hand over UDP super-frames,
+            // which dnet does not segment.
+            got.udp_gso_write = set(OFFLOADS);
+            if !got.udp_gso_write {
+                log::warn!(
+                    "TAP {real}: could not turn UDP offload back off ({}); UDP super-frames \
+                     from containers will be dropped as bad_offload",
+                    io::Error::last_os_error()
+                );
+            }
         }
     }
     let mut qs = Vec::with_capacity(queues);
@@ -179,5 +208,5 @@ pub fn create(
     for _ in 1..queues {
         qs.push(open_queue(&real, offload)?.0);
     }
-    Ok((real, qs, offload_on))
+    Ok((real, qs, got))
 }

@@ -90,6 +90,9 @@ pub struct Worker {
     pub tap: TapQueue,
     /// The TAP passes virtio-net headers (offloads on).
     pub vnet: bool,
+    /// Runs of UDP datagrams for the TAP may be written as one UDP GSO frame (the kernel
+    /// takes them; turned off for good if a write is refused anyway).
+    pub udp_coalesce: std::cell::Cell<bool>,
     /// Its GRE socket.
     pub sock: GreSocket,
     /// Its switch core.
@@ -351,19 +354,29 @@ impl Worker {
         let mut head = [0u8; vnet::LEN + MAX_HEADERS];
         if !runs.tcp.is_empty() {
             let (hl, parts) = runs.tcp.finish(&mut head);
-            self.write_run(&head[..hl], parts);
+            // A failed write is counted there.
+            let _ = self.write_run(&head[..hl], parts);
         }
         if !runs.udp.is_empty() {
             let (hl, parts) = runs.udp.finish(&mut head);
-            if parts.len() > 1 {
-                self.core.counters().event(Event::UdpCoalesced);
+            let n = parts.len();
+            match self.write_run(&head[..hl], parts) {
+                Ok(()) if n > 1 => self.core.counters().event(Event::UdpCoalesced),
+                Err(e) if n > 1 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.udp_coalesce.set(false);
+                    log::warn!(
+                        "worker {}: the TAP refused a UDP GSO frame ({e}); writing UDP \
+                         datagrams one by one from now on",
+                        self.id
+                    );
+                }
+                _ => {}
             }
-            self.write_run(&head[..hl], parts);
         }
     }
 
     /// Writes a run's headers (`head`, virtio-net header first) and payloads as one frame.
-    fn write_run(&self, head: &[u8], parts: &[&[u8]]) {
+    fn write_run(&self, head: &[u8], parts: &[&[u8]]) -> io::Result<()> {
         let hl = head.len();
         let mut iov = [IoSlice::new(&[]); gro::MAX_SEGS + 1];
         iov[0] = IoSlice::new(head);
@@ -374,8 +387,16 @@ impl Worker {
             wire += hl - vnet::LEN + p.len();
         }
         match self.tap.writev(&iov[..parts.len() + 1]) {
-            Ok(_) => self.core.counters().tx_many(0, parts.len() as u64, wire),
-            Err(_) => self.core.counters().dropped(DropReason::TapWriteError),
+            Ok(_) => {
+                self.core.counters().tx_many(0, parts.len() as u64, wire);
+                Ok(())
+            }
+            Err(e) => {
+                for _ in 0..parts.len() {
+                    self.core.counters().dropped(DropReason::TapWriteError);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -661,15 +682,17 @@ impl Worker {
         let to_tap =
             matches!(v.action, Action::Forward(p) if self.core.port(p) == Some(PortKind::Local));
         if self.vnet && to_tap {
+            let udp = self.udp_coalesce.get();
             let mut add = run.tcp.add(frame);
-            if add == Add::Alone {
+            if add == Add::Alone && udp {
                 add = run.udp.add(frame);
             }
             match add {
                 Add::Added => return,
                 Add::Mismatch => {
                     self.flush_gro(run);
-                    if run.tcp.add(frame) == Add::Added || run.udp.add(frame) == Add::Added {
+                    if run.tcp.add(frame) == Add::Added || (udp && run.udp.add(frame) == Add::Added)
+                    {
                         return;
                     }
                 }
