@@ -342,18 +342,7 @@ impl TxBatch {
                 // The runs' [header, payload] iovec pairs lie next to each other in `iov`.
                 m.msg_iov = self.iov[i].as_mut_ptr();
                 m.msg_iovlen = 2 * k;
-                let cbuf = &mut self.gso_cmsg[runs];
-                // SAFETY: cbuf is 32 aligned bytes, enough for CMSG_SPACE(2); the header and
-                // the segment size are written inside it.
-                unsafe {
-                    m.msg_control = cbuf.as_mut_ptr().cast();
-                    m.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
-                    let c = libc::CMSG_FIRSTHDR(m);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
-                }
+                set_udp_segment(m, &mut self.gso_cmsg[runs], seg as u16);
             }
             self.gso_runs[runs] = (i, k);
             runs += 1;
@@ -373,37 +362,31 @@ impl TxBatch {
                 .count();
             // SAFETY: gso[s..s + same] were built above from messages whose pointers are
             // valid per push's contract until this flush returns.
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.gso[s..].as_mut_ptr(),
-                    same as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc > 0 {
-                for &(first, k) in &self.gso_runs[s..s + rc as usize] {
-                    for &(t, l) in &self.tag[first..first + k] {
-                        done(t, l, TxResult::Sent);
+            let e = match unsafe { sendmmsg(fd, &mut self.gso[s..s + same]) } {
+                Ok(sent) => {
+                    for &(first, k) in &self.gso_runs[s..s + sent] {
+                        for &(t, l) in &self.tag[first..first + k] {
+                            done(t, l, TxResult::Sent);
+                        }
+                        out.messages += u64::from(k > 1);
                     }
-                    out.messages += u64::from(k > 1);
+                    s += sent;
+                    continue;
                 }
-                s += rc as usize;
-                continue;
-            }
-            let e = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            let (first, k) = self.gso_runs[s];
-            let r = match e {
-                libc::EINTR => continue,
-                libc::EMSGSIZE | libc::EINVAL | libc::EIO | libc::EOPNOTSUPP if k > 1 => {
-                    out.refused = Some(e);
-                    self.flush_from(first, done);
-                    return out;
-                }
-                libc::EMSGSIZE => TxResult::TooBig,
-                libc::EAGAIN | libc::ENOBUFS => TxResult::QueueFull,
-                _ => TxResult::Error,
+                Err(e) => e,
             };
+            let (first, k) = self.gso_runs[s];
+            if k > 1
+                && matches!(
+                    e,
+                    libc::EMSGSIZE | libc::EINVAL | libc::EIO | libc::EOPNOTSUPP
+                )
+            {
+                out.refused = Some(e);
+                self.flush_from(first, done);
+                return out;
+            }
+            let r = TxResult::from_errno(e);
             // A full socket will not drain within this call: drop the rest of its stretch.
             let skip = if r == TxResult::QueueFull { same } else { 1 };
             let (end_first, end_k) = self.gso_runs[s + skip - 1];
@@ -426,27 +409,15 @@ impl TxBatch {
                 .count();
             // SAFETY: msgs[start..start + same] were filled by push; their pointers are valid
             // per push's contract until this flush returns.
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.msgs[start..].as_mut_ptr(),
-                    same as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc > 0 {
-                for &(t, l) in &self.tag[start..start + rc as usize] {
-                    done(t, l, TxResult::Sent);
+            let r = match unsafe { sendmmsg(fd, &mut self.msgs[start..start + same]) } {
+                Ok(sent) => {
+                    for &(t, l) in &self.tag[start..start + sent] {
+                        done(t, l, TxResult::Sent);
+                    }
+                    start += sent;
+                    continue;
                 }
-                start += rc as usize;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            let r = match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EMSGSIZE) => TxResult::TooBig,
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => TxResult::QueueFull,
-                _ => TxResult::Error,
+                Err(e) => TxResult::from_errno(e),
             };
             if r == TxResult::QueueFull {
                 // A full socket will not drain within this call: drop the rest of its stretch.
@@ -461,6 +432,59 @@ impl TxBatch {
             start += 1;
         }
         self.n = 0;
+    }
+}
+
+impl TxResult {
+    /// What a failed send's `errno` means for its message.
+    fn from_errno(e: i32) -> TxResult {
+        match e {
+            libc::EMSGSIZE => TxResult::TooBig,
+            libc::EAGAIN | libc::ENOBUFS => TxResult::QueueFull,
+            _ => TxResult::Error,
+        }
+    }
+}
+
+/// One `sendmmsg` of `msgs` on `fd` (retried on `EINTR`): how many left, or the errno of the
+/// first that could not (none left).
+///
+/// # Safety
+/// Every pointer in `msgs` must be valid for the call.
+unsafe fn sendmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> Result<usize, i32> {
+    loop {
+        // SAFETY: forwarded contract.
+        let rc = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if rc > 0 {
+            return Ok(rc as usize);
+        }
+        match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+            libc::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Points `h`'s control data at `cbuf` and writes one `UDP_SEGMENT` message into it: the
+/// kernel splits the message's payload into datagrams of `seg` bytes.
+pub fn set_udp_segment(h: &mut libc::msghdr, cbuf: &mut [u64; 4], seg: u16) {
+    h.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: cbuf is 32 aligned bytes, more than CMSG_SPACE(2); the header and the segment
+    // size are written inside it, through the pointers the CMSG macros derive from `h`.
+    unsafe {
+        h.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        let c = libc::CMSG_FIRSTHDR(h);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
     }
 }
 

@@ -16,7 +16,7 @@ use crate::wire::vnet::VnetHdr;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 
-use super::batch::{GSO_MAX_BYTES as MAX_GSO_BYTES, GSO_MAX_SEGS as MAX_SEGS, UDP_SEGMENT};
+use super::batch::{set_udp_segment, GSO_MAX_BYTES as MAX_GSO_BYTES, GSO_MAX_SEGS as MAX_SEGS};
 
 const HDR_ROOM: usize = gre::MAX_HEADER_LEN + MAX_HEADERS;
 /// Outer IPv4 + UDP header bytes.
@@ -222,18 +222,7 @@ fn sendmsg(
     h.msg_iov = iov.as_mut_ptr();
     h.msg_iovlen = iov.len();
     if let Some(sz) = segment {
-        // SAFETY: cbuf is 32 aligned bytes, enough for CMSG_SPACE(2); the header and data
-        // are written inside it.
-        unsafe {
-            let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
-            h.msg_control = cbuf.as_mut_ptr().cast();
-            h.msg_controllen = space;
-            let c = libc::CMSG_FIRSTHDR(&h);
-            (*c).cmsg_level = libc::SOL_UDP;
-            (*c).cmsg_type = UDP_SEGMENT;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), sz);
-        }
+        set_udp_segment(&mut h, &mut cbuf, sz);
     }
     loop {
         // SAFETY: every pointer in `h` is valid for the call (iov entries point into the
