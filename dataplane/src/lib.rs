@@ -16,6 +16,7 @@
 pub mod config;
 pub mod config_file;
 pub mod control;
+pub mod datapath;
 pub mod io;
 pub mod offload;
 pub mod privdrop;

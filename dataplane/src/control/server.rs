@@ -389,7 +389,7 @@ impl SwitchInfo {
                     stp_role: tree.map(|(r, _)| r.name().to_string()),
                     stp_state: tree.map(|(_, s)| s.name().to_string()),
                     path_mtu: match k {
-                        PortKind::Tunnel(a) => crate::io::pmtu::query(a).ok(),
+                        PortKind::Tunnel(a) => crate::io::sys::sockopt::path_mtu(a).ok(),
                         PortKind::Local => None,
                     },
                 }

@@ -10,10 +10,11 @@
 //! gets a classic BPF filter that keeps only its share, by a hash of the inner MAC pair, so
 //! each packet is handled by exactly one worker and each conversation stays in order.
 
+use super::sys::sockopt;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// Socket setup errors, naming the step.
 #[derive(Debug, thiserror::Error)]
@@ -52,23 +53,6 @@ pub struct OuterOptions {
 
 fn opt(op: &'static str) -> impl FnOnce(io::Error) -> SocketError {
     move |source| SocketError::Option { op, source }
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: i32) -> io::Result<()> {
-    // SAFETY: passes a pointer to one c_int with its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &v as *const i32 as *const libc::c_void,
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// One classic BPF instruction (kept as plain fields so the program can be unit-tested).
@@ -235,15 +219,18 @@ fn partition_filter(n: u32, idx: u32) -> Vec<Insn> {
     assemble(&prog)
 }
 
-/// One worker's raw GRE socket (unconnected; sends name the peer per message), or its
-/// GRE-in-UDP socket plus the sockets it sends from.
+/// One worker's sockets: the one it receives on (raw GRE, or the shared GRE-in-UDP port), the
+/// ones it sends from, and one with outer DF off for frames that may be fragmented.
 #[derive(Debug)]
-pub struct GreSocket {
-    sock: Socket,
+pub struct Sockets {
+    /// Receives; with plain GRE also sends.
+    main: Socket,
     udp: bool,
-    /// GRE-in-UDP: sockets bound to ephemeral ports, one per source port a worker spreads
-    /// its flows over. Empty for plain GRE.
+    /// GRE-in-UDP: sockets bound to ephemeral ports, one per source port a worker spreads its
+    /// flows over. Empty for plain GRE.
     senders: Vec<Socket>,
+    /// Outer DF off (`IP_PMTUDISC_DONT`), receiving nothing; `None` when DF is off anyway.
+    nodf: Option<Socket>,
 }
 
 /// UDP source ports each worker spreads its GRE-in-UDP flows over (RFC 8086 §3.2.1: the
@@ -251,33 +238,62 @@ pub struct GreSocket {
 /// `SO_REUSEPORT` workers, a NIC's RSS, ECMP on the way) can tell flows apart.
 pub const UDP_SOURCE_PORTS: usize = 8;
 
-/// `SOL_UDP` option: receive coalesced datagrams with their segment size (Linux ≥ 5.0).
-const UDP_GRO: i32 = 104;
+impl Sockets {
+    /// Opens a worker's sockets on `local`: raw GRE, or GRE-in-UDP on `udp_port` when given.
+    /// With `share = Some((n, idx))` a raw socket only receives this worker's share of packets.
+    pub fn open(
+        local: Ipv4Addr,
+        outer: OuterOptions,
+        share: Option<(u32, u32)>,
+        udp_port: Option<u16>,
+    ) -> Result<Sockets, SocketError> {
+        let (main, senders) = match udp_port {
+            None => (open_raw(local, outer, share)?, Vec::new()),
+            Some(port) => {
+                let main = open_udp(local, port, outer)?;
+                let senders = (0..UDP_SOURCE_PORTS)
+                    .map(|_| open_udp_sender(local, outer))
+                    .collect::<Result<_, _>>()?;
+                (main, senders)
+            }
+        };
+        let nodf = if outer.df {
+            Some(open_nodf(local, outer, udp_port.is_some())?)
+        } else {
+            None
+        };
+        Ok(Sockets {
+            main,
+            udp: udp_port.is_some(),
+            senders,
+            nodf,
+        })
+    }
 
-impl GreSocket {
-    /// True for a GRE-in-UDP socket.
+    /// True for GRE-in-UDP sockets.
     #[inline]
     pub fn is_udp(&self) -> bool {
         self.udp
     }
 
-    /// The socket a frame of the flow with `hash` ([`flow_hash`]) leaves from: for
-    /// GRE-in-UDP the flow's source-port socket, else the one socket.
+    /// The socket to receive from.
+    #[inline]
+    pub fn recv_fd(&self) -> BorrowedFd<'_> {
+        self.main.as_fd()
+    }
+
+    /// The socket a message leaves from: the DF-off one when `fragmentable`, else with
+    /// GRE-in-UDP the source-port socket of its flow (`flow`, see [`flow_hash`]), else the
+    /// one raw socket.
     ///
     /// [`flow_hash`]: crate::switch::tunnel::flow_hash
     #[inline]
-    pub fn send_fd(&self, hash: u32) -> RawFd {
-        if self.senders.is_empty() {
-            self.sock.as_raw_fd()
-        } else {
-            self.senders[hash as usize % self.senders.len()].as_raw_fd()
+    pub fn send_fd(&self, flow: u32, fragmentable: bool) -> BorrowedFd<'_> {
+        match (&self.nodf, fragmentable) {
+            (Some(s), true) => s.as_fd(),
+            _ if self.senders.is_empty() => self.main.as_fd(),
+            _ => self.senders[flow as usize % self.senders.len()].as_fd(),
         }
-    }
-
-    /// True when [`GreSocket::send_fd`] depends on the flow (worth hashing frames for).
-    #[inline]
-    pub fn spreads_flows(&self) -> bool {
-        !self.senders.is_empty()
     }
 
     /// The UDP source ports GRE-in-UDP datagrams leave from (empty for plain GRE).
@@ -287,97 +303,74 @@ impl GreSocket {
             .filter_map(|s| s.local_addr().ok()?.as_socket_ipv4().map(|a| a.port()))
             .collect()
     }
+}
 
-    /// Opens the worker's socket: raw GRE, or GRE-in-UDP on `udp_port` when given.
-    pub fn open_for(
-        local: Ipv4Addr,
-        outer: OuterOptions,
-        share: Option<(u32, u32)>,
-        udp_port: Option<u16>,
-    ) -> Result<GreSocket, SocketError> {
-        match udp_port {
-            None => GreSocket::open(local, outer, share),
-            Some(port) => GreSocket::open_udp(local, port, outer),
-        }
-    }
-
-    /// A GRE-in-UDP socket bound to `local:port`, shared with the other workers
-    /// (`SO_REUSEPORT`), with `UDP_GRO` on.
-    pub fn open_udp(
-        local: Ipv4Addr,
-        port: u16,
-        outer: OuterOptions,
-    ) -> Result<GreSocket, SocketError> {
-        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-            .map_err(opt("socket(AF_INET, SOCK_DGRAM, UDP)"))?;
-        sock.set_reuse_port(true).map_err(opt("set SO_REUSEPORT"))?;
-        setsockopt_int(sock.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1)
-            .map_err(opt("set UDP_GRO (needs Linux 5.0 or later)"))?;
-        configure(&sock, outer)?;
-        sock.bind(&SockAddr::from(SocketAddrV4::new(local, port)))
-            .map_err(|source| {
-                if source.raw_os_error() == Some(libc::EADDRINUSE) {
-                    SocketError::Option {
-                        op: "bind the GRE-in-UDP port (another process, e.g. a second dnet-switch, holds it: stop it or pick --udp-port)",
-                        source,
-                    }
-                } else {
-                    SocketError::Bind {
-                        addr: local,
-                        source,
-                    }
-                }
-            })?;
-        let senders = (0..UDP_SOURCE_PORTS)
-            .map(|_| open_udp_sender(local, outer))
-            .collect::<Result<_, _>>()?;
-        Ok(GreSocket {
-            sock,
-            udp: true,
-            senders,
-        })
-    }
-
-    /// Opens, configures and binds a socket on `local`. With `share = Some((n, idx))` it only
-    /// receives this worker's share of packets.
-    pub fn open(
-        local: Ipv4Addr,
-        outer: OuterOptions,
-        share: Option<(u32, u32)>,
-    ) -> Result<GreSocket, SocketError> {
-        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(47))).map_err(|e| {
-            if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
-                SocketError::NotPermitted
-            } else {
+/// A GRE-in-UDP socket bound to `local:port`, shared with the other workers
+/// (`SO_REUSEPORT`), with `UDP_GRO` on.
+fn open_udp(local: Ipv4Addr, port: u16, outer: OuterOptions) -> Result<Socket, SocketError> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(opt("socket(AF_INET, SOCK_DGRAM, UDP)"))?;
+    sock.set_reuse_port(true).map_err(opt("set SO_REUSEPORT"))?;
+    sockopt::set_int(sock.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
+        .map_err(opt("set UDP_GRO (needs Linux 5.0 or later)"))?;
+    configure(&sock, outer)?;
+    sock.bind(&SockAddr::from(SocketAddrV4::new(local, port)))
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::EADDRINUSE) {
                 SocketError::Option {
-                    op: "socket(AF_INET, SOCK_RAW, 47)",
-                    source: e,
+                    op: "bind the GRE-in-UDP port (another process, e.g. a second dnet-switch, holds it: stop it or pick --udp-port)",
+                    source,
+                }
+            } else {
+                SocketError::Bind {
+                    addr: local,
+                    source,
                 }
             }
         })?;
-        // Install the filter before binding, so no packet of another worker's share is queued.
-        if let Some((n, idx)) = share {
-            if n > 1 {
-                let prog: Vec<socket2::SockFilter> = partition_filter(n, idx)
-                    .iter()
-                    .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
-                    .collect();
-                sock.attach_filter(&prog)
-                    .map_err(opt("attach BPF partition filter"))?;
+    Ok(sock)
+}
+
+/// A raw GRE socket bound to `local`. With `share = Some((n, idx))` it only receives this
+/// worker's share of packets.
+fn open_raw(
+    local: Ipv4Addr,
+    outer: OuterOptions,
+    share: Option<(u32, u32)>,
+) -> Result<Socket, SocketError> {
+    let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(47))).map_err(|e| {
+        if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+            SocketError::NotPermitted
+        } else {
+            SocketError::Option {
+                op: "socket(AF_INET, SOCK_RAW, 47)",
+                source: e,
             }
         }
-        configure(&sock, outer)?;
-        sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))
-            .map_err(|source| SocketError::Bind {
-                addr: local,
-                source,
-            })?;
-        Ok(GreSocket {
-            sock,
-            udp: false,
-            senders: Vec::new(),
-        })
+    })?;
+    // Install the filter before binding, so no packet of another worker's share is queued.
+    if let Some((n, idx)) = share {
+        if n > 1 {
+            let prog: Vec<socket2::SockFilter> = partition_filter(n, idx)
+                .iter()
+                .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
+                .collect();
+            sock.attach_filter(&prog)
+                .map_err(opt("attach BPF partition filter"))?;
+        }
     }
+    configure(&sock, outer)?;
+    sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))
+        .map_err(|source| SocketError::Bind {
+            addr: local,
+            source,
+        })?;
+    Ok(sock)
+}
+
+/// The filter that makes a socket receive nothing (it only sends).
+fn receive_nothing() -> [socket2::SockFilter; 1] {
+    [socket2::SockFilter::new(0x06, 0, 0, 0)]
 }
 
 /// A socket that only sends GRE-in-UDP, from an ephemeral port the kernel picks on `local`.
@@ -386,10 +379,30 @@ fn open_udp_sender(local: Ipv4Addr, outer: OuterOptions) -> Result<Socket, Socke
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .map_err(opt("socket(AF_INET, SOCK_DGRAM, UDP)"))?;
     configure(&sock, outer)?;
-    sock.attach_filter(&[socket2::SockFilter::new(0x06, 0, 0, 0)])
-        .map_err(opt(
-            "attach the receive-nothing filter to a GRE-in-UDP sender",
-        ))?;
+    sock.attach_filter(&receive_nothing()).map_err(opt(
+        "attach the receive-nothing filter to a GRE-in-UDP sender",
+    ))?;
+    sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))
+        .map_err(|source| SocketError::Bind {
+            addr: local,
+            source,
+        })?;
+    Ok(sock)
+}
+
+/// A send-only socket with outer DF off (`IP_PMTUDISC_DONT`), for frames that may be
+/// fragmented: raw GRE, or UDP from an ephemeral port (the receiver names peers by address).
+fn open_nodf(local: Ipv4Addr, outer: OuterOptions, udp: bool) -> Result<Socket, SocketError> {
+    let sock = if udp {
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+    } else {
+        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(47)))
+    }
+    .map_err(opt("open the DF-off GRE socket"))?;
+    sock.attach_filter(&receive_nothing()).map_err(opt(
+        "attach the receive-nothing filter to the DF-off socket",
+    ))?;
+    configure(&sock, OuterOptions { df: false, ..outer })?;
     sock.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))
         .map_err(|source| SocketError::Bind {
             addr: local,
@@ -411,62 +424,24 @@ fn configure(sock: &Socket, outer: OuterOptions) -> Result<(), SocketError> {
     } else {
         libc::IP_PMTUDISC_DONT
     };
-    setsockopt_int(
-        sock.as_raw_fd(),
-        libc::IPPROTO_IP,
-        libc::IP_MTU_DISCOVER,
-        pmtu,
-    )
-    .map_err(opt("set IP_MTU_DISCOVER"))?;
+    sockopt::set_int(sock.as_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, pmtu)
+        .map_err(opt("set IP_MTU_DISCOVER"))?;
     // Bursts of 64 KiB GRE packets overflow the default buffers; ask for more. The FORCE
     // variants (root) pass the sysctl caps; fall back to the capped ones.
     let big = 4 << 20;
-    if setsockopt_int(
-        sock.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUFFORCE,
-        big,
-    )
-    .is_err()
-    {
+    if sockopt::set_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, big).is_err() {
         let _ = sock.set_recv_buffer_size(big as usize);
     }
-    if setsockopt_int(
-        sock.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUFFORCE,
-        big,
-    )
-    .is_err()
-    {
+    if sockopt::set_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, big).is_err() {
         let _ = sock.set_send_buffer_size(big as usize);
     }
     Ok(())
 }
 
-/// Where to send to peer `addr`: its address, and the GRE-in-UDP port with `--encap udp`.
-pub fn dest(addr: Ipv4Addr, opts: &crate::switch::tunnel::GreOptions) -> libc::sockaddr_in {
-    let mut d = sockaddr(addr);
-    d.sin_port = opts.udp_port.unwrap_or(0).to_be();
-    d
-}
-
-impl AsRawFd for GreSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
-    }
-}
-
-/// A `sockaddr_in` for `addr` (port 0: raw sockets have none).
-pub fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
+/// Where to send to peer `addr`: its address, and the GRE-in-UDP port with `--encap udp`
+/// (port 0 for raw sockets, which have none).
+pub fn dest(addr: Ipv4Addr, opts: &crate::switch::tunnel::GreOptions) -> SocketAddrV4 {
+    SocketAddrV4::new(addr, opts.udp_port.unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -1,27 +1,24 @@
 //! The syscall edge: TAP queues, raw GRE sockets and one event-loop thread per worker.
 //! Nothing here decides where a frame goes; that is [`crate::switch`].
 
-pub mod batch;
 pub mod gre_socket;
-pub mod keepalive;
 pub mod netdev;
-pub mod pmtu;
-pub mod stp;
+pub mod sys;
 pub mod tap;
-pub mod udp_gso;
 pub mod watch;
 pub mod worker;
 
-use crate::switch::tunnel::{GreOptions, PeerTable};
-use crate::switch::{self, Counters, Millis, PortId, PortKind, Switch};
+use crate::datapath::{self, Core, FdbDump};
+use crate::switch::tunnel::GreOptions;
+use crate::switch::{self, Counters, Millis, PortId, PortKind};
 use crossbeam_channel::Sender;
-use gre_socket::{GreSocket, OuterOptions};
+use gre_socket::{OuterOptions, Sockets};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use worker::{FdbDump, WorkerCommand};
+use worker::WorkerCommand;
 
 /// Everything needed to bring the data path up (already validated by [`crate::config`]).
 #[derive(Clone, Debug)]
@@ -267,24 +264,12 @@ impl Dataplane {
         netdev::set_up(&name)?;
 
         let mut ports = vec![PortKind::Local];
-        let mut peers = PeerTable::default();
-        // SAFETY (zeroed): sockaddr_in is plain data; unused slots are never sent to.
-        let mut dest = vec![unsafe { std::mem::zeroed::<libc::sockaddr_in>() }; switch::MAX_PORTS];
-        for (i, p) in cfg.peers.iter().enumerate() {
-            let id = (i + 1) as PortId;
-            ports.push(PortKind::Tunnel(*p));
-            peers.insert(*p, id);
-            dest[usize::from(id)] = gre_socket::dest(*p, &cfg.gre);
-        }
-        let seq: Arc<[AtomicU32]> = (0..switch::MAX_PORTS).map(|_| AtomicU32::new(0)).collect();
+        ports.extend(cfg.peers.iter().map(|p| PortKind::Tunnel(*p)));
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let chans: Vec<_> = (0..n)
             .map(|_| crossbeam_channel::bounded(worker::SYNC_QUEUE))
             .collect();
-
-        let pmtu_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let live = Arc::new(switch::liveness::Shared::default());
         let stp = match cfg.core.stp {
             Some(c) => {
                 // The bridge id needs a MAC of this switch's own: the TAP's.
@@ -299,40 +284,39 @@ impl Dataplane {
             }
             None => None,
         };
+        let shared = datapath::Shared::new(stp.clone());
         let mut workers = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         let mut cmds = Vec::with_capacity(n);
         let mut counters = Vec::with_capacity(n);
         for (id, q) in queues.into_iter().enumerate() {
             let share = (n > 1).then_some((n as u32, id as u32));
-            let sock = GreSocket::open_for(cfg.local, cfg.outer, share, cfg.gre.udp_port)?;
-            if sock.spreads_flows() {
+            let socks = Sockets::open(cfg.local, cfg.outer, share, cfg.gre.udp_port)?;
+            if socks.is_udp() {
                 log::debug!(
                     "worker {id}: GRE-in-UDP flows leave from source ports {:?}",
-                    sock.source_ports()
+                    socks.source_ports()
                 );
             }
             let c = Arc::new(Counters::default());
-            let mut core = Switch::new(cfg.core.clone(), c.clone());
-            core.set_outer(cfg.gre.overhead(), cfg.outer.df);
-            core.set_liveness(live.clone(), id == 0);
-            if let Some(s) = &stp {
-                core.set_stp(s.clone());
-            }
-            let pmtu = pmtu::PmtuIo::new(
-                cfg.local,
-                cfg.outer,
-                cfg.gre.udp_port.is_some(),
-                pmtu_epoch.clone(),
-            )
-            .map_err(|source| {
-                StartError::Socket(gre_socket::SocketError::Option {
-                    op: "open the DF-off GRE socket",
-                    source,
-                })
-            })?;
-            for (pid, k) in ports.iter().enumerate() {
-                core.set_port(pid as PortId, *k);
+            let mut core = Core::new(
+                datapath::Config {
+                    id,
+                    switch: cfg.core.clone(),
+                    gre: cfg.gre,
+                    df: cfg.outer.df,
+                    vnet,
+                    udp_coalesce: offloads.udp_gso_write,
+                },
+                &shared,
+                c.clone(),
+            );
+            let mut dest = worker::no_destinations();
+            for (pid, k) in ports.iter().enumerate().skip(1) {
+                if let PortKind::Tunnel(addr) = k {
+                    dest[pid] = gre_socket::dest(*addr, &cfg.gre);
+                }
+                core.set_port(pid as PortId, Some(*k));
             }
             let (poll, waker) = worker::poll_with_waker().map_err(StartError::Thread)?;
             // Bounded: the control server sends a few commands per request and serves one
@@ -343,14 +327,11 @@ impl Dataplane {
                 id,
                 tap: q,
                 vnet,
-                udp_coalesce: std::cell::Cell::new(offloads.udp_gso_write),
-                sock,
+                socks,
                 core,
-                peers: peers.clone(),
-                dest: dest.clone().into_boxed_slice(),
-                cmd_rx,
                 gre: cfg.gre,
-                seq: seq.clone(),
+                dest,
+                cmd_rx,
                 sync_rx: chans[id].1.clone(),
                 sync_tx: (0..n)
                     .filter(|&j| j != id)
@@ -359,7 +340,6 @@ impl Dataplane {
                 epoch,
                 stop: stop.clone(),
                 poll,
-                pmtu,
             });
             wakers.push(waker);
             counters.push(c);
@@ -380,7 +360,7 @@ impl Dataplane {
                 ports: Mutex::new(ports.into_iter().map(Some).collect()),
                 cmds,
                 wakers,
-                liveness: live,
+                liveness: shared.liveness.clone(),
                 keepalive: cfg.core.liveness.interval_ms > 0,
                 keepalive_ms: cfg.core.liveness.interval_ms,
                 stp,

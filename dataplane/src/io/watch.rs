@@ -111,17 +111,3 @@ pub fn tap_gone(e: &std::io::Error) -> bool {
         Some(libc::EBADFD | libc::ENODEV | libc::ENXIO | libc::EIO | libc::EPIPE)
     )
 }
-
-/// Logs (at debug level) one dropped GRE packet: its outer source and the reason; `suppressed`
-/// is how many such lines the rate limiter held back before this one.
-pub fn log_gre_drop(worker: usize, packet: &[u8], why: crate::switch::DropReason, suppressed: u64) {
-    let src = packet
-        .get(12..16)
-        .map(|a| std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string())
-        .unwrap_or_else(|| "?".into());
-    log::debug!(
-        "worker {worker}: dropped a GRE packet from {src}: {}{}",
-        why.name(),
-        crate::switch::ratelimit::LogLimiter::suffix(suppressed)
-    );
-}

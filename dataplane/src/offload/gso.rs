@@ -52,11 +52,12 @@ pub fn wire_size(frame: &[u8], h: &VnetHdr) -> Option<(u64, usize)> {
 /// Splits the TCP super-frame `frame` (described by `h`) into segments of at most
 /// `h.gso_size` payload bytes. For each, `out(headers, payload)` gets the fixed-up Ethernet +
 /// IP + TCP headers (lengths, IPv4 id and checksum, sequence number, flags, TCP checksum) and a
-/// slice of `frame`'s payload, so the payload is never copied. Returns the segment count.
-pub fn segment(
-    frame: &[u8],
+/// slice of `frame`'s payload (borrowed for as long as `frame` is), so the payload is never
+/// copied. Returns the segment count.
+pub fn segment<'f>(
+    frame: &'f [u8],
     h: &VnetHdr,
-    mut out: impl FnMut(&[u8], &[u8]),
+    mut out: impl FnMut(&[u8], &'f [u8]),
 ) -> Result<usize, GsoError> {
     let lay = tcp_layout(frame).ok_or(GsoError::Unsupported)?;
     let want_v6 = match h.gso_kind() {
