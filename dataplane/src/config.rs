@@ -103,21 +103,7 @@ pub enum ConfigError {
 
 /// Does this process hold CAP_NET_ADMIN and CAP_NET_RAW (root has them)?
 pub fn has_privileges() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let cap = s
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    const NET_ADMIN: u64 = 1 << 12;
-    const NET_RAW: u64 = 1 << 13;
-    cap & (NET_ADMIN | NET_RAW) == NET_ADMIN | NET_RAW
+    crate::privdrop::has_net_privileges()
 }
 
 /// What [`resolve`] decided, for the startup log.

@@ -13,12 +13,15 @@
 //! Layers: [`wire`] (packet formats, no I/O), [`switch`] (sans-io decisions and state, time
 //! passed in), [`io`] (TAP, sockets, event loops), [`control`] (the local control socket).
 
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod config_file;
 pub mod control;
 pub mod datapath;
 pub mod io;
 pub mod offload;
-pub mod privdrop;
 pub mod switch;
 pub mod wire;
+
+pub use io::sys::privdrop;

@@ -1,5 +1,6 @@
 //! `dnet-switch`: flags → settings → start the data path and control socket → wait for a
 //! signal → tear down. Nothing else lives here.
+#![deny(unsafe_code)]
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
@@ -448,7 +449,7 @@ fn run(args: Args, file: FileConfig) -> Result<()> {
         peers.iter().copied(),
     ));
     let control_gid = match args.control_group.as_ref().or(file.control_group.as_ref()) {
-        Some(name) => match group_id(name) {
+        Some(name) => match dnet::privdrop::group_id(name) {
             Some(g) => Some(g),
             None => {
                 dp.stop();
@@ -576,16 +577,6 @@ fn warn_bridge_mtu(bridge: &str, tap: &str, mtu: u32, overhead: u32) {
             }
         }
     }
-}
-
-/// The gid of group `name`, if it exists.
-fn group_id(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam reads a NUL-terminated name; the result, if non-null, points to static
-    // storage that we read once before any other call could overwrite it.
-    let g = unsafe { libc::getgrnam(c.as_ptr()) };
-    // SAFETY: non-null results point to a valid group record.
-    (!g.is_null()).then(|| unsafe { (*g).gr_gid })
 }
 
 fn on_off(b: bool) -> &'static str {

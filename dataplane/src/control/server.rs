@@ -683,21 +683,7 @@ fn tap_state(tap: &str) -> String {
 }
 
 fn peer_cred(s: &UnixStream) -> Option<libc::ucred> {
-    use std::os::fd::AsRawFd;
-    // SAFETY (zeroed): ucred is plain data.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: SO_PEERCRED writes one ucred; len holds its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(cred)
+    crate::io::sys::sockopt::peer_cred(std::os::fd::AsFd::as_fd(s)).ok()
 }
 
 /// Supplementary groups of process `pid` (from /proc; empty if it is gone).

@@ -2,9 +2,11 @@
 //! Nothing here decides where a frame goes; that is [`crate::switch`].
 
 pub mod gre_socket;
-pub mod netdev;
+#[allow(unsafe_code)]
 pub mod sys;
+#[allow(unsafe_code)]
 pub mod tap;
+pub use sys::netdev;
 pub mod watch;
 pub mod worker;
 

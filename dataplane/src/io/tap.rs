@@ -40,10 +40,6 @@ pub enum TapError {
 /// checksum and TCP (v4/v6) super-frames, which `offload::gso` finishes in userspace.
 const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
-/// `TUNSETOFFLOAD` flags for UDP segmentation offload (Linux ≥ 6.2; not in every libc).
-const TUN_F_USO4: libc::c_uint = 0x20;
-const TUN_F_USO6: libc::c_uint = 0x40;
-
 /// What the kernel agreed to for a TAP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offloads {
@@ -189,7 +185,7 @@ pub fn create(
                 "TAP {real}: offloads refused ({}); running without them",
                 io::Error::last_os_error()
             );
-        } else if set(OFFLOADS | TUN_F_USO4 | TUN_F_USO6) {
+        } else if set(OFFLOADS | libc::TUN_F_USO4 | libc::TUN_F_USO6) {
             // A kernel that accepts the USO flags also accepts UDP GSO frames written to it.
             // Take the flags back: with them the kernel would also hand over UDP super-frames,
             // which dnet does not segment.

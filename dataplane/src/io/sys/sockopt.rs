@@ -43,6 +43,30 @@ pub fn get_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
     Ok(v)
 }
 
+/// The credentials (pid, uid, gid) of the process at the other end of a unix socket.
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes one ucred; `len` holds its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred)
+}
+
 /// The source address and path MTU the routing table picks toward `peer` (its route's MTU, or
 /// what ICMP taught the kernel). Connecting a UDP socket sends nothing; it only resolves the
 /// route.
@@ -73,6 +97,13 @@ mod tests {
         assert_eq!(src, Ipv4Addr::LOCALHOST);
         assert!(mtu >= 1500);
         assert_eq!(path_mtu(Ipv4Addr::LOCALHOST).unwrap(), mtu);
+    }
+
+    #[test]
+    fn peer_credentials_are_ours_on_a_socketpair() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let c = peer_cred(std::os::fd::AsFd::as_fd(&a)).unwrap();
+        assert_eq!(c.pid as u32, std::process::id());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Errors of device configuration. Each names the device and the step.
@@ -151,6 +151,7 @@ pub fn bridge_add(bridge: &str, port: &str) -> Result<(), NetdevError> {
     let idx = index(port).ok_or_else(|| NetdevError::NotFound(port.to_string()))?;
     let mut ifr = ifreq(bridge)?;
     ifr.ifr_ifru.ifru_ifindex = idx as libc::c_int;
+    // <linux/sockios.h>; libc exports it for Android only.
     const SIOCBRADDIF: libc::Ioctl = 0x89a2;
     ioctl("add port to bridge", bridge, SIOCBRADDIF, &mut ifr)
 }
@@ -183,31 +184,9 @@ pub fn local_addrs() -> io::Result<Vec<Ipv4Addr>> {
     Ok(out)
 }
 
-/// The source address and path MTU the routing table picks towards `peer`. Connecting a UDP
-/// socket sends nothing; it only resolves the route.
+/// The source address and path MTU the routing table picks towards `peer`.
 pub fn route_to(peer: Ipv4Addr) -> io::Result<(Ipv4Addr, u32)> {
-    let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-    s.connect(SocketAddrV4::new(peer, 9))?;
-    let local = match s.local_addr()? {
-        std::net::SocketAddr::V4(a) => *a.ip(),
-        std::net::SocketAddr::V6(_) => unreachable!("an IPv4 socket has an IPv4 address"),
-    };
-    let mut mtu: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: IP_MTU writes one c_int into `mtu`; len says how big it is.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU,
-            &mut mtu as *mut libc::c_int as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((local, mtu as u32))
+    super::sockopt::route_to(peer)
 }
 
 #[cfg(test)]

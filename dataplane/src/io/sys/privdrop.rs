@@ -38,9 +38,46 @@ pub enum PrivError {
     },
 }
 
+/// Does this process hold CAP_NET_ADMIN and CAP_NET_RAW (root has them)?
+pub fn has_net_privileges() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let cap = s
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let want = (1u64 << CAP_NET_ADMIN) | (1u64 << CAP_NET_RAW);
+    cap & want == want
+}
+
+/// The gid of group `name`, if it exists.
+pub fn group_id(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut gr = libc::group {
+        gr_name: std::ptr::null_mut(),
+        gr_passwd: std::ptr::null_mut(),
+        gr_gid: 0,
+        gr_mem: std::ptr::null_mut(),
+    };
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; getgrnam_r writes the record into `gr`
+    // and its strings into `buf`, and we only read the gid.
+    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
+}
+
 /// Looks `name` up in the user database.
 pub fn lookup_user(name: &str) -> Result<User, PrivError> {
     let c = CString::new(name).map_err(|_| PrivError::NoSuchUser(name.to_string()))?;
+    // SAFETY: passwd is a plain C struct of pointers and integers; all-zero is a valid value
+    // that getpwnam_r overwrites.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -144,5 +181,7 @@ mod tests {
             Err(PrivError::NoSuchUser(_))
         ));
         assert!(lookup_user("bad\0name").is_err());
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("no-such-group-dnet"), None);
     }
 }
