@@ -95,6 +95,8 @@ pub struct Shared {
     pub liveness: Arc<liveness::Shared>,
     /// The spanning tree (`--stp`).
     pub stp: Option<Arc<stp::Shared>>,
+    /// Tunnels the loop guard blocked.
+    pub loop_guard: Arc<switch::loopguard::Shared>,
 }
 
 impl Shared {
@@ -105,6 +107,7 @@ impl Shared {
             pmtu_refusals: Arc::new(AtomicU64::new(0)),
             liveness: Arc::new(liveness::Shared::default()),
             stp,
+            loop_guard: Arc::default(),
         }
     }
 }
@@ -141,6 +144,9 @@ pub struct Core {
     sync_out: Vec<SyncUpdate>,
     sync_next: usize,
     pmtu_queries: Vec<(PortId, Ipv4Addr)>,
+    /// The loop guard blocked a tunnel: the local bridge should forget what it learned on
+    /// the TAP.
+    bridge_flush: bool,
     /// Keeps logs about dropped packets to a few lines a second.
     drop_log: LogLimiter,
 }
@@ -151,6 +157,7 @@ impl Core {
         let mut sw = Switch::new(cfg.switch, counters.clone());
         sw.set_outer(cfg.gre.overhead(), cfg.df);
         sw.set_liveness(shared.liveness.clone(), cfg.id == 0);
+        sw.set_loop_guard(shared.loop_guard.clone());
         if let Some(s) = &shared.stp {
             sw.set_stp(s.clone());
         }
@@ -176,6 +183,7 @@ impl Core {
             sync_out: Vec::with_capacity(1024),
             sync_next: 0,
             pmtu_queries: Vec::new(),
+            bridge_flush: false,
             drop_log: LogLimiter::new(5, 10_000),
         }
     }
@@ -240,6 +248,7 @@ impl Core {
             self.tap_frame(now, f, out);
         }
         self.egress.flush(&self.switch, out);
+        self.bridge_flush |= self.switch.take_loop_blocked();
     }
 
     #[inline]
@@ -325,6 +334,7 @@ impl Core {
         }
         self.egress.write_runs(&self.switch, &mut runs, out);
         self.egress.flush(&self.switch, out);
+        self.bridge_flush |= self.switch.take_loop_blocked();
     }
 
     /// One inner frame from tunnel `port`: a hello, a BPDU, or data to forward.
@@ -523,6 +533,14 @@ impl Core {
             }
         }
         u
+    }
+
+    /// True once after the loop guard blocked a tunnel. The stations the local bridge (e.g.
+    /// `docker0`) learned on the TAP are then reached another way, around the loop; until
+    /// the bridge forgets them it keeps sending their frames into the TAP, where the blocked
+    /// tunnel drops them. So the edge flushes the bridge's entries for the TAP.
+    pub fn poll_bridge_flush(&mut self) -> bool {
+        std::mem::take(&mut self.bridge_flush)
     }
 
     /// The next tunnel whose path MTU the edge should read from the kernel and hand back with

@@ -683,3 +683,27 @@ fn a_removed_port_takes_its_queued_frames_and_peer_with_it() {
     assert_eq!(net.drops(0, DropReason::UnknownPeer), 1);
     assert!(out.tap.is_empty());
 }
+
+#[test]
+fn a_loop_the_guard_blocks_asks_the_edge_to_flush_the_bridge_once() {
+    let mut net = Net::new(2, &[(0, 1)], true, &|c| c.switch.loop_guard = true);
+    let looping = udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 64, false);
+    let from_tunnel = [&[0x20u8, 0, 0x65, 0x58, 0, 0, 0, 42][..], &looping].concat();
+    let core = &mut net.cores[0];
+    let mut out = MemSink::new();
+    for t in 0..switch::loopguard::THRESHOLD as u64 {
+        // The same station, seen from the TAP and back from the tunnel: a loop.
+        let mut f = looping.clone();
+        core.handle_tap_frames(t * 10, [&mut f[..]], &mut out);
+        let d = Datagram {
+            source: host(1),
+            data: &from_tunnel,
+            segment_size: None,
+            truncated: false,
+        };
+        core.handle_tunnel_datagrams(t * 10 + 1, [d], &mut out);
+    }
+    assert!(core.switch().loop_blocked(1));
+    assert!(core.poll_bridge_flush(), "flush the bridge's TAP entries");
+    assert!(!core.poll_bridge_flush(), "once");
+}

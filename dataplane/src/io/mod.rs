@@ -107,6 +107,8 @@ pub struct DataplaneControl {
     wakers: Vec<Arc<mio::Waker>>,
     /// Peer liveness shared with the workers (`--keepalive`).
     pub liveness: Arc<switch::liveness::Shared>,
+    /// Tunnels the loop guard blocked, shared with the workers.
+    loop_guard: Arc<switch::loopguard::Shared>,
     /// Keepalives are on.
     pub keepalive: bool,
     /// Keepalive interval (ms; 0 when off).
@@ -157,6 +159,7 @@ impl DataplaneControl {
         ports[id] = Some(kind);
         let id = id as PortId;
         self.liveness.reset(id);
+        self.loop_guard.reset(id);
         if let Some(stp) = &self.stp {
             // In the tree (discarding) before any worker can forward on it.
             stp.with(|s| s.add_port(id));
@@ -328,6 +331,7 @@ impl Dataplane {
             workers.push(worker::Worker {
                 id,
                 tap: q,
+                tap_name: name.clone(),
                 vnet,
                 socks,
                 core,
@@ -363,6 +367,7 @@ impl Dataplane {
                 cmds,
                 wakers,
                 liveness: shared.liveness.clone(),
+                loop_guard: shared.loop_guard.clone(),
                 keepalive: cfg.core.liveness.interval_ms > 0,
                 keepalive_ms: cfg.core.liveness.interval_ms,
                 stp,

@@ -83,6 +83,8 @@ pub struct Worker {
     pub id: usize,
     /// Its TAP queue.
     pub tap: TapQueue,
+    /// The TAP's name.
+    pub tap_name: String,
     /// The TAP passes virtio-net headers (offloads on).
     pub vnet: bool,
     /// Its sockets.
@@ -445,6 +447,20 @@ impl Worker {
             match sockopt::path_mtu(addr) {
                 Ok(mtu) => self.core.handle_path_mtu(port, mtu),
                 Err(e) => log::debug!("worker {}: path MTU to {addr}: {e}", self.id),
+            }
+        }
+        if self.core.poll_bridge_flush() {
+            match super::netdev::flush_bridge_port(&self.tap_name) {
+                Ok(true) => log::info!(
+                    "the local bridge forgot the stations it had learned on {} (they are \
+                     reached around the loop now)",
+                    self.tap_name
+                ),
+                Ok(false) => {}
+                Err(e) => log::warn!(
+                    "could not flush the bridge's entries for {}: {e}",
+                    self.tap_name
+                ),
             }
         }
         while let Some(u) = self.core.poll_sync() {

@@ -1,6 +1,6 @@
 //! The forwarding decision, as a pure function of the ingress port and the lookup result.
 
-use super::{Config, DropReason, PortId, PortKind};
+use super::{DropReason, PortId, PortKind};
 
 /// What to do with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,18 +14,19 @@ pub enum Action {
 }
 
 /// Decides for a frame from `ingress` (of kind `in_kind`) whose destination lookup gave `out`
-/// (`None` = unknown unicast or group address; `Some((port, kind))` = learned).
+/// (`None` = unknown unicast or group address; `Some((port, kind))` = learned). With
+/// `split_horizon`, a frame from a tunnel never goes into another tunnel.
 #[inline]
 pub fn decide(
     ingress: PortId,
     in_kind: PortKind,
     out: Option<(PortId, Option<PortKind>)>,
-    cfg: &Config,
+    split_horizon: bool,
 ) -> Action {
     match out {
         None | Some((_, None)) => Action::Flood,
         Some((p, _)) if p == ingress => Action::Drop(DropReason::SamePort),
-        Some((_, Some(k))) if cfg.split_horizon && in_kind.is_tunnel() && k.is_tunnel() => {
+        Some((_, Some(k))) if split_horizon && in_kind.is_tunnel() && k.is_tunnel() => {
             Action::Drop(DropReason::SplitHorizon)
         }
         Some((p, Some(_))) => Action::Forward(p),

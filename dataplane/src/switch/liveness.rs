@@ -28,8 +28,9 @@
 //! to 60 bytes. The destination is in the IEEE link-local block that bridges (Linux, OVS) do
 //! not forward, so a peer that does not speak it drops it.
 
-use super::{Event, Millis, PortId, Switch, MAX_PORTS};
+use super::{Counters, Event, Millis, PortId, MAX_PORTS};
 use crate::wire::ethernet::Frame;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// Keepalive settings.
@@ -195,7 +196,7 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// Off until [`Switch::set_liveness`].
+    /// Shares nothing until [`Liveness::set_shared`].
     pub fn new(cfg: Config) -> Liveness {
         Liveness {
             cfg,
@@ -208,29 +209,34 @@ impl Liveness {
     }
 }
 
-impl Switch {
+impl Liveness {
     /// Shares liveness state `shared` with the other workers; `leader` (exactly one worker)
     /// runs the state machine and sends the hellos.
-    pub fn set_liveness(&mut self, shared: std::sync::Arc<Shared>, leader: bool) {
-        self.live.shared = shared;
-        self.live.leader = leader;
+    pub fn set_shared(&mut self, shared: std::sync::Arc<Shared>, leader: bool) {
+        self.shared = shared;
+        self.leader = leader;
     }
 
     /// Keepalives are on.
     #[inline]
-    pub fn keepalive(&self) -> bool {
-        self.live.cfg.interval_ms > 0
+    pub fn on(&self) -> bool {
+        self.cfg.interval_ms > 0
     }
 
     /// The shared liveness state.
-    pub fn liveness(&self) -> &std::sync::Arc<Shared> {
-        &self.live.shared
+    pub fn shared(&self) -> &std::sync::Arc<Shared> {
+        &self.shared
     }
 
-    /// Call for every frame from tunnel `port` before [`Switch::handle`]: notes that the peer
-    /// is alive, and returns true if the frame was a hello (consumed: do not handle it).
+    /// This worker runs the state machine.
+    pub fn leader(&self) -> bool {
+        self.leader
+    }
+
+    /// For every frame from tunnel `port`: notes that the peer is alive, and returns true if
+    /// the frame was a hello (counted as control traffic in `counters`; not to be handled).
     #[inline]
-    pub fn keepalive_rx(&self, now: Millis, port: PortId, frame: &[u8]) -> bool {
+    pub fn rx(&self, now: Millis, port: PortId, frame: &[u8], counters: &Counters) -> bool {
         // One compare for every other frame: hellos go to a group address starting 01.
         let hello = if frame.first() == Some(&HELLO_DST[0]) {
             parse_hello(frame)
@@ -238,15 +244,15 @@ impl Switch {
             None
         };
         if hello.is_some() {
-            if let Some(c) = self.counters.ports.get(usize::from(port)) {
+            if let Some(c) = counters.ports.get(usize::from(port)) {
                 c.rx_control.add(1);
             }
         }
-        if !self.keepalive() {
+        if !self.on() {
             // A peer's hellos are still never learned or flooded, only ignored.
             return hello.is_some();
         }
-        let sh = &self.live.shared;
+        let sh = &self.shared;
         sh.touch(port, now);
         let Some((iv, mult)) = hello else {
             return false;
@@ -260,65 +266,58 @@ impl Switch {
         true
     }
 
-    /// When [`Switch::liveness_tick`] is next due (`None`: keepalives off).
-    pub fn liveness_due(&self) -> Option<Millis> {
-        self.keepalive().then_some(self.live.next)
+    /// When [`Liveness::tick`] is next due (`None`: keepalives off).
+    pub fn due(&self) -> Option<Millis> {
+        self.on().then_some(self.next)
     }
 
-    /// Periodic liveness work at `now` (call when [`Switch::liveness_due`] has passed): the
-    /// leader updates peer states; every worker flushes the MACs of tunnels that went down.
-    /// Calls `send_hello(port, frame)` for each tunnel that gets a hello now (leader only).
-    pub fn liveness_tick(&mut self, now: Millis, mut send_hello: impl FnMut(PortId, &[u8])) {
-        if !self.keepalive() {
-            return;
+    /// Periodic liveness work at `now` for the tunnels in `tunnels` (port, peer): the leader
+    /// updates peer states and calls `send_hello(port, frame)` for each tunnel that gets a
+    /// hello now. Returns the tunnels this worker sees go down since it last looked (the
+    /// caller forgets their MACs).
+    pub fn tick(
+        &mut self,
+        now: Millis,
+        tunnels: &[(PortId, Ipv4Addr)],
+        counters: &Counters,
+        mut send_hello: impl FnMut(PortId, &[u8]),
+    ) -> Vec<(PortId, Ipv4Addr)> {
+        let mut down = Vec::new();
+        if !self.on() {
+            return down;
         }
-        let iv = self.live.cfg.interval_ms;
+        let iv = self.cfg.interval_ms;
         // States are checked four times per interval, hellos go out once per interval.
-        let due_hello = self.live.leader && now >= self.live.next_hello;
+        let due_hello = self.leader && now >= self.next_hello;
         if due_hello {
-            self.live.next_hello = now + iv;
+            self.next_hello = now + iv;
         }
-        self.live.next = now + (iv / 4).max(5);
-        let hello = hello(&self.live.cfg);
-        let ports: Vec<(PortId, std::net::Ipv4Addr)> = self
-            .ports
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| match k {
-                Some(super::PortKind::Tunnel(a)) => Some((i as PortId, *a)),
-                _ => None,
-            })
-            .collect();
-        if self.live.seen.len() < self.ports.len() {
-            self.live.seen.resize(self.ports.len(), PeerState::Unknown);
-        }
-        for (p, addr) in ports {
+        self.next = now + (iv / 4).max(5);
+        let hello = hello(&self.cfg);
+        for &(p, addr) in tunnels {
             let i = usize::from(p);
-            if self.live.leader {
-                self.update_state(now, p, addr);
+            if self.seen.len() <= i {
+                self.seen.resize(i + 1, PeerState::Unknown);
+            }
+            if self.leader {
+                self.update_state(now, p, addr, counters);
                 if due_hello {
                     send_hello(p, &hello);
                 }
             }
-            let st = self.live.shared.state(p);
-            if st != self.live.seen[i] {
+            let st = self.shared.state(p);
+            if st != self.seen[i] {
                 if st == PeerState::Down {
-                    let n = self.flush(Some(p));
-                    log::debug!("peer {addr} down: flushed {n} MACs");
-                    if self.live.leader {
-                        if let Some(stp) = self.stp() {
-                            // The tree routes around the dead peer at once (with --stp).
-                            stp.with(|s| s.peer_down(now, p));
-                        }
-                    }
+                    down.push((p, addr));
                 }
-                self.live.seen[i] = st;
+                self.seen[i] = st;
             }
         }
+        down
     }
 
-    fn update_state(&self, now: Millis, p: PortId, addr: std::net::Ipv4Addr) {
-        let sh = &self.live.shared;
+    fn update_state(&self, now: Millis, p: PortId, addr: Ipv4Addr, counters: &Counters) {
+        let sh = &self.shared;
         let i = usize::from(p);
         let detect = sh.detect[i].load(Ordering::Relaxed);
         if detect == 0 {
@@ -339,14 +338,14 @@ impl Switch {
         sh.since[i].store(now, Ordering::Relaxed);
         match new {
             PeerState::Down => {
-                self.counters.event(Event::PeerDown);
+                counters.event(Event::PeerDown);
                 log::warn!(
                     "peer {addr} down: nothing received for {} ms (detection time {detect} ms); its MACs are flushed",
                     now.saturating_sub(last.saturating_sub(1))
                 );
             }
             _ => {
-                self.counters.event(Event::PeerUp);
+                counters.event(Event::PeerUp);
                 log::info!("peer {addr} up (keepalives, detection time {detect} ms)");
             }
         }
@@ -361,8 +360,8 @@ pub fn is_hello(frame: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::switch::{Config as SwConfig, Counters, PortKind};
-    use std::net::Ipv4Addr;
+    use crate::switch::{Config as SwConfig, PortKind, Switch};
+
     use std::sync::Arc;
 
     const PEER: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);

@@ -7,13 +7,18 @@
 //! move between the local port and one tunnel [`THRESHOLD`] times within [`WINDOW_MS`] (a
 //! migrating container moves once), that tunnel is blocked both ways for [`HOLD_MS`]: frames
 //! from it and to it are dropped as `loop_guard`, the event `loop_detected` is counted and a
-//! warning logged. After the hold the tunnel is tried again; a loop still there is caught
+//! warning logged. The block holds for every worker of the switch ([`Shared`]). After the hold
+//! the tunnel is tried again; a loop still there is caught
 //! again within a second.
 //!
 //! On in `dnet-switch` (`--no-loop-guard` turns it off); off in [`super::Config::default`] so
 //! the core's plain learning rules stay as documented in `fdb.rs`.
 
-use super::{Action, DropReason, Event, Millis, PortId, PortKind, Switch, Verdict};
+use super::forward::Action;
+use super::{DropReason, Millis, PortId, PortKind, MAX_PORTS};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Window over which moves are counted.
 pub const WINDOW_MS: Millis = 1_000;
@@ -26,18 +31,67 @@ pub const HOLD_MS: Millis = 30_000;
 struct PortGuard {
     window_start: Millis,
     moves: u32,
-    /// Blocked while `now < blocked_until`.
-    blocked_until: Millis,
+}
+
+/// Which tunnels are blocked, shared by the workers of a switch: a loop seen by one worker is
+/// blocked for all of them (each handles only its share of the frames, so the others might
+/// never count enough moves, and would keep the loop open for their share).
+#[derive(Debug)]
+pub struct Shared {
+    /// Per port: blocked while the worker clock is below this (ms).
+    blocked_until: Box<[AtomicU64]>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            blocked_until: (0..MAX_PORTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Shared {
+    fn until(&self, p: PortId) -> Millis {
+        self.blocked_until
+            .get(usize::from(p))
+            .map_or(0, |b| b.load(Ordering::Relaxed))
+    }
+
+    /// Blocks `p` until `until` unless it is already blocked at `now`; true if it was not.
+    fn block(&self, p: PortId, now: Millis, until: Millis) -> bool {
+        let Some(b) = self.blocked_until.get(usize::from(p)) else {
+            return false;
+        };
+        let cur = b.load(Ordering::Relaxed);
+        now >= cur
+            && b.compare_exchange(cur, until, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Forgets port `p` (removed or re-added).
+    pub fn reset(&self, p: PortId) {
+        if let Some(b) = self.blocked_until.get(usize::from(p)) {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Per-worker loop guard state.
 #[derive(Debug, Default)]
 pub struct LoopGuard {
     ports: Vec<PortGuard>,
+    shared: Arc<Shared>,
     now: Millis,
+    /// A tunnel was blocked since [`LoopGuard::take_newly_blocked`] last said so.
+    newly_blocked: bool,
 }
 
 impl LoopGuard {
+    /// Shares the blocked tunnels with the other workers of the switch.
+    pub fn set_shared(&mut self, shared: Arc<Shared>) {
+        self.shared = shared;
+    }
+
     fn guard(&mut self, p: PortId) -> &mut PortGuard {
         let i = usize::from(p);
         if self.ports.len() <= i {
@@ -46,73 +100,72 @@ impl LoopGuard {
         &mut self.ports[i]
     }
 
-    /// True while tunnel `p` is blocked (as of the last frame handled).
+    /// True while tunnel `p` is blocked (as of the last frame handled), by any worker.
     #[inline]
     pub fn blocked(&self, p: PortId) -> bool {
-        self.ports
-            .get(usize::from(p))
-            .is_some_and(|g| self.now < g.blocked_until)
+        self.now < self.shared.until(p)
     }
-}
 
-impl Switch {
-    /// Notes that a station moved from `from` to `to` at `now`; blocks the tunnel involved
-    /// when local ↔ tunnel moves exceed the threshold.
-    pub(super) fn loop_moved(&mut self, now: Millis, from: PortId, to: PortId) {
-        if !self.cfg.loop_guard {
-            return;
-        }
-        let tunnel = match (self.port(from), self.port(to)) {
-            (Some(PortKind::Local), Some(PortKind::Tunnel(a))) => (to, a),
-            (Some(PortKind::Tunnel(a)), Some(PortKind::Local)) => (from, a),
-            _ => return,
+    /// Notes that a station moved from port `from` to port `to` (of the kinds given) at
+    /// `now`. Returns the tunnel (port, peer) it blocks when local ↔ tunnel moves exceed the
+    /// threshold.
+    pub fn moved(
+        &mut self,
+        now: Millis,
+        from: (PortId, Option<PortKind>),
+        to: (PortId, Option<PortKind>),
+    ) -> Option<(PortId, Ipv4Addr)> {
+        let tunnel = match (from.1, to.1) {
+            (Some(PortKind::Local), Some(PortKind::Tunnel(a))) => (to.0, a),
+            (Some(PortKind::Tunnel(a)), Some(PortKind::Local)) => (from.0, a),
+            _ => return None,
         };
-        let g = self.loops.guard(tunnel.0);
+        let g = self.guard(tunnel.0);
         if now >= g.window_start + WINDOW_MS {
             g.window_start = now;
             g.moves = 0;
         }
         g.moves += 1;
-        if g.moves >= THRESHOLD && now >= g.blocked_until {
-            g.blocked_until = now + HOLD_MS;
-            g.moves = 0;
-            self.counters.event(Event::LoopDetected);
-            log::warn!(
-                "loop through the local side: stations flap between the local port and the tunnel to {} ({THRESHOLD} moves within {WINDOW_MS} ms; are two hosts' bridges joined directly?); blocking that tunnel for {} s",
-                tunnel.1,
-                HOLD_MS / 1000
-            );
+        if g.moves < THRESHOLD {
+            return None;
         }
+        g.moves = 0;
+        // Another worker may have blocked it already: then this one says nothing.
+        if self.shared.block(tunnel.0, now, now + HOLD_MS) {
+            self.newly_blocked = true;
+            return Some(tunnel);
+        }
+        None
     }
 
-    /// Drops what a blocked tunnel sends or would receive. Call after the decision; `now` is
-    /// remembered for [`Switch::flood_targets`].
-    pub(super) fn loop_filter(&mut self, now: Millis, ingress: PortId, v: &mut Verdict) {
-        if !self.cfg.loop_guard {
-            return;
-        }
-        self.loops.now = now;
-        let blocked = match v.action {
+    /// `action` for a frame from `ingress` at `now`, unless a blocked tunnel sends it or
+    /// would receive it: then a `loop_guard` drop. `now` is remembered for
+    /// [`LoopGuard::blocked`].
+    pub fn filter(&mut self, now: Millis, ingress: PortId, action: Action) -> Action {
+        self.now = now;
+        let blocked = match action {
             Action::Drop(_) => false,
-            Action::Forward(p) => self.loops.blocked(ingress) || self.loops.blocked(p),
-            Action::Flood => self.loops.blocked(ingress),
+            Action::Forward(p) => self.blocked(ingress) || self.blocked(p),
+            Action::Flood => self.blocked(ingress),
         };
         if blocked {
-            v.action = Action::Drop(DropReason::LoopGuard);
+            Action::Drop(DropReason::LoopGuard)
+        } else {
+            action
         }
     }
 
-    /// True while tunnel `p` is blocked by the loop guard.
-    #[inline]
-    pub fn loop_blocked(&self, p: PortId) -> bool {
-        self.cfg.loop_guard && self.loops.blocked(p)
+    /// True once after this worker blocked a tunnel: the local bridge may still point
+    /// stations at the TAP that are now reached the other way.
+    pub fn take_newly_blocked(&mut self) -> bool {
+        std::mem::take(&mut self.newly_blocked)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::switch::{Config, Counters};
+    use crate::switch::{Config, Counters, Event, Switch};
     use std::net::Ipv4Addr;
     use std::sync::Arc;
 
@@ -153,6 +206,8 @@ mod tests {
         assert_eq!(s.counters().events[Event::LoopDetected as usize].get(), 1);
         assert!(s.loop_blocked(1));
         assert!(!s.loop_blocked(2), "only the tunnel involved");
+        assert!(s.take_loop_blocked(), "the block is announced once");
+        assert!(!s.take_loop_blocked());
         // Both ways blocked: nothing from tunnel 1, nothing flooded into it.
         assert_eq!(
             s.handle(t, 1, &bcast(9)).action,
@@ -166,6 +221,39 @@ mod tests {
         let later = t + HOLD_MS + 1;
         assert_eq!(s.handle(later, 1, &frame(7, 5)).action, Action::Forward(0));
         assert!(!s.loop_blocked(1));
+    }
+
+    #[test]
+    fn a_loop_one_worker_sees_is_blocked_for_every_worker() {
+        let shared = Arc::new(Shared::default());
+        let (mut w0, mut w1) = (switch(true), switch(true));
+        w0.set_loop_guard(shared.clone());
+        w1.set_loop_guard(shared);
+        let mut t = 0;
+        for _ in 0..THRESHOLD {
+            w0.handle(t, 0, &bcast(9));
+            w0.handle(t + 1, 1, &bcast(9));
+            t += 10;
+        }
+        assert!(w0.take_loop_blocked());
+        // Worker 1 never saw the flapping, but drops its share of the loop too.
+        assert_eq!(
+            w1.handle(t, 1, &bcast(8)).action,
+            Action::Drop(DropReason::LoopGuard)
+        );
+        assert!(w1.loop_blocked(1));
+        assert!(
+            !w1.take_loop_blocked(),
+            "announced by the worker that blocked it"
+        );
+        // Worker 1 counting its own moves later does not block it again.
+        for _ in 0..THRESHOLD {
+            w1.handle(t, 0, &bcast(9));
+            w1.handle(t + 1, 1, &bcast(9));
+            t += 10;
+        }
+        assert!(!w1.take_loop_blocked());
+        assert_eq!(w1.counters().events[Event::LoopDetected as usize].get(), 0);
     }
 
     #[test]

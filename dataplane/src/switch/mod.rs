@@ -222,7 +222,9 @@ impl Switch {
     /// Counts the frame as received and counts the drop reason, if any. Never panics.
     pub fn handle(&mut self, now: Millis, ingress: PortId, frame: &[u8]) -> Verdict {
         let mut verdict = self.decide(now, ingress, frame);
-        self.loop_filter(now, ingress, &mut verdict);
+        if self.cfg.loop_guard {
+            verdict.action = self.loops.filter(now, ingress, verdict.action);
+        }
         if verdict.action == Action::Flood {
             if let Some(b) = self.flood_budget.get_mut(usize::from(ingress)) {
                 if !b.take(now) {
@@ -278,7 +280,9 @@ impl Switch {
             Learned::Refreshed { sync: true } => true,
             Learned::Moved { from } => {
                 self.counters.event(Event::MacMove);
-                self.loop_moved(now, from, ingress);
+                if self.cfg.loop_guard {
+                    self.loop_moved(now, from, ingress);
+                }
                 true
             }
             Learned::Refreshed { sync: false } => false,
@@ -311,8 +315,12 @@ impl Switch {
                 .lookup(FdbKey::new(dst, vlan), now)
                 .filter(|p| self.port(*p).is_some())
         };
-        let mut action =
-            forward::decide(ingress, in_kind, out.map(|p| (p, self.port(p))), &self.cfg);
+        let mut action = forward::decide(
+            ingress,
+            in_kind,
+            out.map(|p| (p, self.port(p))),
+            self.cfg.split_horizon,
+        );
         if let Action::Forward(p) = action {
             if !self.stp_forwarding(p) {
                 action = Action::Drop(DropReason::StpDiscarding);
@@ -336,6 +344,98 @@ impl Switch {
                 && self.stp_forwarding(id))
             .then_some(id)
         })
+    }
+
+    /// A station moved from `from` to `to`: the loop guard may block a tunnel.
+    fn loop_moved(&mut self, now: Millis, from: PortId, to: PortId) {
+        let blocked = self
+            .loops
+            .moved(now, (from, self.port(from)), (to, self.port(to)));
+        if let Some((_, addr)) = blocked {
+            self.counters.event(Event::LoopDetected);
+            log::warn!(
+                "loop through the local side: stations flap between the local port and the \
+                 tunnel to {addr} ({} moves within {} ms; are two hosts' bridges joined \
+                 directly?); blocking that tunnel for {} s",
+                loopguard::THRESHOLD,
+                loopguard::WINDOW_MS,
+                loopguard::HOLD_MS / 1000
+            );
+        }
+    }
+
+    /// Shares the loop guard's blocked tunnels with the other workers of the switch.
+    pub fn set_loop_guard(&mut self, shared: Arc<loopguard::Shared>) {
+        self.loops.set_shared(shared);
+    }
+
+    /// True while tunnel `p` is blocked by the loop guard.
+    #[inline]
+    pub fn loop_blocked(&self, p: PortId) -> bool {
+        self.cfg.loop_guard && self.loops.blocked(p)
+    }
+
+    /// True once after the loop guard blocked a tunnel: the stations the local bridge
+    /// learned on the TAP are reached another way now, and it should forget them.
+    pub fn take_loop_blocked(&mut self) -> bool {
+        self.loops.take_newly_blocked()
+    }
+
+    /// Shares liveness state `shared` with the other workers; `leader` (exactly one worker)
+    /// runs the state machine and sends the hellos.
+    pub fn set_liveness(&mut self, shared: Arc<liveness::Shared>, leader: bool) {
+        self.live.set_shared(shared, leader);
+    }
+
+    /// Keepalives are on.
+    #[inline]
+    pub fn keepalive(&self) -> bool {
+        self.live.on()
+    }
+
+    /// The shared liveness state.
+    pub fn liveness(&self) -> &Arc<liveness::Shared> {
+        self.live.shared()
+    }
+
+    /// Call for every frame from tunnel `port` before [`Switch::handle`]: notes that the peer
+    /// is alive, and returns true if the frame was a hello (consumed: do not handle it).
+    #[inline]
+    pub fn keepalive_rx(&self, now: Millis, port: PortId, frame: &[u8]) -> bool {
+        self.live.rx(now, port, frame, &self.counters)
+    }
+
+    /// When [`Switch::liveness_tick`] is next due (`None`: keepalives off).
+    pub fn liveness_due(&self) -> Option<Millis> {
+        self.live.due()
+    }
+
+    /// Periodic liveness work at `now` (call when [`Switch::liveness_due`] has passed): the
+    /// leader updates peer states; every worker flushes the MACs of tunnels that went down.
+    /// Calls `send_hello(port, frame)` for each tunnel that gets a hello now (leader only).
+    pub fn liveness_tick(&mut self, now: Millis, send_hello: impl FnMut(PortId, &[u8])) {
+        if !self.live.on() {
+            return;
+        }
+        let tunnels: Vec<(PortId, std::net::Ipv4Addr)> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| match k {
+                Some(PortKind::Tunnel(a)) => Some((i as PortId, *a)),
+                _ => None,
+            })
+            .collect();
+        for (p, addr) in self.live.tick(now, &tunnels, &self.counters, send_hello) {
+            let n = self.flush(Some(p));
+            log::debug!("peer {addr} down: flushed {n} MACs");
+            if self.live.leader() {
+                if let Some(stp) = self.stp() {
+                    // The tree routes around the dead peer at once (with --stp).
+                    stp.with(|s| s.peer_down(now, p));
+                }
+            }
+        }
     }
 
     /// Applies another worker's learning update.

@@ -146,6 +146,19 @@ pub fn bridge_ports(bridge: &str) -> Vec<String> {
     v
 }
 
+/// Makes the bridge that `port` belongs to forget the stations it learned on `port`
+/// (`brport/flush`). Returns false when `port` is in no bridge.
+pub fn flush_bridge_port(port: &str) -> io::Result<bool> {
+    let p = std::path::Path::new("/sys/class/net")
+        .join(port)
+        .join("brport/flush");
+    match std::fs::write(p, "1") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Adds interface `port` to bridge `bridge`.
 pub fn bridge_add(bridge: &str, port: &str) -> Result<(), NetdevError> {
     let idx = index(port).ok_or_else(|| NetdevError::NotFound(port.to_string()))?;
