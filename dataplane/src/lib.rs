@@ -14,8 +14,8 @@
 //! passed in), [`io`] (TAP, sockets, event loops), [`control`] (the local control socket).
 
 pub mod config;
-pub mod config_file;
 pub mod control;
+pub mod error_chain;
 pub mod io;
 pub mod offload;
 pub mod privdrop;
