@@ -301,6 +301,23 @@ encap = "udp"
     }
 
     #[test]
+    fn shipped_example_shows_every_key_and_its_lines_parse() {
+        let text = include_str!("../../../dist/dnet.toml");
+        for key in Options::keys() {
+            // Each key appears as a setting, given or commented out: `key = ...`.
+            let line = text
+                .lines()
+                .map(|l| l.trim_start_matches('#').trim())
+                .find(|l| l.starts_with(&format!("{key} =")))
+                .unwrap_or_else(|| panic!("dist/dnet.toml does not show `{key}`"));
+            // And uncommented, it is accepted as written.
+            let setting = line.split(" #").next().unwrap_or(line);
+            parse(Path::new("dist/dnet.toml"), &format!("{setting}\n"))
+                .unwrap_or_else(|e| panic!("dist/dnet.toml's {setting:?}: {e}"));
+        }
+    }
+
+    #[test]
     fn every_key_is_accepted() {
         // Every key parses on its own with a value of its type: the key list and the
         // struct are one.

@@ -10,8 +10,7 @@ use crate::wire::ethernet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-/// Default UDP port of GRE-in-UDP (IANA `gre-in-udp`).
-pub use crate::switch::tunnel::GRE_IN_UDP_PORT;
+use crate::switch::tunnel::GRE_IN_UDP_PORT;
 
 /// A group allowed to use the control socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
