@@ -59,6 +59,8 @@ pub(crate) mod fake {
         pub links: Vec<&'static str>,
         pub bridges: Vec<&'static str>,
         pub cores: usize,
+        /// `local_addrs` fails (getifaddrs refused).
+        pub addrs_fail: bool,
     }
 
     impl FakeHost {
@@ -74,12 +76,16 @@ pub(crate) mod fake {
                 links: vec!["eth0", "br0"],
                 bridges: vec!["br0"],
                 cores: 2,
+                addrs_fail: false,
             }
         }
     }
 
     impl Host for FakeHost {
         fn local_addrs(&self) -> io::Result<Vec<Ipv4Addr>> {
+            if self.addrs_fail {
+                return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+            }
             Ok(self.addrs.clone())
         }
 

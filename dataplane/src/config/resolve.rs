@@ -313,6 +313,28 @@ mod tests {
             let got = refusal(o, &host);
             assert!(got.starts_with(want), "{got:?} does not start with {want:?}");
         }
+        let blind = FakeHost {
+            addrs_fail: true,
+            ..FakeHost::new()
+        };
+        let got = refusal(Options::default(), &blind);
+        assert_eq!(
+            got,
+            "cannot read this host's addresses to check --peer 10.200.0.2: Cannot allocate memory (os error 12)"
+        );
+        let got = refusal(
+            Options {
+                local: Some(p(1)),
+                ..Options::default()
+            },
+            &blind,
+        );
+        assert!(
+            got.starts_with(
+                "cannot read this host's addresses to check --local 10.200.0.1: Cannot allocate"
+            ),
+            "{got}"
+        );
         let narrow = FakeHost {
             routes: vec![(p(2), p(1), 600)],
             ..FakeHost::new()

@@ -303,7 +303,8 @@ impl SwitchInfo {
             if o == PeerOrigin::Config && !wanted.iter().any(|w| w.value == p) {
                 match self.remove_peer(p) {
                     Ok(_) => removed.push(p),
-                    Err(e) => errors.push(format!("peer {p}: {e}")),
+                    // The message names the peer.
+                    Err(e) => errors.push(e),
                 }
             }
         }
