@@ -12,8 +12,8 @@
 //! Unknown keys are refused, naming the key and the file, so a typo never silently falls back
 //! to a default. Every value keeps its line, so a later refusal can name it.
 
+use super::input::{Input, Origin, Sourced};
 use super::options::Options;
-use super::{Input, Origin, Sourced};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;

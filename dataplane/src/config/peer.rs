@@ -1,7 +1,9 @@
 //! The one check a peer address passes, wherever it comes from: `--peer` and the config file
 //! at start, the file again on SIGHUP, and `dnetctl peer add` at run time.
 
-use super::{Host, Input, Sourced};
+use super::host::Host;
+use super::input::{Input, Sourced};
+use super::settings::tap_mtu_for;
 use crate::switch::tunnel::GreOptions;
 use std::io;
 use std::net::Ipv4Addr;
@@ -133,7 +135,7 @@ pub fn route_warnings(
             route.source
         ));
     }
-    let fits = super::tap_mtu_for(route.path_mtu, gre);
+    let fits = tap_mtu_for(route.path_mtu, gre);
     if fits < i64::from(tap_mtu) {
         warnings.push(format!(
             "the path MTU to {addr} is {}, which fits frames of at most {fits} bytes, below the TAP MTU {tap_mtu}: larger frames to {addr} will be {}",
@@ -147,7 +149,7 @@ pub fn route_warnings(
 #[cfg(test)]
 mod tests {
     use super::super::host::fake::FakeHost;
-    use super::super::{Origin, Sourced};
+    use super::super::input::Origin;
     use super::*;
     use crate::error_chain;
     use std::path::PathBuf;

@@ -2,16 +2,15 @@
 //! and MTU come from the routing table, the TAP MTU from the header actually emitted, and
 //! every peer passes [`check_peer`]. Every refusal names the input and the fix.
 
-use super::settings::MAX_WORKERS;
-use super::{check_peer, Host, Input, PeerError, Settings};
+use super::host::Host;
+use super::input::Input;
+use super::peer::{check_peer, PeerError};
+use super::settings::{tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
 use crate::io::gre_socket::OuterOptions;
 use crate::io::DataplaneConfig;
-use crate::switch::{self, tunnel::GreOptions};
+use crate::switch;
 use crate::wire::ethernet;
 use std::net::Ipv4Addr;
-
-/// Smallest TAP MTU accepted: the IPv4 minimum reassembly size every host must accept.
-pub const MIN_MTU: u32 = 576;
 
 /// A setting this host cannot carry out, with the fix.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +85,6 @@ pub struct Resolved {
     pub overhead: u32,
     /// Warnings worth logging.
     pub warnings: Vec<String>,
-}
-
-/// The TAP MTU for an underlay MTU, given the GRE options: underlay − IPv4 − GRE − Ethernet.
-pub fn tap_mtu_for(underlay_mtu: u32, gre: &GreOptions) -> i64 {
-    i64::from(underlay_mtu) - (gre.overhead() + ethernet::HEADER_LEN) as i64
 }
 
 /// Checks `s` against `host` and derives the data path configuration.
@@ -198,9 +192,11 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
 #[cfg(test)]
 mod tests {
     use super::super::host::fake::FakeHost;
-    use super::super::{Options, Sources};
+    use super::super::options::Options;
+    use super::super::sources::Sources;
     use super::*;
     use crate::error_chain;
+    use crate::switch::tunnel::GreOptions;
 
     fn settings(o: Options) -> Settings {
         let peer = if o.peer.is_empty() {

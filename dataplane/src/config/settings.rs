@@ -2,7 +2,9 @@
 //! here looks at the network (that is [`super::resolve`]); users and groups are looked up,
 //! since a name that does not exist is a typo in the settings.
 
-use super::{get, Encap, Input, Sourced, Sources, MIN_MTU};
+use super::input::{Input, Sourced};
+use super::options::Encap;
+use super::sources::{get, Sources};
 use crate::privdrop::{self, User};
 use crate::switch::tunnel::GreOptions;
 use crate::switch::{liveness, stp};
@@ -71,6 +73,14 @@ pub struct Settings {
 
 /// Workers at most.
 pub const MAX_WORKERS: usize = 64;
+
+/// Smallest TAP MTU accepted: the IPv4 minimum reassembly size every host must accept.
+pub const MIN_MTU: u32 = 576;
+
+/// The TAP MTU for an underlay MTU, given the GRE options: underlay − IPv4 − GRE − Ethernet.
+pub fn tap_mtu_for(underlay_mtu: u32, gre: &GreOptions) -> i64 {
+    i64::from(underlay_mtu) - (gre.overhead() + ethernet::HEADER_LEN) as i64
+}
 
 /// A setting that cannot work, naming it (flag, or file and line) and the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -250,7 +260,9 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{file, Options, Origin};
+    use super::super::file;
+    use super::super::input::Origin;
+    use super::super::options::Options;
     use super::*;
     use std::path::Path;
 
