@@ -375,12 +375,15 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// Runs one step: its error becomes "STEP failed: ERROR", and an interrupt before it stops the
 /// attach.
-fn step<T, E: fmt::Display>(what: &str, f: impl FnOnce() -> Result<T, E>) -> anyhow::Result<T> {
+fn step<T, E: Into<anyhow::Error>>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> anyhow::Result<T> {
     if INTERRUPTED.get().is_some_and(|f| f.load(Ordering::Relaxed)) {
         bail!("interrupted before {what}");
     }
     log::info!("{what}");
-    f().map_err(|e| anyhow!("{what} failed: {e}"))
+    f().map_err(|e| e.into().context(format!("{what} failed")))
 }
 
 /// Polls until both links are ready to carry frames (see [`Link::ready`]).
@@ -419,8 +422,9 @@ fn wait_ready(nl: &mut Netlink, index: u32, name: &str) -> anyhow::Result<()> {
 
 /// `dnetctl attach`. On error nothing it made is left behind; the error names the step.
 pub fn attach(o: &AttachOptions) -> anyhow::Result<Attached> {
-    let c = resolve_container(&o.container).map_err(|e| anyhow!("attach {}: {e}", o.container))?;
-    attach_resolved(&c, o).map_err(|e| anyhow!("attach {}: {e}", o.container))
+    let c =
+        resolve_container(&o.container).map_err(|e| anyhow!("attach {}: {e:#}", o.container))?;
+    attach_resolved(&c, o).map_err(|e| anyhow!("attach {}: {e:#}", o.container))
 }
 
 fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached> {
@@ -437,10 +441,10 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
         || ctl::stats(&o.socket, SWITCH_TIMEOUT),
     )
     .map_err(|e| {
-        if e.to_string().contains("dnet-switch running") {
+        if format!("{e:#}").contains("dnet-switch running") {
             e // the client's message already says what to check
         } else {
-            anyhow!("{e} (is dnet-switch running? pass its --control-socket as --socket)")
+            anyhow!("{e:#} (is dnet-switch running? pass its --control-socket as --socket)")
         }
     })?;
     let mtu = o.mtu.unwrap_or(stats.mtu);
@@ -564,13 +568,13 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
             &format!("probing {} across the overlay (RFC 5227 ARP probe)", o.addr),
             || match arp.probe(mac, o.addr) {
                 Ok(None) => Ok(()),
-                Ok(Some(other)) => Err(format!(
+                Ok(Some(other)) => Err(anyhow!(
                     "{} is already in use: {} answered the probe (choose another address, \
                      or stop the station that has it)",
                     o.addr,
                     format_mac(&other)
                 )),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.into()),
             },
         )?;
     }
@@ -618,7 +622,7 @@ pub struct Detached {
 /// `dnetctl detach`: deletes the veth that attach made as `ifname` in the container (its host
 /// end goes with it, and with it the address and route). Refuses interfaces attach did not make.
 pub fn detach(container: &str, ifname: &str) -> anyhow::Result<Detached> {
-    let ctx = |e: anyhow::Error| anyhow!("detach {container}: {e}");
+    let ctx = |e: anyhow::Error| anyhow!("detach {container}: {e:#}");
     let c = resolve_container(container).map_err(ctx)?;
     detach_resolved(&c, ifname).map_err(ctx)
 }

@@ -209,7 +209,11 @@ fn demo(a: &DemoArgs, bin: PathBuf, handle: TeardownHandle) -> anyhow::Result<()
     for (h, sw) in [(&ha, &sa), (&hb, &sb)] {
         match sw.terminate(Duration::from_secs(5)) {
             Ok(st) => println!("  dnet-switch on host {} exited: {st}", h.letter),
-            Err(e) => println!("  dnet-switch on host {}: {e} (will be killed)", h.letter),
+            Err(e) => println!(
+                "  dnet-switch on host {}: {} (will be killed)",
+                h.letter,
+                dnet::error_chain::format(&e)
+            ),
         }
     }
     let names = tb.namespaces();

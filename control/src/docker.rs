@@ -36,7 +36,7 @@ pub struct Container {
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     /// Nothing answers on the socket.
-    #[error("no Docker engine answers on {path}: {source}")]
+    #[error("no Docker engine answers on {path} (is dockerd running? DOCKER_HOST=unix://PATH names another socket)")]
     NoEngine {
         /// The socket tried.
         path: PathBuf,

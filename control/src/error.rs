@@ -23,7 +23,7 @@ pub enum Error {
         stderr: String,
     },
     /// An external command could not be started at all.
-    #[error("cannot run `{cmd}`: {source} (is iproute2 installed and are you root?)")]
+    #[error("cannot run `{cmd}` (is iproute2 installed and are you root?)")]
     Spawn {
         /// The command line, space-joined.
         cmd: String,
@@ -31,7 +31,7 @@ pub enum Error {
         source: io::Error,
     },
     /// A file or socket operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -39,7 +39,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Entering a network namespace failed.
-    #[error("cannot enter network namespace {ns}: {source}")]
+    #[error("cannot enter network namespace {ns}")]
     Netns {
         /// Namespace name (under /run/netns).
         ns: String,
@@ -132,6 +132,60 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages of `e` and its causes, outermost first.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(c) = next {
+            out.push(c.to_string());
+            next = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn every_cause_is_printed_once() {
+        let errno = || io::Error::from_raw_os_error(libc::ENOENT);
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(Error::Spawn {
+                cmd: "ip link".into(),
+                source: errno(),
+            }),
+            Box::new(Error::io("reading /run/x.log", errno())),
+            Box::new(Error::Netns {
+                ns: "dnet-h0".into(),
+                source: errno(),
+            }),
+            Box::new(Error::Control(crate::ctl::ClientError::Connect {
+                path: "/run/dnet/dnet0.sock".into(),
+                source: errno(),
+            })),
+            Box::new(crate::docker::DockerError::NoEngine {
+                path: "/var/run/docker.sock".into(),
+                source: errno(),
+            }),
+        ];
+        for e in errors {
+            let msgs = chain(e.as_ref());
+            for (i, m) in msgs.iter().enumerate() {
+                for later in &msgs[i + 1..] {
+                    assert!(!m.contains(later.as_str()), "{m:?} repeats {later:?}");
+                }
+            }
+            let line = msgs.join(": ");
+            assert_eq!(
+                line.matches("No such file or directory").count(),
+                1,
+                "{line}"
+            );
         }
     }
 }

@@ -64,25 +64,8 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dnetctl: error: {}", error_chain(&e));
+            eprintln!("dnetctl: error: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes joined by ": ", skipping a cause whose text the message already
-/// includes (several error types here embed their source in their own message).
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let c = cause.to_string();
-        if msg.contains(&c) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&c);
-    }
-    msg
 }

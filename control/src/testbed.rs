@@ -193,7 +193,7 @@ impl Resources {
         }
         for ns in self.namespaces.drain(..).rev() {
             if let Err(e) = ip(&["netns", "del", &ns]) {
-                eprintln!("testbed: {e}");
+                eprintln!("testbed: {}", dnet::error_chain::format(&e));
             }
         }
         if let Some(dir) = self.dir.take() {
@@ -351,7 +351,7 @@ impl Switch {
             }
             let last = match ctl::stats(&self.socket, Duration::from_millis(500)) {
                 Ok(s) => return Ok(s),
-                Err(e) => e.to_string(),
+                Err(e) => dnet::error_chain::format(&e),
             };
             if Instant::now() >= deadline {
                 return Err(Error::SwitchNotReady {

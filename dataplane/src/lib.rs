@@ -16,9 +16,9 @@
 #![deny(unsafe_code)]
 
 pub mod config;
-pub mod config_file;
 pub mod control;
 pub mod datapath;
+pub mod error_chain;
 pub mod io;
 pub mod offload;
 pub mod switch;

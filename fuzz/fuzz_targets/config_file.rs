@@ -1,8 +1,8 @@
-//! The `--config` TOML file: `config_file::parse` on any text never panics, and a refusal
+//! The `--config` TOML file: `config::file::parse` on any text never panics, and a refusal
 //! names a line of the text.
 #![no_main]
 
-use dnet::config_file::{parse, ConfigFileError};
+use dnet::config::file::{parse, FileError};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match parse(Path::new("fuzz.toml"), text) {
         Ok(_) => {}
-        Err(ConfigFileError::Invalid { line, .. } | ConfigFileError::UnknownKey { line, .. }) => {
+        Err(FileError::Invalid { line, .. } | FileError::UnknownKey { line, .. }) => {
             assert!(
                 line >= 1 && line <= text.matches('\n').count() + 1,
                 "line {line} of a {}-line text",

@@ -12,7 +12,9 @@ pub use proto::{
     ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
     PortKind, PortStats, Request, Response, Show, Stats, StpInfo,
 };
-pub use server::{ControlServer, PeerOrigin, ServerError, SwitchInfo, SwitchSettings};
+pub use server::{
+    ControlServer, PeerChangeError, PeerOrigin, ServerError, SwitchInfo, SwitchSettings,
+};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -23,7 +25,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached (switch not running, wrong path, permissions).
-    #[error("cannot connect to control socket {path}: {source} (is dnet-switch running with --control-socket {path}?)")]
+    #[error("cannot connect to control socket {path} (is dnet-switch running with --control-socket {path}?)")]
     Connect {
         /// Socket path tried.
         path: String,
@@ -31,7 +33,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// Reading or writing the socket failed.
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Io {
         /// Socket path.
         path: String,
@@ -39,7 +41,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The reply was not valid JSON of the expected shape.
-    #[error("control socket {path}: malformed reply: {source}")]
+    #[error("control socket {path}: malformed reply")]
     Decode {
         /// Socket path.
         path: String,

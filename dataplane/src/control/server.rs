@@ -6,8 +6,10 @@ use super::proto::{
     ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
     PortKind as WirePortKind, PortStats, Request, Response, Show, Stats,
 };
+use crate::config::{self, Input, Origin, PeerError, Sourced, SystemHost};
+use crate::error_chain;
 use crate::io::gre_socket::OuterOptions;
-use crate::io::{netdev, DataplaneControl};
+use crate::io::{ControlError, DataplaneControl};
 use crate::switch::tunnel::GreOptions;
 use crate::switch::{Counters, DropReason, Event, PortId, PortKind};
 use std::collections::HashMap;
@@ -31,13 +33,24 @@ pub enum ServerError {
     #[error("control socket {0} is in use by a running dnet-switch: stop it or pass another --control-socket")]
     InUse(String),
     /// Creating the directory or socket failed.
-    #[error("cannot create control socket {path}: {source}")]
+    #[error("cannot create control socket {path} (choose another --control-socket)")]
     Create {
         /// Path.
         path: String,
         /// errno.
         source: io::Error,
     },
+}
+
+/// Why a peer could not be added at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerChangeError {
+    /// The address cannot be a peer.
+    #[error(transparent)]
+    Check(#[from] PeerError),
+    /// The data path refused it (port table full, or added meanwhile).
+    #[error(transparent)]
+    Dataplane(#[from] ControlError),
 }
 
 /// Where a peer came from; SIGHUP only adds and removes `Config` peers.
@@ -49,6 +62,16 @@ pub enum PeerOrigin {
     Config,
     /// `dnetctl peer add`.
     Runtime,
+}
+
+impl From<&Origin> for PeerOrigin {
+    fn from(o: &Origin) -> Self {
+        match o {
+            Origin::Flag => PeerOrigin::Flag,
+            Origin::File { .. } => PeerOrigin::Config,
+            Origin::Runtime => PeerOrigin::Runtime,
+        }
+    }
 }
 
 impl PeerOrigin {
@@ -196,59 +219,29 @@ impl SwitchInfo {
             .clone()
     }
 
-    /// Checks that `addr` can be a peer (unicast, not ours, routed) and returns warnings about
-    /// the route (another source address, a path MTU too small for the TAP MTU).
-    fn check_new_peer(&self, addr: Ipv4Addr) -> Result<Vec<String>, String> {
-        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback()
-        {
-            return Err(format!("peer {addr} is not a unicast host address"));
-        }
-        let locals = netdev::local_addrs().map_err(|e| format!("reading local addresses: {e}"))?;
-        if locals.contains(&addr) {
-            return Err(format!(
-                "peer {addr} is an address of this host: give another host's underlay address"
-            ));
-        }
-        let (src, path_mtu) = netdev::route_to(addr)
-            .map_err(|e| format!("no route to peer {addr}: {e} (check the underlay routes)"))?;
-        let mut warnings = Vec::new();
-        if src != self.local {
-            warnings.push(format!(
-                "the route to {addr} leaves from {src}, not from the switch's underlay address {}: {addr} must accept GRE from {}",
-                self.local, self.local
-            ));
-        }
-        let fits = crate::config::tap_mtu_for(path_mtu, &self.settings.gre);
-        if fits < i64::from(self.mtu) {
-            warnings.push(format!(
-                "the path MTU to {addr} is {path_mtu}, which fits frames of at most {fits} bytes, below the TAP MTU {}: larger frames to {addr} will be {}",
-                self.mtu,
-                if self.settings.outer.map_or(true, |o| o.df) {
-                    "dropped (too_big)"
-                } else {
-                    "fragmented"
-                }
-            ));
-        }
-        Ok(warnings)
-    }
-
-    /// Adds a tunnel to `addr` at run time, remembering where it came from. Returns its port
-    /// id and warnings (logged here too).
+    /// Adds a tunnel to `peer` at run time, after the same check as `--peer` at start
+    /// ([`config::check_peer`]). Returns its port id and warnings about the route (logged
+    /// here too).
     pub fn add_peer(
         &self,
-        addr: Ipv4Addr,
-        origin: PeerOrigin,
-    ) -> Result<(PortId, Vec<String>), String> {
-        if self
+        peer: &Sourced<Ipv4Addr>,
+    ) -> Result<(PortId, Vec<String>), PeerChangeError> {
+        let addr = peer.value;
+        let configured: Vec<Ipv4Addr> = self
             .dataplane
             .ports()
-            .contains(&Some(PortKind::Tunnel(addr)))
-        {
-            return Err(crate::io::ControlError::PeerExists(addr).to_string());
-        }
-        let warnings = self.check_new_peer(addr)?;
-        let id = self.dataplane.add_peer(addr).map_err(|e| e.to_string())?;
+            .into_iter()
+            .filter_map(|k| match k {
+                Some(PortKind::Tunnel(a)) => Some(a),
+                _ => None,
+            })
+            .collect();
+        let route = config::check_peer(peer, &configured, &SystemHost)?;
+        let df = self.settings.outer.map_or(true, |o| o.df);
+        let warnings =
+            config::peer::route_warnings(addr, route, self.local, self.mtu, &self.settings.gre, df);
+        let id = self.dataplane.add_peer(addr)?;
+        let origin = PeerOrigin::from(&peer.input.origin);
         self.origins
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -281,35 +274,37 @@ impl SwitchInfo {
         Ok(id)
     }
 
-    /// Makes the configuration file's peers `wanted` current: adds those not configured,
-    /// adopts runtime peers it now lists, and removes file peers it no longer lists. Peers
-    /// from flags are left alone. Returns (added, removed, errors).
+    /// Makes the configuration file's peers `wanted` current: adds those not configured
+    /// (checked as at start, each error naming its line), adopts runtime peers it now lists,
+    /// and removes file peers it no longer lists. Peers from flags are left alone. Returns
+    /// (added, removed, errors).
     pub fn apply_config_peers(
         &self,
-        wanted: &[Ipv4Addr],
+        wanted: &[Sourced<Ipv4Addr>],
     ) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>, Vec<String>) {
         let (mut added, mut removed, mut errors) = (Vec::new(), Vec::new(), Vec::new());
         let origins = self.peer_origins();
         for p in wanted {
-            match origins.get(p) {
+            match origins.get(&p.value) {
                 Some(PeerOrigin::Flag | PeerOrigin::Config) => {}
                 Some(PeerOrigin::Runtime) => {
                     self.origins
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(*p, PeerOrigin::Config);
+                        .insert(p.value, PeerOrigin::Config);
                 }
-                None => match self.add_peer(*p, PeerOrigin::Config) {
-                    Ok(_) => added.push(*p),
-                    Err(e) => errors.push(format!("peer {p}: {e}")),
+                None => match self.add_peer(p) {
+                    Ok(_) => added.push(p.value),
+                    Err(e) => errors.push(error_chain::format(&e)),
                 },
             }
         }
         for (p, o) in origins {
-            if o == PeerOrigin::Config && !wanted.contains(&p) {
+            if o == PeerOrigin::Config && !wanted.iter().any(|w| w.value == p) {
                 match self.remove_peer(p) {
                     Ok(_) => removed.push(p),
-                    Err(e) => errors.push(format!("peer {p}: {e}")),
+                    // The message names the peer.
+                    Err(e) => errors.push(e),
                 }
             }
         }
@@ -575,14 +570,20 @@ impl SwitchInfo {
                     Err(e) => err(e.to_string()),
                 }
             }
-            Request::PeerAdd { addr } => match self.add_peer(*addr, PeerOrigin::Runtime) {
-                Ok((_, warnings)) => Response::PeerAdded {
-                    addr: *addr,
-                    port: format!("gre-{addr}"),
-                    warnings,
-                },
-                Err(e) => err(e),
-            },
+            Request::PeerAdd { addr } => {
+                let peer = Sourced {
+                    value: *addr,
+                    input: Input::runtime("peer", addr),
+                };
+                match self.add_peer(&peer) {
+                    Ok((_, warnings)) => Response::PeerAdded {
+                        addr: *addr,
+                        port: format!("gre-{addr}"),
+                        warnings,
+                    },
+                    Err(e) => err(error_chain::format(&e)),
+                }
+            }
             Request::PeerDel { addr } => match self.remove_peer(*addr) {
                 Ok(_) => Response::PeerRemoved {
                     addr: *addr,

@@ -23,7 +23,7 @@ pub enum SocketError {
     #[error("opening a raw GRE socket needs root or CAP_NET_RAW: run dnet-switch as root")]
     NotPermitted,
     /// `--local` is not an address of this host.
-    #[error("cannot bind the GRE socket to {addr}: {source} (is --local {addr} an address of this host?)")]
+    #[error("cannot bind the GRE socket to {addr} (is --local {addr} an address of this host?)")]
     Bind {
         /// Address.
         addr: Ipv4Addr,
@@ -31,7 +31,7 @@ pub enum SocketError {
         source: io::Error,
     },
     /// Another step failed.
-    #[error("GRE socket: {op}: {source}")]
+    #[error("GRE socket: {op}")]
     Option {
         /// Step.
         op: &'static str,

@@ -68,7 +68,7 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-/// A running data path. Dropping it without [`Dataplane::stop`] leaves threads running.
+/// A running data path. Dropping it stops the workers ([`Dataplane::stop`]).
 pub struct Dataplane {
     /// The TAP's actual name.
     pub tap: String,
@@ -383,18 +383,25 @@ impl Dataplane {
         self.threads.iter().any(|t| t.is_finished())
     }
 
-    /// Stops the workers and waits for them; closing their queues removes the TAP.
-    pub fn stop(self) {
+    /// Stops the workers and waits for them; closing their queues removes the TAP. Does
+    /// nothing the second time.
+    pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for w in &self.control.wakers {
             let _ = w.wake();
         }
-        for (i, t) in self.threads.into_iter().enumerate() {
+        for (i, t) in self.threads.drain(..).enumerate() {
             match t.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => log::error!("worker {i} failed: {e}"),
                 Err(_) => log::error!("worker {i} panicked"),
             }
         }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

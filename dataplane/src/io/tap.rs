@@ -27,7 +27,7 @@ pub enum TapError {
     #[error(transparent)]
     Name(#[from] netdev::NetdevError),
     /// TUNSETIFF failed.
-    #[error("TUNSETIFF for TAP {name} failed: {source}")]
+    #[error("TUNSETIFF for TAP {name} failed")]
     SetIff {
         /// Device name.
         name: String,

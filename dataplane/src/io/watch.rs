@@ -90,8 +90,9 @@ impl LinkWatch {
                     self.attached = true;
                 }
                 Err(e) => log::warn!(
-                    "bridge {br} re-created but attaching {} failed: {e}",
-                    self.tap
+                    "bridge {br} re-created but attaching {} failed: {}",
+                    self.tap,
+                    crate::error_chain::format(&e)
                 ),
             }
         }

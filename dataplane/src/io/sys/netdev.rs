@@ -16,7 +16,7 @@ pub enum NetdevError {
     #[error("interface {0} not found")]
     NotFound(String),
     /// An ioctl failed.
-    #[error("{op} on {dev} failed: {source}")]
+    #[error("{op} on {dev} failed")]
     Ioctl {
         /// What was attempted.
         op: &'static str,

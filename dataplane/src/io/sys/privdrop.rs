@@ -23,11 +23,8 @@ pub struct User {
 /// Errors of `--user`.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivError {
-    /// No such user.
-    #[error("--user {0}: no such user (see /etc/passwd)")]
-    NoSuchUser(String),
     /// A system call failed.
-    #[error("--user {user}: {what} failed: {source}")]
+    #[error("--user {user}: {what} failed")]
     Syscall {
         /// User.
         user: String,
@@ -56,45 +53,42 @@ pub fn has_net_privileges() -> bool {
     cap & want == want
 }
 
-/// The gid of group `name`, if it exists.
-pub fn group_id(name: &str) -> Option<u32> {
+/// Looks `name` up in the user database (`None`: no such user).
+pub fn lookup_user(name: &str) -> Option<User> {
     let c = CString::new(name).ok()?;
-    let mut gr = libc::group {
-        gr_name: std::ptr::null_mut(),
-        gr_passwd: std::ptr::null_mut(),
-        gr_gid: 0,
-        gr_mem: std::ptr::null_mut(),
-    };
-    let mut buf = vec![0 as libc::c_char; 64 * 1024];
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; getgrnam_r writes the record into `gr`
-    // and its strings into `buf`, and we only read the gid.
-    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
-    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
-}
-
-/// Looks `name` up in the user database.
-pub fn lookup_user(name: &str) -> Result<User, PrivError> {
-    let c = CString::new(name).map_err(|_| PrivError::NoSuchUser(name.to_string()))?;
-    // SAFETY: passwd is a plain C struct of pointers and integers; all-zero is a valid value
-    // that getpwnam_r overwrites.
+    // SAFETY: passwd is a plain C struct of pointers and integers; all-zero is a valid
+    // value, which getpwnam_r overwrites.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the call; buf outlives the use of pw's strings.
     let r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
     if r != 0 || out.is_null() {
-        return Err(PrivError::NoSuchUser(name.to_string()));
+        return None;
     }
     // SAFETY: pw_name points into buf, NUL-terminated, filled in by getpwnam_r.
     let n = unsafe { CStr::from_ptr(pw.pw_name) }
         .to_string_lossy()
         .into_owned();
-    Ok(User {
+    Some(User {
         name: n,
         uid: pw.pw_uid,
         gid: pw.pw_gid,
     })
+}
+
+/// Looks group `name` up in the group database: its gid (`None`: no such group).
+pub fn lookup_group(name: &str) -> Option<libc::gid_t> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: group is a plain C struct of pointers and integers; all-zero is a valid value,
+    // which getgrnam_r overwrites.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the call (only gr_gid, a
+    // plain integer, is read from the result).
+    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
 }
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -176,12 +170,23 @@ mod tests {
     fn looks_up_root_and_refuses_unknown_users() {
         let r = lookup_user("root").expect("root exists");
         assert_eq!((r.uid, r.gid), (0, 0));
-        assert!(matches!(
-            lookup_user("no-such-user-dnet"),
-            Err(PrivError::NoSuchUser(_))
-        ));
-        assert!(lookup_user("bad\0name").is_err());
-        assert_eq!(group_id("root"), Some(0));
-        assert_eq!(group_id("no-such-group-dnet"), None);
+        assert_eq!(lookup_user("no-such-user-dnet"), None);
+        assert_eq!(lookup_user("bad\0name"), None);
+        assert_eq!(lookup_group("root"), Some(0));
+        assert_eq!(lookup_group("no-such-group-dnet"), None);
+    }
+
+    #[test]
+    fn a_failed_call_names_user_and_step_and_prints_errno_once() {
+        let e = PrivError::Syscall {
+            user: "nobody".into(),
+            what: "setresuid",
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        crate::error_chain::assert_causes_once(&e);
+        assert_eq!(
+            crate::error_chain::format(&e),
+            "--user nobody: setresuid failed: Operation not permitted (os error 1)"
+        );
     }
 }

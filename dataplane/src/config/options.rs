@@ -1,0 +1,356 @@
+//! [`Options`]: every setting of `dnet-switch`, declared once. clap reads the struct as flags
+//! (`--stp-priority`), serde as config-file keys (`stp_priority`): both names come from the
+//! field name, so they cannot drift apart. A field is `None` (or empty) where that source did
+//! not give it; [`super::Sources`] layers flags over the file and [`super::Settings`] applies
+//! defaults and validates.
+//!
+//! The two negative flags are the exception to "key = flag with `_`": `--no-offload` and
+//! `--no-loop-guard` set the keys `offload` and `loop_guard` to false, as the README documents.
+//! Adding a setting means adding a field here and reading (and validating) it in
+//! [`super::Settings::new`].
+
+use clap::{Args, Command, ValueEnum};
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// The settings of `dnet-switch`, as flags and as config-file keys. Every field is optional:
+/// defaults live in [`super::Settings`], so that "not given" can be told from "given as the
+/// default" when flags are layered over the file.
+#[derive(Args, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+// A doc comment here would become the about text of the command that flattens this struct.
+#[command(about = None, long_about = None)]
+pub struct Options {
+    /// Underlay address of a peer host (repeat for each; at least one here or in --config).
+    /// Peers form a full mesh: frames from one tunnel are never sent into another (split
+    /// horizon), unless --stp is on.
+    #[arg(long, value_name = "IP")]
+    #[serde(default)]
+    pub peer: Vec<Ipv4Addr>,
+
+    /// Underlay source address [default: the address routing picks for the first peer].
+    #[arg(long, value_name = "IP")]
+    pub local: Option<Ipv4Addr>,
+
+    /// Name of the TAP device to create (fails if it exists) [default: dnet0].
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
+
+    /// Attach the TAP to this existing Linux bridge (e.g. docker0).
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
+
+    /// TAP MTU [default: underlay MTU minus the encapsulation actually emitted: 38 bytes
+    /// without options (1500 → 1462), 4 more each for --key, --csum, --seq]. A larger value
+    /// turns off DF so the kernel fragments outer packets rather than losing them.
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+
+    /// GRE key (32-bit network id, as OVS `options:key`). Packets with another or no key are
+    /// dropped; no key and key 0 are the same network.
+    #[arg(long, value_name = "N")]
+    pub key: Option<u32>,
+
+    /// Add GRE checksums to sent packets (received checksums are always verified).
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub csum: Option<bool>,
+
+    /// Add GRE sequence numbers to sent packets (off by default: Linux peers with `iseq`
+    /// drop reordered packets).
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub seq: Option<bool>,
+
+    /// Outer IPv4 TTL [default: 64].
+    #[arg(long, value_name = "N")]
+    pub ttl: Option<u8>,
+
+    /// Outer IPv4 TOS byte [default: 0].
+    #[arg(long, value_name = "N")]
+    pub tos: Option<u8>,
+
+    /// Worker threads, each with its own TAP queue and GRE socket [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Do not ask the kernel for TCP super-frames and partial checksums on the TAP (by default
+    /// dnet segments and coalesces TCP, and coalesces runs of UDP datagrams, in userspace,
+    /// which moves far fewer packets through the kernel). Key: `offload = false`.
+    #[arg(long = "no-offload", num_args = 0, default_missing_value = "false")]
+    pub offload: Option<bool>,
+
+    /// Log level [default: info].
+    #[arg(long, value_name = "LEVEL", ignore_case = true)]
+    pub log_level: Option<LogLevel>,
+
+    /// Path of the root-only control socket used by dnetctl [default: /run/dnet/<TAP>.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// Also let members of this group use the control socket (it becomes mode 0660).
+    #[arg(long, value_name = "NAME")]
+    pub control_group: Option<String>,
+
+    /// Serve Prometheus metrics (the `dnetctl stats` counters) over HTTP on this address,
+    /// e.g. 127.0.0.1:9464 [default: off].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Flood at most PPS frames per second (broadcast, multicast, unknown unicast) from each
+    /// port; the rest are dropped and counted as flood_limit [default: unlimited].
+    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_limit: Option<u32>,
+
+    /// After setup, switch to this user (and its group), keeping only CAP_NET_ADMIN and
+    /// CAP_NET_RAW [default: stay root].
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Lower the MSS option of TCP SYNs entering the tunnels so segments fit the narrowest
+    /// path MTU (for underlays that drop ICMP) [default: off].
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub clamp_mss: Option<bool>,
+
+    /// Send BFD-like keepalives over every tunnel and show peers as up/down; a dead peer's
+    /// MACs are flushed. Implied by the two options below [default: off].
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub keepalive: Option<bool>,
+
+    /// Keepalive interval in milliseconds [default: 1000 with --keepalive].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
+    pub keepalive_interval: Option<u64>,
+
+    /// Keepalive intervals without any frame from a peer before it is declared down
+    /// [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub keepalive_multiplier: Option<u32>,
+
+    /// Do not block a tunnel whose stations flap with the local port (a loop through the
+    /// local side, e.g. two hosts' bridges joined directly) [default: loop guard on].
+    /// Key: `loop_guard = false`.
+    #[arg(long = "no-loop-guard", num_args = 0, default_missing_value = "false")]
+    pub loop_guard: Option<bool>,
+
+    /// Encapsulation: `gre` (IP protocol 47, RFC 2784/2890, what OVS and Linux gretap speak)
+    /// or `udp` (GRE-in-UDP, RFC 8086: crosses NAT and clouds that drop protocol 47, and lets
+    /// the kernel send and receive 64 KiB batches of segments with UDP GSO/GRO). Every switch
+    /// of the overlay must use the same [default: gre].
+    #[arg(long, value_name = "KIND")]
+    pub encap: Option<Encap>,
+
+    /// UDP port of GRE-in-UDP (--encap udp), on every host [default: 4754, IANA gre-in-udp].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub udp_port: Option<u16>,
+
+    /// Run a rapid spanning tree (802.1D BPDUs, hello 2 s, max age 20 s, forward delay 15 s)
+    /// with the other switches over the tunnels and forward tunnel to tunnel, so the peers
+    /// need not form a full mesh: redundant tunnels are blocked, a lost tunnel is routed
+    /// around in about 6 s. Every switch of the overlay needs it [default: off, split horizon].
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub stp: Option<bool>,
+
+    /// Bridge priority with --stp, a multiple of 4096 from 0 to 61440; the lowest becomes the
+    /// root [default: 32768].
+    #[arg(long, value_name = "N")]
+    pub stp_priority: Option<u16>,
+}
+
+impl Options {
+    /// The flags, as clap builds them (for lookups; the binary flattens [`Options`] into its
+    /// own command).
+    fn command() -> Command {
+        Options::augment_args(Command::new("dnet-switch"))
+    }
+
+    /// Every config-file key, in declaration order: the fields' names.
+    pub fn keys() -> Vec<String> {
+        Options::command()
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect()
+    }
+
+    /// The flag that sets `key` (`--stp-priority` for `stp_priority`, `--no-offload` for
+    /// `offload`), or `None` for a key no flag sets.
+    pub fn flag(key: &str) -> Option<String> {
+        Options::command()
+            .get_arguments()
+            .find(|a| a.get_id() == key)
+            .and_then(|a| a.get_long())
+            .map(|l| format!("--{l}"))
+    }
+}
+
+/// `--log-level`: the levels `log` knows, in any case (as `log::LevelFilter` parses them).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Nothing at all.
+    Off,
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// What was set up, and changes at run time.
+    Info,
+    /// Details for developers.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl From<LogLevel> for log::LevelFilter {
+    fn from(l: LogLevel) -> Self {
+        match l {
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LogLevel::from_str(&s, true).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "log_level {s:?}: use error, warn, info, debug, trace or off"
+            ))
+        })
+    }
+}
+
+/// `--encap`: the tunnel encapsulation.
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// GRE, IP protocol 47 (RFC 2784/2890), what OVS and Linux gretap speak.
+    #[default]
+    Gre,
+    /// GRE-in-UDP (RFC 8086).
+    Udp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    /// A command holding just the options, as the binary flattens them.
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    fn flags(args: &[&str]) -> Result<Options, clap::Error> {
+        let m = Options::command()
+            .try_get_matches_from(std::iter::once("dnet-switch").chain(args.iter().copied()))?;
+        Options::from_arg_matches(&m)
+    }
+
+    /// The names serde derives for [`Options`]: a deserializer that records the field list
+    /// the derive hands to `deserialize_struct`.
+    fn serde_fields() -> Vec<String> {
+        struct Fields(Vec<String>);
+        #[derive(Debug)]
+        struct Stop;
+        impl std::fmt::Display for Stop {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("stop")
+            }
+        }
+        impl std::error::Error for Stop {}
+        impl serde::de::Error for Stop {
+            fn custom<T: std::fmt::Display>(_: T) -> Self {
+                Stop
+            }
+        }
+        impl<'de> serde::Deserializer<'de> for &mut Fields {
+            type Error = Stop;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+                Err(Stop)
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Stop> {
+                self.0 = fields.iter().map(|f| f.to_string()).collect();
+                Err(Stop)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut f = Fields(Vec::new());
+        let _ = Options::deserialize(&mut f);
+        f.0
+    }
+
+    #[test]
+    fn keys_are_the_flags_names() {
+        let keys = Options::keys();
+        assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
+        assert_eq!(keys.len(), 27);
+        for k in &keys {
+            let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
+            let expect = match k.as_str() {
+                "offload" | "loop_guard" => format!("--no-{}", k.replace('_', "-")),
+                _ => format!("--{}", k.replace('_', "-")),
+            };
+            assert_eq!(flag, expect);
+        }
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn absent_flags_are_none_and_toggles_set_their_value() {
+        assert_eq!(flags(&[]).unwrap(), Options::default());
+        let o = flags(&["--csum", "--no-offload", "--no-loop-guard", "--stp"]).unwrap();
+        assert_eq!(
+            (o.csum, o.offload, o.loop_guard, o.stp, o.seq),
+            (Some(true), Some(false), Some(false), Some(true), None)
+        );
+        // A toggle takes no value, and is given at most once, as before.
+        assert!(flags(&["--csum=false"]).is_err());
+        assert!(flags(&["--csum", "--csum"]).is_err());
+        let o = flags(&[
+            "--peer",
+            "10.0.0.2",
+            "--peer",
+            "10.0.0.3",
+            "--log-level",
+            "DEBUG",
+        ])
+        .unwrap();
+        assert_eq!(o.peer.len(), 2);
+        assert_eq!(o.log_level, Some(LogLevel::Debug));
+    }
+
+    #[test]
+    fn flag_values_keep_their_ranges() {
+        for bad in [
+            &["--flood-limit", "0"][..],
+            &["--keepalive-interval", "9"],
+            &["--keepalive-multiplier", "0"],
+            &["--keepalive-multiplier", "256"],
+            &["--udp-port", "0"],
+            &["--ttl", "256"],
+            &["--encap", "vxlan"],
+            &["--log-level", "loud"],
+        ] {
+            assert!(flags(bad).is_err(), "{bad:?} accepted");
+        }
+        let o = flags(&["--encap", "udp", "--log-level", "off"]).unwrap();
+        assert_eq!(
+            (o.encap, o.log_level),
+            (Some(Encap::Udp), Some(LogLevel::Off))
+        );
+    }
+}

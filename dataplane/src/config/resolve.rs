@@ -1,0 +1,350 @@
+//! Turning [`Settings`] into a [`DataplaneConfig`] on this host: the underlay source address
+//! and MTU come from the routing table, the TAP MTU from the header actually emitted, and
+//! every peer passes [`check_peer`]. Every refusal names the input and the fix.
+
+use super::host::Host;
+use super::input::Input;
+use super::peer::{check_peer, PeerError};
+use super::settings::{tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
+use crate::io::gre_socket::OuterOptions;
+use crate::io::DataplaneConfig;
+use crate::switch;
+use crate::wire::ethernet;
+use std::net::Ipv4Addr;
+
+/// A setting this host cannot carry out, with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Missing privileges.
+    #[error("dnet-switch needs root (or CAP_NET_ADMIN and CAP_NET_RAW) to create a TAP and raw GRE sockets: run it with sudo")]
+    NotPermitted,
+    /// A peer that cannot be one.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// `local` is not configured here.
+    #[error("{0}: not an address of this host (see `ip -4 addr`)")]
+    LocalNotFound(Input),
+    /// Reading this host's addresses failed.
+    #[error("cannot read this host's addresses to check {input}")]
+    Addresses {
+        /// The setting being checked.
+        input: Input,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The underlay leaves too little room for a TAP MTU.
+    #[error("the underlay MTU {underlay_mtu} leaves a TAP MTU of {fits} after {overhead} bytes of encapsulation, below the minimum {MIN_MTU}: raise the underlay MTU")]
+    UnderlayMtuTooSmall {
+        /// Smallest path MTU towards the peers.
+        underlay_mtu: u32,
+        /// What would be left for frames.
+        fits: i64,
+        /// Encapsulation bytes.
+        overhead: u32,
+    },
+    /// The bridge does not exist.
+    #[error("{0}: not found: create it (ip link add {name} type bridge) or fix the bridge name", name = .0.value.trim_matches('"'))]
+    BridgeNotFound(Input),
+    /// The bridge is not a Linux bridge.
+    #[error("{0}: not a Linux bridge: give a bridge (ip -d link show type bridge)")]
+    NotABridge(Input),
+}
+
+/// Does this process hold CAP_NET_ADMIN and CAP_NET_RAW (root has them)?
+pub fn check_privileges() -> Result<(), ResolveError> {
+    if crate::privdrop::has_net_privileges() {
+        Ok(())
+    } else {
+        Err(ResolveError::NotPermitted)
+    }
+}
+
+/// What [`resolve`] decided: the data path's configuration, and the numbers behind it for
+/// the startup log.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The data path configuration.
+    pub dataplane: DataplaneConfig,
+    /// Underlay path MTU towards the peers (smallest).
+    pub underlay_mtu: u32,
+    /// Bytes added per frame: outer IPv4 + GRE + inner Ethernet.
+    pub overhead: u32,
+    /// Warnings worth logging.
+    pub warnings: Vec<String>,
+}
+
+/// Checks `s` against `host` and derives the data path configuration.
+pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> {
+    let workers = s
+        .workers
+        .unwrap_or_else(|| host.cores().clamp(1, MAX_WORKERS));
+    if let Some(b) = &s.bridge {
+        if !host.link_exists(&b.value) {
+            return Err(ResolveError::BridgeNotFound(b.input.clone()));
+        }
+        if !host.is_bridge(&b.value) {
+            return Err(ResolveError::NotABridge(b.input.clone()));
+        }
+    }
+    if let Some(l) = &s.local {
+        let locals = host
+            .local_addrs()
+            .map_err(|source| ResolveError::Addresses {
+                input: l.input.clone(),
+                source,
+            })?;
+        if !locals.contains(&l.value) {
+            return Err(ResolveError::LocalNotFound(l.input.clone()));
+        }
+    }
+    let mut underlay_mtu = u32::MAX;
+    let mut routed_src = None;
+    let mut peers: Vec<Ipv4Addr> = Vec::with_capacity(s.peers.len());
+    for p in &s.peers {
+        let route = check_peer(p, &peers, host)?;
+        routed_src.get_or_insert(route.source);
+        underlay_mtu = underlay_mtu.min(route.path_mtu);
+        peers.push(p.value);
+    }
+    let local = s
+        .local
+        .as_ref()
+        .map(|l| l.value)
+        .or(routed_src)
+        .expect("Settings has at least one peer, and it was routed");
+
+    let overhead = (s.gre.overhead() + ethernet::HEADER_LEN) as u32;
+    let fits = tap_mtu_for(underlay_mtu, &s.gre);
+    let mut warnings = Vec::new();
+    let mut df = true;
+    let mtu = match &s.mtu {
+        None if fits < i64::from(MIN_MTU) => {
+            return Err(ResolveError::UnderlayMtuTooSmall {
+                underlay_mtu,
+                fits,
+                overhead,
+            })
+        }
+        None => fits as u32,
+        Some(m) => {
+            if i64::from(m.value) > fits {
+                // Never black-hole: without DF the kernel fragments the outer packet.
+                df = false;
+                warnings.push(format!(
+                    "{}: exceeds the {fits} that fits the underlay MTU {underlay_mtu} ({overhead} bytes of encapsulation): outer packets will be fragmented (DF off); raise the underlay MTU to {} to avoid that",
+                    m.input,
+                    i64::from(m.value) + i64::from(overhead)
+                ));
+            }
+            m.value
+        }
+    };
+    let core = switch::Config {
+        max_frame: mtu as usize + ethernet::TAGGED_HEADER_LEN,
+        // Each worker floods from its own core: split the budget between them.
+        flood_limit_pps: s.flood_limit.map(|pps| pps.div_ceil(workers as u32)),
+        clamp_mss: s.clamp_mss,
+        liveness: s.liveness,
+        loop_guard: s.loop_guard,
+        stp: s.stp,
+        // With the tree, not split horizon, keeping tunnel-to-tunnel forwarding loop-free.
+        split_horizon: s.stp.is_none(),
+        ..switch::Config::default()
+    };
+    let dataplane = DataplaneConfig {
+        tap: s.tap.clone(),
+        bridge: s.bridge.as_ref().map(|b| b.value.clone()),
+        mtu,
+        local,
+        peers,
+        gre: s.gre,
+        outer: OuterOptions {
+            ttl: s.ttl,
+            tos: s.tos,
+            df,
+        },
+        workers,
+        core,
+        offload: s.offload,
+    };
+    Ok(Resolved {
+        dataplane,
+        underlay_mtu,
+        overhead,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::host::fake::FakeHost;
+    use super::super::options::Options;
+    use super::super::sources::Sources;
+    use super::*;
+    use crate::error_chain;
+    use crate::switch::tunnel::GreOptions;
+
+    fn settings(o: Options) -> Settings {
+        let peer = if o.peer.is_empty() {
+            vec![Ipv4Addr::new(10, 200, 0, 2)]
+        } else {
+            o.peer.clone()
+        };
+        Settings::new(&Sources {
+            flags: Options { peer, ..o },
+            file: None,
+        })
+        .unwrap()
+    }
+
+    fn refusal(o: Options, host: &FakeHost) -> String {
+        let e = resolve(&settings(o), host).unwrap_err();
+        error_chain::assert_causes_once(&e);
+        error_chain::format(&e)
+    }
+
+    #[test]
+    fn tap_mtu_follows_emitted_header() {
+        let none = GreOptions::default();
+        assert_eq!(tap_mtu_for(1500, &none), 1462);
+        let key = GreOptions {
+            key: Some(42),
+            ..none
+        };
+        assert_eq!(tap_mtu_for(1500, &key), 1458);
+        assert_eq!(tap_mtu_for(1542, &key), 1500);
+        let all = GreOptions {
+            key: Some(1),
+            csum: true,
+            seq: true,
+            udp_port: None,
+        };
+        assert_eq!(tap_mtu_for(1500, &all), 1450);
+        let udp = GreOptions {
+            udp_port: Some(4754),
+            ..none
+        };
+        assert_eq!(tap_mtu_for(1500, &udp), 1454);
+    }
+
+    #[test]
+    fn resolves_from_the_routes() {
+        let host = FakeHost::new();
+        let r = resolve(
+            &settings(Options {
+                peer: vec![Ipv4Addr::new(10, 200, 0, 2), Ipv4Addr::new(10, 200, 0, 3)],
+                key: Some(1),
+                flood_limit: Some(1001),
+                stp: Some(true),
+                bridge: Some("br0".into()),
+                ..Options::default()
+            }),
+            &host,
+        )
+        .unwrap();
+        let d = &r.dataplane;
+        assert_eq!(d.local, Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!((d.mtu, r.underlay_mtu, r.overhead), (1458, 1500, 42));
+        assert_eq!(d.workers, 2);
+        assert_eq!(d.core.flood_limit_pps, Some(501));
+        assert!(d.core.stp.is_some() && !d.core.split_horizon && d.core.loop_guard);
+        assert!(d.outer.df && r.warnings.is_empty());
+        assert_eq!(d.bridge.as_deref(), Some("br0"));
+        // Too big an MTU fragments rather than black-holes, and says so.
+        let r = resolve(
+            &settings(Options {
+                mtu: Some(1500),
+                ..Options::default()
+            }),
+            &host,
+        )
+        .unwrap();
+        assert!(!r.dataplane.outer.df);
+        assert!(
+            r.warnings[0].starts_with("--mtu 1500: exceeds the 1462"),
+            "{:?}",
+            r.warnings
+        );
+        // More cores than workers allowed: the default stops at the most allowed.
+        let many = FakeHost {
+            cores: 200,
+            ..FakeHost::new()
+        };
+        assert_eq!(
+            resolve(&settings(Options::default()), &many)
+                .unwrap()
+                .dataplane
+                .workers,
+            64
+        );
+    }
+
+    #[test]
+    fn every_refusal_names_the_input_and_the_fix() {
+        let host = FakeHost::new();
+        let p = |a: u8| Ipv4Addr::new(10, 200, 0, a);
+        for (o, want) in [
+            (Options { peer: vec![p(2), p(2)], ..Options::default() }, "--peer 10.200.0.2: already configured"),
+            (Options { peer: vec![Ipv4Addr::LOCALHOST], ..Options::default() }, "--peer 127.0.0.1: a loopback address"),
+            (Options { peer: vec![p(1)], ..Options::default() }, "--peer 10.200.0.1: an address of this host: give another host's underlay address"),
+            (Options { peer: vec![p(2), Ipv4Addr::new(10, 9, 0, 1)], ..Options::default() }, "--peer 10.9.0.1: no route to it (check the underlay routes): Network is unreachable"),
+            (Options { local: Some(p(7)), ..Options::default() }, "--local 10.200.0.7: not an address of this host (see `ip -4 addr`)"),
+            (Options { bridge: Some("nosuchbr0".into()), ..Options::default() }, "--bridge nosuchbr0: not found: create it (ip link add nosuchbr0 type bridge) or fix the bridge name"),
+            (Options { bridge: Some("eth0".into()), ..Options::default() }, "--bridge eth0: not a Linux bridge"),
+        ] {
+            let got = refusal(o, &host);
+            assert!(got.starts_with(want), "{got:?} does not start with {want:?}");
+        }
+        let blind = FakeHost {
+            addrs_fail: true,
+            ..FakeHost::new()
+        };
+        let got = refusal(Options::default(), &blind);
+        assert_eq!(
+            got,
+            "cannot read this host's addresses to check --peer 10.200.0.2: Cannot allocate memory (os error 12)"
+        );
+        let got = refusal(
+            Options {
+                local: Some(p(1)),
+                ..Options::default()
+            },
+            &blind,
+        );
+        assert!(
+            got.starts_with(
+                "cannot read this host's addresses to check --local 10.200.0.1: Cannot allocate"
+            ),
+            "{got}"
+        );
+        let narrow = FakeHost {
+            routes: vec![(p(2), p(1), 600)],
+            ..FakeHost::new()
+        };
+        let got = refusal(Options::default(), &narrow);
+        assert!(
+            got.starts_with("the underlay MTU 600 leaves a TAP MTU of 562 after 38 bytes of encapsulation, below the minimum 576: raise the underlay MTU"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn a_file_bridge_is_named_with_its_line() {
+        let s = Settings::new(&Sources {
+            flags: Options::default(),
+            file: Some(
+                super::super::file::parse(
+                    std::path::Path::new("/etc/dnet.toml"),
+                    "peer = [\"10.200.0.2\"]\nbridge = \"docker1\"\n",
+                )
+                .unwrap(),
+            ),
+        })
+        .unwrap();
+        let e = resolve(&s, &FakeHost::new()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config file /etc/dnet.toml, line 2: bridge = \"docker1\": not found: create it (ip link add docker1 type bridge) or fix the bridge name"
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! [`Settings`]: the options from every source, with defaults applied and validated. Nothing
+//! here looks at the network (that is [`super::resolve`]); users and groups are looked up,
+//! since a name that does not exist is a typo in the settings.
+
+use super::input::{Input, Sourced};
+use super::options::Encap;
+use super::sources::{get, Sources};
+use crate::privdrop::{self, User};
+use crate::switch::tunnel::GreOptions;
+use crate::switch::{liveness, stp};
+use crate::wire::ethernet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::switch::tunnel::GRE_IN_UDP_PORT;
+
+/// A group allowed to use the control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// Its name.
+    pub name: String,
+    /// Its id.
+    pub gid: u32,
+}
+
+/// Everything `dnet-switch` was asked to do, validated; what is still unknown depends on the
+/// host (routes, addresses) and is settled by [`super::resolve`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Peers: the flags' first, then the file's, each once, with where each was given.
+    pub peers: Vec<Sourced<Ipv4Addr>>,
+    /// Underlay source address; `None`: the one routing picks for the first peer.
+    pub local: Option<Sourced<Ipv4Addr>>,
+    /// TAP name (may hold a `%d` template).
+    pub tap: String,
+    /// Bridge to attach the TAP to.
+    pub bridge: Option<Sourced<String>>,
+    /// TAP MTU, checked against the encapsulation; `None`: underlay MTU − overhead.
+    pub mtu: Option<Sourced<u32>>,
+    /// Encapsulation, key, checksums and sequence numbers.
+    pub gre: GreOptions,
+    /// Outer TTL (1..=255).
+    pub ttl: u8,
+    /// Outer TOS.
+    pub tos: u8,
+    /// Worker threads (1..=64); `None`: one per core.
+    pub workers: Option<usize>,
+    /// TAP offloads.
+    pub offload: bool,
+    /// Log level.
+    pub log_level: log::LevelFilter,
+    /// Control socket path; `None`: `/run/dnet/<TAP>.sock` once the TAP's name is known.
+    pub control_socket: Option<PathBuf>,
+    /// A group that may use the control socket besides root.
+    pub control_group: Option<Group>,
+    /// Prometheus endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// Floods per second per port, for the whole switch (split between the workers).
+    pub flood_limit: Option<u32>,
+    /// User to become after setup.
+    pub user: Option<User>,
+    /// Lower the MSS of TCP SYNs entering the tunnels.
+    pub clamp_mss: bool,
+    /// Keepalives (interval 0: off).
+    pub liveness: liveness::Config,
+    /// Block a tunnel whose stations flap with the local port.
+    pub loop_guard: bool,
+    /// The spanning tree, if on.
+    pub stp: Option<stp::Config>,
+    /// The config file, if any (for `dnetctl show` and SIGHUP).
+    pub config_file: Option<PathBuf>,
+}
+
+/// Workers at most.
+pub const MAX_WORKERS: usize = 64;
+
+/// Smallest TAP MTU accepted: the IPv4 minimum reassembly size every host must accept.
+pub const MIN_MTU: u32 = 576;
+
+/// The TAP MTU for an underlay MTU, given the GRE options: underlay − IPv4 − GRE − Ethernet.
+pub fn tap_mtu_for(underlay_mtu: u32, gre: &GreOptions) -> i64 {
+    i64::from(underlay_mtu) - (gre.overhead() + ethernet::HEADER_LEN) as i64
+}
+
+/// A setting that cannot work, naming it (flag, or file and line) and the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    /// No peers.
+    #[error(
+        "no peer given: pass --peer IP for each other host (or peer = [...] in --config FILE)"
+    )]
+    NoPeers,
+    /// TTL 0.
+    #[error("{0}: would drop every packet at the first hop: use 1 to 255")]
+    Ttl(Input),
+    /// Workers out of range.
+    #[error("{0}: out of range: use 1 to {MAX_WORKERS} worker threads")]
+    Workers(Input),
+    /// TAP MTU below the IPv4 minimum.
+    #[error("{0}: below the minimum {MIN_MTU}: use {MIN_MTU} or more, or leave it out to derive it from the underlay MTU")]
+    MtuTooSmall(Input),
+    /// TAP MTU that no IPv4 packet can carry with this encapsulation.
+    #[error("{input}: too large: at most {max} fits in one IPv4 packet with this encapsulation")]
+    MtuTooLarge {
+        /// The MTU as given.
+        input: Input,
+        /// The largest that fits.
+        max: u32,
+    },
+    /// A UDP port without GRE-in-UDP.
+    #[error("{0}: only used with GRE-in-UDP: add --encap udp (encap = \"udp\") on every host, or drop it")]
+    UdpPortWithoutUdp(Input),
+    /// UDP port 0.
+    #[error("{0}: port 0 cannot be sent to: use 1 to 65535 (default {GRE_IN_UDP_PORT})")]
+    UdpPortZero(Input),
+    /// Keepalive interval too short.
+    #[error("{0}: below 10 ms: use 10 or more (default 1000)")]
+    KeepaliveInterval(Input),
+    /// Keepalive multiplier out of range.
+    #[error("{0}: out of range: use 1 to 255 missed intervals (default 3)")]
+    KeepaliveMultiplier(Input),
+    /// STP priority not a multiple of 4096 up to 61440.
+    #[error("{0}: must be a multiple of 4096 from 0 to 61440 (802.1D-2004), e.g. 28672 to prefer this switch as the root")]
+    StpPriority(Input),
+    /// STP priority without STP.
+    #[error("{0}: only used with the spanning tree: add --stp (stp = true), or drop it")]
+    StpPriorityWithoutStp(Input),
+    /// No such user.
+    #[error("{0}: no such user (see /etc/passwd)")]
+    NoSuchUser(Input),
+    /// No such group.
+    #[error("{0}: no such group (see /etc/group)")]
+    NoSuchGroup(Input),
+}
+
+impl Settings {
+    /// Applies the defaults to `sources` and validates every setting.
+    pub fn new(sources: &Sources) -> Result<Settings, SettingsError> {
+        let s = sources;
+        let peers = s.peers();
+        if peers.is_empty() {
+            return Err(SettingsError::NoPeers);
+        }
+
+        let udp = get!(s, encap).is_some_and(|e| e.value == Encap::Udp);
+        let udp_port = match (udp, get!(s, udp_port)) {
+            (false, Some(p)) => return Err(SettingsError::UdpPortWithoutUdp(p.input)),
+            (false, None) => None,
+            (true, Some(p)) if p.value == 0 => return Err(SettingsError::UdpPortZero(p.input)),
+            (true, p) => Some(p.map_or(GRE_IN_UDP_PORT, |p| p.value)),
+        };
+        let flag = |v: Option<Sourced<bool>>, default: bool| v.map_or(default, |v| v.value);
+        let gre = GreOptions {
+            udp_port,
+            key: get!(s, key).map(|k| k.value),
+            csum: flag(get!(s, csum), false),
+            seq: flag(get!(s, seq), false),
+        };
+
+        let ttl = get!(s, ttl);
+        if let Some(t) = ttl.as_ref().filter(|t| t.value == 0) {
+            return Err(SettingsError::Ttl(t.input.clone()));
+        }
+        let workers = get!(s, workers);
+        if let Some(w) = workers
+            .as_ref()
+            .filter(|w| !(1..=MAX_WORKERS).contains(&w.value))
+        {
+            return Err(SettingsError::Workers(w.input.clone()));
+        }
+        let mtu = get!(s, mtu);
+        if let Some(m) = &mtu {
+            if m.value < MIN_MTU {
+                return Err(SettingsError::MtuTooSmall(m.input.clone()));
+            }
+            let max = 65_535 - (gre.overhead() + ethernet::HEADER_LEN) as u32;
+            if m.value > max {
+                return Err(SettingsError::MtuTooLarge {
+                    input: m.input.clone(),
+                    max,
+                });
+            }
+        }
+
+        let interval = get!(s, keepalive_interval);
+        let multiplier = get!(s, keepalive_multiplier);
+        let mut liveness = liveness::Config::default();
+        if flag(get!(s, keepalive), false) || interval.is_some() || multiplier.is_some() {
+            if let Some(i) = interval.as_ref().filter(|i| i.value < 10) {
+                return Err(SettingsError::KeepaliveInterval(i.input.clone()));
+            }
+            if let Some(m) = multiplier
+                .as_ref()
+                .filter(|m| !(1..=255).contains(&m.value))
+            {
+                return Err(SettingsError::KeepaliveMultiplier(m.input.clone()));
+            }
+            liveness.interval_ms = interval.map_or(1000, |i| i.value);
+            liveness.multiplier = multiplier.map_or(3, |m| m.value);
+        }
+
+        let priority = get!(s, stp_priority);
+        let stp = if flag(get!(s, stp), false) {
+            if let Some(p) = priority
+                .as_ref()
+                .filter(|p| p.value % 4096 != 0 || p.value > 61440)
+            {
+                return Err(SettingsError::StpPriority(p.input.clone()));
+            }
+            Some(stp::Config {
+                priority: priority.map_or(32768, |p| p.value),
+                ..stp::Config::default()
+            })
+        } else if let Some(p) = priority {
+            return Err(SettingsError::StpPriorityWithoutStp(p.input));
+        } else {
+            None
+        };
+
+        let user = match get!(s, user) {
+            Some(u) => {
+                Some(privdrop::lookup_user(&u.value).ok_or(SettingsError::NoSuchUser(u.input))?)
+            }
+            None => None,
+        };
+        let control_group = match get!(s, control_group) {
+            Some(g) => Some(Group {
+                gid: privdrop::lookup_group(&g.value).ok_or(SettingsError::NoSuchGroup(g.input))?,
+                name: g.value,
+            }),
+            None => None,
+        };
+
+        Ok(Settings {
+            peers,
+            local: get!(s, local),
+            tap: get!(s, tap).map_or_else(|| "dnet0".to_string(), |t| t.value),
+            bridge: get!(s, bridge),
+            mtu,
+            gre,
+            ttl: ttl.map_or(64, |t| t.value),
+            tos: get!(s, tos).map_or(0, |t| t.value),
+            workers: workers.map(|w| w.value),
+            offload: flag(get!(s, offload), true),
+            log_level: s.log_level(),
+            control_socket: get!(s, control_socket).map(|p| p.value),
+            control_group,
+            metrics: get!(s, metrics).map(|m| m.value),
+            // A file's `flood_limit = 0` is "unlimited" (the flag refuses 0).
+            flood_limit: get!(s, flood_limit).map(|f| f.value).filter(|f| *f > 0),
+            user,
+            clamp_mss: flag(get!(s, clamp_mss), false),
+            liveness,
+            loop_guard: flag(get!(s, loop_guard), true),
+            stp,
+            config_file: s.config_path().map(|p| p.to_path_buf()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::file;
+    use super::super::input::Origin;
+    use super::super::options::Options;
+    use super::*;
+    use std::path::Path;
+
+    const PEER: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+
+    fn flags(o: Options) -> Sources {
+        Sources {
+            flags: Options {
+                peer: vec![PEER],
+                ..o
+            },
+            file: None,
+        }
+    }
+
+    fn file(text: &str) -> Sources {
+        Sources {
+            flags: Options::default(),
+            file: Some(file::parse(Path::new("/etc/dnet.toml"), text).unwrap()),
+        }
+    }
+
+    fn refusal(s: Sources) -> String {
+        let e = Settings::new(&s).unwrap_err();
+        crate::error_chain::assert_causes_once(&e);
+        e.to_string()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = Settings::new(&flags(Options::default())).unwrap();
+        assert_eq!(s.peers.len(), 1);
+        assert_eq!(s.tap, "dnet0");
+        assert_eq!(s.gre, GreOptions::default());
+        assert_eq!((s.ttl, s.tos, s.workers), (64, 0, None));
+        assert!(s.offload && s.loop_guard && !s.clamp_mss);
+        assert_eq!(s.liveness, liveness::Config::default());
+        assert_eq!(s.stp, None);
+        assert_eq!(s.log_level, log::LevelFilter::Info);
+        assert_eq!((s.flood_limit, s.user.is_none()), (None, true));
+    }
+
+    #[test]
+    fn options_become_settings() {
+        let s = Settings::new(&flags(Options {
+            encap: Some(Encap::Udp),
+            key: Some(7),
+            csum: Some(true),
+            keepalive_interval: Some(200),
+            stp: Some(true),
+            stp_priority: Some(4096),
+            offload: Some(false),
+            loop_guard: Some(false),
+            user: Some("root".into()),
+            control_group: Some("root".into()),
+            ..Options::default()
+        }))
+        .unwrap();
+        assert_eq!(
+            s.gre,
+            GreOptions {
+                udp_port: Some(GRE_IN_UDP_PORT),
+                key: Some(7),
+                csum: true,
+                seq: false
+            }
+        );
+        assert_eq!((s.liveness.interval_ms, s.liveness.multiplier), (200, 3));
+        assert_eq!(s.stp.map(|c| c.priority), Some(4096));
+        assert!(!s.offload && !s.loop_guard);
+        assert_eq!(s.user.map(|u| u.uid), Some(0));
+        assert_eq!(s.control_group.map(|g| g.gid), Some(0));
+        // A file's zero flood limit is no limit.
+        let s = Settings::new(&file("peer = [\"10.200.0.2\"]\nflood_limit = 0\n")).unwrap();
+        assert_eq!(s.flood_limit, None);
+        assert_eq!(s.config_file.as_deref(), Some(Path::new("/etc/dnet.toml")));
+        assert!(matches!(
+            s.peers[0].input.origin,
+            Origin::File { line: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn every_refusal_names_the_flag_and_the_fix() {
+        let cases: Vec<(Options, &str)> = vec![
+            (
+                Options {
+                    ttl: Some(0),
+                    ..Options::default()
+                },
+                "--ttl 0: would drop every packet at the first hop: use 1 to 255",
+            ),
+            (
+                Options {
+                    workers: Some(0),
+                    ..Options::default()
+                },
+                "--workers 0: out of range: use 1 to 64",
+            ),
+            (
+                Options {
+                    workers: Some(65),
+                    ..Options::default()
+                },
+                "--workers 65: out of range",
+            ),
+            (
+                Options {
+                    mtu: Some(400),
+                    ..Options::default()
+                },
+                "--mtu 400: below the minimum 576: use 576 or more",
+            ),
+            (
+                Options {
+                    mtu: Some(65_500),
+                    ..Options::default()
+                },
+                "--mtu 65500: too large: at most 65497 fits",
+            ),
+            (
+                Options {
+                    udp_port: Some(5000),
+                    ..Options::default()
+                },
+                "--udp-port 5000: only used with GRE-in-UDP: add --encap udp",
+            ),
+            (
+                Options {
+                    keepalive_interval: Some(5),
+                    ..Options::default()
+                },
+                "--keepalive-interval 5: below 10 ms: use 10 or more",
+            ),
+            (
+                Options {
+                    keepalive_multiplier: Some(300),
+                    ..Options::default()
+                },
+                "--keepalive-multiplier 300: out of range: use 1 to 255",
+            ),
+            (
+                Options {
+                    stp: Some(true),
+                    stp_priority: Some(300),
+                    ..Options::default()
+                },
+                "--stp-priority 300: must be a multiple of 4096 from 0 to 61440",
+            ),
+            (
+                Options {
+                    stp: Some(true),
+                    stp_priority: Some(65535),
+                    ..Options::default()
+                },
+                "--stp-priority 65535: must be a multiple of 4096",
+            ),
+            (
+                Options {
+                    stp_priority: Some(4096),
+                    ..Options::default()
+                },
+                "--stp-priority 4096: only used with the spanning tree: add --stp",
+            ),
+            (
+                Options {
+                    user: Some("no-such-user-dnet".into()),
+                    ..Options::default()
+                },
+                "--user no-such-user-dnet: no such user (see /etc/passwd)",
+            ),
+            (
+                Options {
+                    control_group: Some("no-such-group-dnet".into()),
+                    ..Options::default()
+                },
+                "--control-group no-such-group-dnet: no such group (see /etc/group)",
+            ),
+        ];
+        for (o, want) in cases {
+            let got = refusal(flags(o));
+            assert!(
+                got.starts_with(want),
+                "{got:?} does not start with {want:?}"
+            );
+        }
+        assert_eq!(
+            refusal(Sources::default()),
+            SettingsError::NoPeers.to_string()
+        );
+    }
+
+    #[test]
+    fn file_refusals_name_the_file_and_line() {
+        let p = "peer = [\"10.200.0.2\"]\n";
+        for (text, want) in [
+            ("ttl = 0\n", "config file /etc/dnet.toml, line 2: ttl = 0: would drop"),
+            ("encap = \"udp\"\nudp_port = 0\n", "config file /etc/dnet.toml, line 3: udp_port = 0: port 0 cannot be sent to"),
+            ("keepalive_interval = 5\n", "config file /etc/dnet.toml, line 2: keepalive_interval = 5: below 10 ms"),
+            ("keepalive_multiplier = 0\n", "config file /etc/dnet.toml, line 2: keepalive_multiplier = 0: out of range"),
+            ("stp = true\n\nstp_priority = 100\n", "config file /etc/dnet.toml, line 4: stp_priority = 100: must be a multiple of 4096"),
+            ("user = \"no-such-user-dnet\"\n", "config file /etc/dnet.toml, line 2: user = \"no-such-user-dnet\": no such user"),
+        ] {
+            let got = refusal(file(&format!("{p}{text}")));
+            assert!(got.starts_with(want), "{got:?} does not start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_flag_overrides_the_file_value_it_names() {
+        let mut s = file("peer = [\"10.200.0.2\"]\nttl = 0\n");
+        s.flags.ttl = Some(3);
+        assert_eq!(Settings::new(&s).unwrap().ttl, 3);
+        s.flags.ttl = Some(0);
+        assert!(refusal(s).starts_with("--ttl 0:"));
+    }
+}
