@@ -147,7 +147,7 @@ impl Admin {
                 network: "-".into(),
                 what: format!("could not build the admin runtime: {e}"),
             })?;
-        let conn = rt.block_on(Conn::connect(opts))?;
+        let conn = rt.block_on(Conn::connect(opts, 0))?;
         Ok(Admin {
             rt,
             conn,
@@ -162,8 +162,9 @@ impl Admin {
     async fn get_prefix(&self, prefix: String) -> Result<(Vec<KeyValue>, i64), ClusterError> {
         let mut r = self
             .conn
-            .call("get", |mut c| async move {
-                c.get(prefix, Some(GetOptions::new().with_prefix())).await
+            .call("get", |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
         let rev = r.header().map_or(0, |h| h.revision());
@@ -176,7 +177,10 @@ impl Admin {
         txn: Txn,
     ) -> Result<etcd_client::TxnResponse, ClusterError> {
         self.conn
-            .call(op, |mut c| async move { c.txn(txn).await })
+            .call(op, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
             .await
     }
 

@@ -307,6 +307,7 @@ struct Runner {
     started: u64,
     absent: bool,
     reported: HashMap<String, i64>,
+    next_endpoint: usize,
     limiter: LogLimiter,
     backoff: Backoff,
     rng: fastrand::Rng,
@@ -336,6 +337,7 @@ impl Runner {
             started: unix_now(),
             absent: false,
             reported: HashMap::new(),
+            next_endpoint: 0,
             limiter: LogLimiter::new(Duration::from_secs(10)),
             rng: fastrand::Rng::new(),
             cfg,
@@ -351,7 +353,7 @@ impl Runner {
         let deadline = Instant::now() + self.cfg.join_timeout;
         let (mut conn, mut rev) = loop {
             let attempt = async {
-                let conn = Conn::connect(&self.cfg.etcd).await?;
+                let conn = Conn::connect(&self.cfg.etcd, self.next_endpoint).await?;
                 let rev = self.resync(&conn, true).await?;
                 Ok::<_, ClusterError>((conn, rev))
             };
@@ -363,6 +365,7 @@ impl Runner {
                 }
                 Err(e) => {
                     self.failed(&e);
+                    self.next_endpoint += 1;
                     if self.pause(&mut stop).await {
                         return;
                     }
@@ -391,13 +394,18 @@ impl Runner {
                 Ok(r) => rev = r,
                 Err(e) => {
                     // Fail static: the applied peers stay as they are until a fresh read.
-                    self.failed(&e);
+                    // The first reconnect is immediate and starts at the next endpoint, so a
+                    // dead member of a cluster costs one failover, not an outage.
+                    self.next_endpoint = conn.pinned() + 1;
+                    self.noted(&e);
+                    let mut first = true;
                     loop {
-                        if self.pause(&mut stop).await {
+                        if !first && self.pause(&mut stop).await {
                             return;
                         }
+                        first = false;
                         let attempt = async {
-                            let conn = Conn::connect(&self.cfg.etcd).await?;
+                            let conn = Conn::connect(&self.cfg.etcd, self.next_endpoint).await?;
                             let rev = self.resync(&conn, false).await?;
                             Ok::<_, ClusterError>((conn, rev))
                         };
@@ -407,7 +415,10 @@ impl Runner {
                                 rev = r;
                                 break;
                             }
-                            Err(e) => self.failed(&e),
+                            Err(e) => {
+                                self.failed(&e);
+                                self.next_endpoint += 1;
+                            }
                         }
                     }
                     self.shared.counters.reconnects.fetch_add(1, Relaxed);
@@ -432,13 +443,22 @@ impl Runner {
         }
     }
 
+    /// A failure with no endpoint left to try: etcd counts as unreachable from now on.
     fn failed(&mut self, e: &ClusterError) {
+        if e.is_transient() {
+            let mut live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.unreachable_since.get_or_insert_with(SystemTime::now);
+        }
+        self.noted(e);
+    }
+
+    /// Counts and logs (rate-limited) a failure.
+    fn noted(&mut self, e: &ClusterError) {
         let msg = e.to_string();
         {
             let mut live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
             if e.is_transient() {
                 self.shared.counters.etcd_errors.fetch_add(1, Relaxed);
-                live.unreachable_since.get_or_insert_with(SystemTime::now);
             }
             live.last_error = Some(msg.clone());
         }
@@ -462,8 +482,9 @@ impl Runner {
     async fn resync(&mut self, conn: &Conn, joining: bool) -> Result<i64, ClusterError> {
         let dir = self.layout.network_dir(&self.cfg.network);
         let resp = conn
-            .call("get network", |mut c| async move {
-                c.get(dir, Some(GetOptions::new().with_prefix())).await
+            .call("get network", |mut c| {
+                let dir = dir.clone();
+                async move { c.get(dir, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
         let rev = resp.header().map_or(0, |h| h.revision());
@@ -583,7 +604,10 @@ impl Runner {
                             Some(GetOptions::new().with_prefix()),
                         )]);
                     let resp = conn
-                        .call("txn claim range", |mut c| async move { c.txn(txn).await })
+                        .call("txn claim range", |mut c| {
+                            let txn = txn.clone();
+                            async move { c.txn(txn).await }
+                        })
                         .await?;
                     if resp.succeeded() {
                         log::info!(
@@ -701,9 +725,12 @@ impl Runner {
         let key = self.layout.member(&self.cfg.network, &self.me.host);
         let lease = self.member_lease;
         let v = value.clone();
-        conn.call("put member", |mut c| async move {
-            c.put(key, v, Some(PutOptions::new().with_lease(lease)))
-                .await
+        conn.call("put member", |mut c| {
+            let (key, v) = (key.clone(), v.clone());
+            async move {
+                c.put(key, v, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
         })
         .await?;
         self.own_record = value;
@@ -765,16 +792,19 @@ impl Runner {
     ) -> Result<Exit, ClusterError> {
         let dir = self.layout.network_dir(&self.cfg.network);
         let mut watch = conn
-            .call("watch", |mut c| async move {
-                c.watch(
-                    dir,
-                    Some(
-                        WatchOptions::new()
-                            .with_prefix()
-                            .with_start_revision(rev + 1),
-                    ),
-                )
-                .await
+            .call("watch", |mut c| {
+                let dir = dir.clone();
+                async move {
+                    c.watch(
+                        dir,
+                        Some(
+                            WatchOptions::new()
+                                .with_prefix()
+                                .with_start_revision(rev + 1),
+                        ),
+                    )
+                    .await
+                }
             })
             .await?;
         let ttl = Duration::from_secs(self.ttl_secs() as u64);

@@ -1,14 +1,17 @@
 //! Connecting to etcd: endpoints, TLS files, credentials, and one timeout around every request.
 //!
-//! The client's balanced channel waits for a ready endpoint without limit when none answers, so
-//! every request goes through [`Conn::call`], which bounds it by the request timeout.
+//! The client's balanced channel waits for a ready endpoint without limit when none answers, and
+//! keeps choosing a dead member among live ones, so every request goes through [`Conn::call`],
+//! which bounds it by the request timeout and fails over to the next endpoint.
 
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use std::sync::Mutex;
+
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 
 use crate::error::ClusterError;
 use crate::keys::DEFAULT_PREFIX;
@@ -149,50 +152,95 @@ impl EtcdOptions {
     }
 }
 
-/// A connected client plus what error messages need.
-#[derive(Clone)]
+/// A client pinned to one endpoint that answers, failing over to the next on trouble.
+///
+/// The client's own balancing over several endpoints keeps sending requests to a dead member
+/// (each then fails with "connection refused"), so the list is walked here instead: connect
+/// to the first endpoint that answers a probe, stay there while it answers, and on a failure
+/// that says nothing reached etcd move on to the next one and retry there.
 pub(crate) struct Conn {
-    pub(crate) client: Client,
-    endpoints: String,
+    endpoints: Vec<String>,
+    options: ConnectOptions,
     timeout: Duration,
+    pinned: Mutex<(usize, Client)>,
+    probe_key: String,
 }
 
 impl Conn {
-    /// Connects (authenticating if credentials are given); bounded by the request timeout.
-    pub(crate) async fn connect(opts: &EtcdOptions) -> Result<Conn, ClusterError> {
+    /// Connects to the first endpoint that answers, trying them in order from `start`.
+    pub(crate) async fn connect(opts: &EtcdOptions, start: usize) -> Result<Conn, ClusterError> {
         if opts.endpoints.is_empty() {
             return Err(ClusterError::NoEndpoints);
         }
-        let endpoints = opts.endpoints.join(",");
-        let o = opts.connect_options()?;
-        let timeout = opts.request_timeout;
-        let client = bounded(
-            &endpoints,
-            "connect",
-            timeout,
-            Client::connect(opts.endpoints.clone(), Some(o)),
+        let options = opts.connect_options()?;
+        let probe_key = format!("{}/", crate::keys::Layout::new(&opts.prefix).prefix());
+        let (i, client) = pin(
+            &opts.endpoints,
+            &options,
+            opts.request_timeout,
+            &probe_key,
+            start,
         )
         .await?;
         Ok(Conn {
-            client,
-            endpoints,
-            timeout,
+            endpoints: opts.endpoints.clone(),
+            options,
+            timeout: opts.request_timeout,
+            pinned: Mutex::new((i, client)),
+            probe_key,
         })
     }
 
-    /// Runs one request under the timeout; `f` gets its own handle of the client.
+    /// Index of the endpoint in use.
+    pub(crate) fn pinned(&self) -> usize {
+        self.pinned.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    fn client(&self) -> (usize, Client) {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs one request under the timeout; `f` gets a handle of the client and may be called
+    /// once more per other endpoint if the request did not reach etcd.
     pub(crate) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, ClusterError>
     where
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        bounded(&self.endpoints, op, self.timeout, f(self.client.clone())).await
+        let (i, client) = self.client();
+        let endpoint = &self.endpoints[i];
+        match bounded(endpoint, op, self.timeout, f(client)).await {
+            Err(e) if self.endpoints.len() > 1 && unreached(&e) => {
+                let Ok((j, client)) = pin(
+                    &self.endpoints,
+                    &self.options,
+                    self.timeout,
+                    &self.probe_key,
+                    i + 1,
+                )
+                .await
+                else {
+                    return Err(e);
+                };
+                *self.pinned.lock().unwrap_or_else(|p| p.into_inner()) = (j, client.clone());
+                log::info!(
+                    "etcd: {} failed ({e}); now using {}",
+                    self.endpoints[i],
+                    self.endpoints[j]
+                );
+                bounded(&self.endpoints[j], op, self.timeout, f(client)).await
+            }
+            r => r,
+        }
     }
 
     /// The error for a request that failed outside [`Conn::call`] (a stream).
     pub(crate) fn error(&self, op: &'static str, error: etcd_client::Error) -> ClusterError {
         ClusterError::Etcd {
-            endpoints: self.endpoints.clone(),
+            endpoints: self.endpoints[self.pinned()].clone(),
             op,
             error,
         }
@@ -201,11 +249,65 @@ impl Conn {
     /// The error for a stream that stopped answering.
     pub(crate) fn timeout(&self, op: &'static str, timeout: Duration) -> ClusterError {
         ClusterError::Timeout {
-            endpoints: self.endpoints.clone(),
+            endpoints: self.endpoints[self.pinned()].clone(),
             op,
             timeout,
         }
     }
+}
+
+/// Whether a failure says the request may not have reached a working member (so another
+/// member is worth a try): timeouts, transport errors, "unavailable" (no connection, no
+/// leader).
+fn unreached(e: &ClusterError) -> bool {
+    match e {
+        ClusterError::Timeout { .. } => true,
+        ClusterError::Etcd { error, .. } => match error {
+            etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+            etcd_client::Error::GRpcStatus(s) => matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+            ),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Connects to the first of `endpoints` (from `start`, wrapping) that answers a probe.
+async fn pin(
+    endpoints: &[String],
+    options: &ConnectOptions,
+    timeout: Duration,
+    probe_key: &str,
+    start: usize,
+) -> Result<(usize, Client), ClusterError> {
+    let mut last = None;
+    for k in 0..endpoints.len() {
+        let i = (start + k) % endpoints.len();
+        let ep = &endpoints[i];
+        let attempt = async {
+            let client = bounded(
+                ep,
+                "connect",
+                timeout,
+                Client::connect([ep.as_str()], Some(options.clone())),
+            )
+            .await?;
+            let mut c = client.clone();
+            let key = probe_key.to_string();
+            bounded(ep, "probe", timeout, async move {
+                c.get(key, Some(GetOptions::new().with_count_only())).await
+            })
+            .await?;
+            Ok::<_, ClusterError>(client)
+        };
+        match attempt.await {
+            Ok(c) => return Ok((i, c)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one endpoint"))
 }
 
 /// The view's copy of a key-value pair.
