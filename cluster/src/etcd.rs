@@ -1,7 +1,7 @@
 //! Connecting to etcd: endpoints, TLS files, credentials, and one timeout around every request.
 //!
 //! The client's balanced channel waits for a ready endpoint without limit when none answers, and
-//! keeps choosing a dead member among live ones, so every request goes through [`Conn::call`],
+//! keeps choosing a dead member among live ones, so every request goes through `Conn::call`,
 //! which bounds it by the request timeout and fails over to the next endpoint.
 
 use std::fmt;

@@ -47,6 +47,16 @@
 //! [`AgentStatus::unreachable_since`], reconnects with capped jittered backoff, and rebuilds
 //! its view from a fresh read, registering again if its lease ended meanwhile.
 
+//!
+//! # Wiring
+//! `dnet-switch --etcd URLS --network NAME`: build [`EtcdOptions`] (endpoints from `--etcd` or
+//! `DNET_ETCD`, `--etcd-prefix`, [`TlsFiles`] from `--etcd-cacert/--etcd-cert/--etcd-key`,
+//! [`Credentials::from_file`] or [`Credentials::from_env`]), then [`Agent::start`] with an
+//! [`AgentConfig`] (underlay address, the flags as [`LocalSettings`], `--etcd-ttl`) before the
+//! data plane starts: [`Joined`] carries the settings to run with and the range and gateway
+//! for the bridge. [`Membership`] turns into the switch's own peer add/del; [`Agent::status`]
+//! feeds `dnetctl show` and metrics. `dnetctl network ...` and `attach`/`detach` use [`Admin`].
+
 #![warn(missing_docs)]
 
 pub mod admin;

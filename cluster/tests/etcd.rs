@@ -273,6 +273,21 @@ fn eight_agents_started_at_once_hold_disjoint_ranges_and_see_each_other() {
         for (_, p) in agents.iter() {
             assert!(p.downs.iter().all(|(_, d)| d.host == "10.200.0.7"));
         }
+
+        // A newcomer is a peer everywhere shortly after it starts.
+        let joined = Instant::now();
+        let (a9, _p9) = start_agent(agent_config(&opts, 9));
+        let start_took = joined.elapsed();
+        let mut delays = Vec::new();
+        for (_, p) in agents.iter_mut() {
+            assert!(p.wait(WAIT, |p| p.up.contains_key("10.200.0.9")));
+            delays.push(joined.elapsed());
+        }
+        eprintln!(
+            "9th agent: Agent::start took {start_took:?}, seen by all 6 within {:?} of its start",
+            delays.iter().max().unwrap()
+        );
+        drop(a9);
         drop(a8);
     });
 }
