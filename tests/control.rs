@@ -661,6 +661,6 @@ fn systemd_readiness_is_notified_once_serving() {
     let msg = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
     // Ready means serving: the control socket answers at once.
-    let st = dnetctl::ctl::stats(&ctl, Duration::from_secs(2)).expect("stats right after READY");
+    let st = dnet_proto::stats(&ctl, Duration::from_secs(2)).expect("stats right after READY");
     assert_eq!(st.tap, "dnet0");
 }

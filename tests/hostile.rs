@@ -281,8 +281,8 @@ fn raw_request(path: &std::path::Path, bytes: &[u8]) -> String {
 }
 
 fn error_message(reply: &str) -> String {
-    match serde_json::from_str::<dnetctl::ctl::Response>(reply) {
-        Ok(dnetctl::ctl::Response::Error { message }) => message,
+    match serde_json::from_str::<dnet_proto::Response>(reply) {
+        Ok(dnet_proto::Response::Error { message }) => message,
         other => panic!("expected an error reply, got {other:?} from {reply:?}"),
     }
 }
@@ -420,9 +420,9 @@ fn control_group_members_are_served_and_others_refused() {
     assert_eq!(meta.gid(), 65534, "socket owned by group nogroup");
     // A member of the group gets real answers.
     let reply = as_user_in_group(65534, &path, |p| raw_request(p, b"{\"cmd\":\"stats\"}\n"));
-    let st: dnetctl::ctl::Response = serde_json::from_str(&reply).expect("JSON reply");
+    let st: dnet_proto::Response = serde_json::from_str(&reply).expect("JSON reply");
     assert!(
-        matches!(st, dnetctl::ctl::Response::Stats(_)),
+        matches!(st, dnet_proto::Response::Stats(_)),
         "group member refused: {reply}"
     );
     // Someone outside it cannot even connect (mode 0660), and the server would refuse anyway.

@@ -1,6 +1,6 @@
 //! End-to-end test support; the netns testbed itself lives in `dnetctl::testbed`.
 
-use dnetctl::ctl::Stats;
+use dnet_proto::Stats;
 use dnetctl::testbed::Switch;
 use std::io::Write;
 use std::time::{Duration, Instant};

@@ -2,8 +2,8 @@
 //! comes up, a saturated tunnel stays up, a killed peer is marked down within the detection
 //! time and its MACs are flushed, and a restarted one comes back with traffic.
 
-use dnet::control::{Request, Response, Show};
 use dnet_e2e::{event_count, skip_unless_root};
+use dnet_proto::{Request, Response, Show};
 use dnetctl::testbed::{Switch, SwitchOptions, Testbed};
 use dnetctl::traffic::{ping, tcp_transfer};
 use std::net::Ipv4Addr;
@@ -16,7 +16,7 @@ const MIB: u64 = 1 << 20;
 const DETECT: Duration = Duration::from_secs(3);
 
 fn show(sw: &Switch) -> Show {
-    match dnet::control::request(&sw.socket, &Request::Show, Duration::from_secs(3)) {
+    match dnet_proto::request(&sw.socket, &Request::Show, Duration::from_secs(3)) {
         Ok(Response::Show(s)) => s,
         other => panic!("show: {other:?}\n{}", sw.stderr()),
     }
@@ -32,7 +32,7 @@ fn state(sw: &Switch, peer: Ipv4Addr) -> String {
 }
 
 fn macs_on(sw: &Switch, peer: Ipv4Addr) -> usize {
-    match dnet::control::request(&sw.socket, &Request::FdbShow, Duration::from_secs(3)) {
+    match dnet_proto::request(&sw.socket, &Request::FdbShow, Duration::from_secs(3)) {
         Ok(Response::Fdb(t)) => t
             .entries
             .iter()
@@ -91,7 +91,7 @@ fn keepalives_detect_a_dead_peer_and_its_return() {
             while !stop.load(Ordering::Relaxed) {
                 for (sock, peer) in [(&sock_a, pb), (&sock_b, pa)] {
                     if let Ok(Response::Show(s)) =
-                        dnet::control::request(sock, &Request::Show, Duration::from_secs(3))
+                        dnet_proto::request(sock, &Request::Show, Duration::from_secs(3))
                     {
                         if let Some(p) = s.ports.iter().find(|p| p.peer == Some(peer)) {
                             seen.push(p.state.clone());

@@ -14,8 +14,8 @@
 //! without them each test prints "skipped: ..." to stderr and returns.
 
 use dnet_e2e::{settled_stats, total_drops};
+use dnet_proto::Stats;
 use dnetctl::cmd::ipn;
-use dnetctl::ctl::Stats;
 use dnetctl::testbed::{
     is_root, tap_port, tunnel_port, wait_link_up, Host, Process, SwitchOptions, Testbed,
     CONTAINER_IF,

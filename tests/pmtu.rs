@@ -142,7 +142,7 @@ fn pmtu_through_a_1400_router_link() {
     assert_eq!(b_tx, a_rx, "frames lost between b and a");
 
     for (name, s) in [("a", &after[0]), ("b", &after[1])] {
-        let nz = |v: &[dnetctl::ctl::DropCount]| {
+        let nz = |v: &[dnet_proto::DropCount]| {
             v.iter()
                 .filter(|d| d.count > 0)
                 .map(|d| format!("{} {}", d.reason, d.count))

@@ -3,8 +3,8 @@
 //! exactly one tunnel end, deliver each broadcast exactly once with a bounded number of
 //! tunnel frames, keep every container reachable, and route around a cut underlay link.
 
-use dnet::control::{Request, Response, Show};
 use dnet_e2e::{assert_each_broadcast_arrives_once, drop_count, settled_stats, skip_unless_root};
+use dnet_proto::{Request, Response, Show};
 use dnetctl::testbed::{tunnel_totals, Host, Switch, SwitchOptions, Testbed, CONTAINER_BROADCAST};
 use dnetctl::traffic::{ping, udp_broadcast};
 use std::net::Ipv4Addr;
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const PROTOCOL_BOUND: Duration = Duration::from_secs(50);
 
 fn show(sw: &Switch) -> Show {
-    match dnet::control::request(&sw.socket, &Request::Show, Duration::from_secs(3)) {
+    match dnet_proto::request(&sw.socket, &Request::Show, Duration::from_secs(3)) {
         Ok(Response::Show(s)) => s,
         other => panic!("show: {other:?}\n{}", sw.stderr()),
     }
@@ -347,7 +347,7 @@ fn a_partial_mesh_forwards_through_the_middle_host() {
     // Close the ring at run time (`dnetctl peer add` on a and c): the tree must block one
     // end of the new loop at once, and broadcasts still arrive once.
     for (i, peer) in [(0, h[2].underlay_ip), (2, h[0].underlay_ip)] {
-        match dnet::control::request(
+        match dnet_proto::request(
             &sw[i].socket,
             &Request::PeerAdd { addr: peer },
             Duration::from_secs(3),

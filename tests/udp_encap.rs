@@ -136,7 +136,7 @@ fn small_datagram_burst(opts: &SwitchOptions, gre_in_udp: bool) {
     )
     .expect("udp burst a->b");
     let after = settled_stats(&[&sw[0], &sw[1]]);
-    let d = |i: usize, f: &dyn Fn(&dnetctl::ctl::Stats) -> u64| f(&after[i]) - f(&before[i]);
+    let d = |i: usize, f: &dyn Fn(&dnet_proto::Stats) -> u64| f(&after[i]) - f(&before[i]);
     let gso = d(0, &|s| event_count(s, "udp_gso_sent"));
     let gro = d(1, &|s| event_count(s, "udp_gro_received"));
     let a_tx = d(0, &|s| {
@@ -411,7 +411,7 @@ fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
         }
     };
     let before = sa.stats().expect("stats");
-    let tap_tx = |s: &dnetctl::ctl::Stats| dnetctl::testbed::tap_port(s).expect("tap").tx_packets;
+    let tap_tx = |s: &dnet_proto::Stats| dnetctl::testbed::tap_port(s).expect("tap").tx_packets;
     let mut frame = vec![0u8, 0, 0x65, 0x58];
     frame.extend_from_slice(&[0xff; 6]); // broadcast destination
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x08, 0x00]);

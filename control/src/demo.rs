@@ -210,9 +210,9 @@ fn demo(a: &DemoArgs, bin: PathBuf, handle: TeardownHandle) -> anyhow::Result<()
         match sw.terminate(Duration::from_secs(5)) {
             Ok(st) => println!("  dnet-switch on host {} exited: {st}", h.letter),
             Err(e) => println!(
-                "  dnet-switch on host {}: {} (will be killed)",
+                "  dnet-switch on host {}: {:#} (will be killed)",
                 h.letter,
-                dnet::error_chain::format(&e)
+                anyhow::Error::new(e)
             ),
         }
     }
