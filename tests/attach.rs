@@ -2,11 +2,11 @@
 //! next to real dnet-switch processes, plugs bare "container" namespaces into the overlay.
 
 use dnet_e2e::skip_unless_root;
+use dnet_testbed::netns::netns_path;
+use dnet_testbed::traffic::ping;
+use dnet_testbed::{Switch, Testbed, CONTAINER_IF};
 use dnetctl::attach::{derived_host_ifname, ALIAS};
 use dnetctl::netlink::{Link, Netlink};
-use dnetctl::netns::netns_path;
-use dnetctl::testbed::{Switch, Testbed, CONTAINER_IF};
-use dnetctl::traffic::ping;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -107,7 +107,7 @@ fn attach_two_containers_ping_detach_and_reattach() {
     assert_eq!(j["address"], "10.77.1.2/24");
     assert_eq!(j["ifname"], "eth1");
     assert_eq!(j["mtu"], mtu);
-    assert_eq!(j["bridge"], dnetctl::testbed::BRIDGE);
+    assert_eq!(j["bridge"], dnet_testbed::BRIDGE);
 
     let p = ping(&ca, ip_b, 5, Duration::from_secs(2)).expect("ping a->b");
     assert_eq!(p.received, 5, "ping a->b: {p:?}");
@@ -123,7 +123,7 @@ fn attach_two_containers_ping_detach_and_reattach() {
     assert!(eth1.alias.as_deref().unwrap_or("").starts_with(ALIAS));
     let host_if = derived_host_ifname(&format!("netns:{ca}"), "eth1");
     let hl = link(&ha, &host_if).expect("host end in host a");
-    let br = link(&ha, dnetctl::testbed::BRIDGE).expect("bridge");
+    let br = link(&ha, dnet_testbed::BRIDGE).expect("bridge");
     assert_eq!(
         hl.master,
         Some(br.index),
@@ -334,12 +334,13 @@ fn options_are_applied_and_a_late_failure_rolls_everything_back() {
     assert_eq!(l.mac, Some([0x02, 0x00, 0x0a, 0x4d, 0x02, 0x05]));
     assert_eq!(l.mtu, Some(1400));
     assert_eq!(link(&ha, "dnopt0").and_then(|l| l.mtu), Some(1400));
-    let routes = dnetctl::cmd::ip_in(&ca, &["-4", "route", "show"]).expect("ip route");
+    let routes = dnet_testbed::cmd::ip_in(&ca, &["-4", "route", "show"]).expect("ip route");
     assert!(
         routes.contains("default via 10.77.2.1 dev eth7"),
         "no default route:\n{routes}"
     );
-    let addrs = dnetctl::cmd::ip_in(&ca, &["-4", "addr", "show", "dev", "eth7"]).expect("ip addr");
+    let addrs =
+        dnet_testbed::cmd::ip_in(&ca, &["-4", "addr", "show", "dev", "eth7"]).expect("ip addr");
     assert!(
         addrs.contains("inet 10.77.2.5/24 brd 10.77.2.255"),
         "address:\n{addrs}"

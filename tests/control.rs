@@ -3,10 +3,10 @@
 //! Prometheus endpoint, the config file with SIGHUP reload, and systemd readiness.
 
 use dnet_e2e::skip_unless_root;
-use dnetctl::cmd::ipn;
-use dnetctl::netns::in_netns;
-use dnetctl::testbed::{switch_binary, Switch, SwitchOptions, Testbed, BRIDGE};
-use dnetctl::traffic::ping;
+use dnet_testbed::cmd::ipn;
+use dnet_testbed::netns::in_netns;
+use dnet_testbed::traffic::ping;
+use dnet_testbed::{switch_binary, Switch, SwitchOptions, Testbed, BRIDGE};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;

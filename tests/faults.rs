@@ -2,9 +2,9 @@
 //! under it, and `--user` privilege dropping.
 
 use dnet_e2e::{cpu_ticks, skip_unless_root};
-use dnetctl::cmd::ip_in;
-use dnetctl::testbed::{Switch, SwitchOptions, Testbed, BRIDGE, DEFAULT_TAP};
-use dnetctl::traffic::ping;
+use dnet_testbed::cmd::ip_in;
+use dnet_testbed::traffic::ping;
+use dnet_testbed::{Switch, SwitchOptions, Testbed, BRIDGE, DEFAULT_TAP};
 use std::time::{Duration, Instant};
 
 /// Pings from host `from`'s container to host `to`'s until one round of 3 gets at least one

@@ -3,9 +3,9 @@
 //! fail, a dnet test failure says nothing about dnet.
 
 use dnet_e2e::skip_unless_root;
-use dnetctl::netns::in_netns;
-use dnetctl::testbed::{Testbed, CONTAINER_BROADCAST};
-use dnetctl::traffic::{ping, tcp_transfer, udp_broadcast, udp_unicast, GreCapture};
+use dnet_testbed::netns::in_netns;
+use dnet_testbed::traffic::{ping, tcp_transfer, udp_broadcast, udp_unicast, GreCapture};
+use dnet_testbed::{Testbed, CONTAINER_BROADCAST};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};

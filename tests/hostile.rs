@@ -3,9 +3,9 @@
 //! counter and never reach the TAP (the switch's TAP tx counter stays put).
 
 use dnet_e2e::{drop_count, skip_unless_root};
-use dnetctl::cmd::ip_in;
-use dnetctl::netns::in_netns;
-use dnetctl::testbed::{tap_port, Switch, SwitchOptions, Testbed, UNDERLAY_IF};
+use dnet_testbed::cmd::ip_in;
+use dnet_testbed::netns::in_netns;
+use dnet_testbed::{tap_port, Switch, SwitchOptions, Testbed, UNDERLAY_IF};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -455,12 +455,12 @@ fn flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing() {
     let _sb = tb.start_switch(1).expect("starting switch b");
     let (a, b) = (tb.host(0), tb.host(1));
     // Warm up ARP and the MAC tables.
-    let p = dnetctl::traffic::ping(&a.container_ns, b.container_ip, 3, Duration::from_secs(2))
+    let p = dnet_testbed::traffic::ping(&a.container_ns, b.container_ip, 3, Duration::from_secs(2))
         .expect("ping");
     assert!(p.received >= 1, "no connectivity before the flood: {p:?}");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let st2 = stop.clone();
-    let flooder = dnetctl::netns::spawn_in_netns(&a.container_ns, move || {
+    let flooder = dnet_testbed::netns::spawn_in_netns(&a.container_ns, move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
         s.set_broadcast(true).expect("SO_BROADCAST");
         let mut sent = 0u64;
@@ -480,7 +480,7 @@ fn flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing() {
         drop_count(&sa.stats().expect("stats"), "flood_limit") > 1000
     });
     // Known unicast is not limited: pings keep getting through during the flood.
-    let p = dnetctl::traffic::ping(&a.container_ns, b.container_ip, 5, Duration::from_secs(2))
+    let p = dnet_testbed::traffic::ping(&a.container_ns, b.container_ip, 5, Duration::from_secs(2))
         .expect("ping during flood");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = flooder.join().expect("flooder thread").expect("netns");

@@ -2,12 +2,12 @@
 //! testbed's own cleanup guarantee.
 
 use dnet_e2e::skip_unless_root;
-use dnetctl::testbed::{SwitchOptions, Testbed, DEFAULT_TAP};
-use dnetctl::traffic::ping;
+use dnet_testbed::traffic::ping;
+use dnet_testbed::{SwitchOptions, Testbed, DEFAULT_TAP};
 use std::time::Duration;
 
 fn listed_namespaces() -> String {
-    dnetctl::cmd::ip(&["netns", "list"]).expect("ip netns list")
+    dnet_testbed::cmd::ip(&["netns", "list"]).expect("ip netns list")
 }
 
 #[test]

@@ -4,8 +4,8 @@
 
 use dnet_e2e::{event_count, skip_unless_root};
 use dnet_proto::{Request, Response, Show};
-use dnetctl::testbed::{Switch, SwitchOptions, Testbed};
-use dnetctl::traffic::{ping, tcp_transfer};
+use dnet_testbed::traffic::{ping, tcp_transfer};
+use dnet_testbed::{Switch, SwitchOptions, Testbed};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -12,9 +12,9 @@
 //! link at once.
 
 use dnet_e2e::{event_count, settled_stats, skip_unless_root};
-use dnetctl::cmd::run;
-use dnetctl::testbed::{tunnel_port, Testbed, CONTAINER_BROADCAST};
-use dnetctl::traffic::{ping, udp_broadcast};
+use dnet_testbed::cmd::run;
+use dnet_testbed::traffic::{ping, udp_broadcast};
+use dnet_testbed::{tunnel_port, Testbed, CONTAINER_BROADCAST};
 use std::time::{Duration, Instant};
 
 /// Stations host namespace `ns`'s bridge learned on the TAP `dnet0` (not its own address).

@@ -8,10 +8,10 @@
 //! `DNET_MACFLOOD_SECS` (default 20) bound the flood; the test prints how many frames it sent and what the switches saw.
 
 use dnet_e2e::{event_count, rss_kib, settled_stats, skip_unless_root};
-use dnetctl::cmd::{ip_in, ipn};
-use dnetctl::netns::in_netns;
-use dnetctl::testbed::{tap_port, Testbed, CONTAINER_IF, DEFAULT_TAP};
-use dnetctl::traffic::{ping, udp_unicast};
+use dnet_testbed::cmd::{ip_in, ipn};
+use dnet_testbed::netns::in_netns;
+use dnet_testbed::traffic::{ping, udp_unicast};
+use dnet_testbed::{tap_port, Testbed, CONTAINER_IF, DEFAULT_TAP};
 use std::time::{Duration, Instant};
 
 const FDB_BOUND: usize = 8192;

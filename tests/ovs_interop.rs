@@ -15,12 +15,12 @@
 
 use dnet_e2e::{settled_stats, total_drops};
 use dnet_proto::Stats;
-use dnetctl::cmd::ipn;
-use dnetctl::testbed::{
+use dnet_testbed::cmd::ipn;
+use dnet_testbed::traffic::{ping, tcp_transfer, PingResult};
+use dnet_testbed::{
     is_root, tap_port, tunnel_port, wait_link_up, Host, Process, SwitchOptions, Testbed,
     CONTAINER_IF,
 };
-use dnetctl::traffic::{ping, tcp_transfer, PingResult};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -130,7 +130,7 @@ fn disable_offloads(ns: &str, dev: &str) -> io::Result<()> {
         }
         Ok(v.data)
     };
-    dnetctl::netns::in_netns(ns, || -> io::Result<()> {
+    dnet_testbed::netns::in_netns(ns, || -> io::Result<()> {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
         let fd = sock.as_raw_fd();
         for (name, set, _) in OFFLOADS {
@@ -364,7 +364,7 @@ fn dnet_and_ovs(
     bins: &OvsBins,
     dnet_key: Option<u32>,
     ovs_key: Option<u32>,
-) -> (Testbed, dnetctl::testbed::Switch, Ovs) {
+) -> (Testbed, dnet_testbed::Switch, Ovs) {
     let tb = Testbed::new(2).expect("building testbed");
     let (a, b) = (tb.host(0).clone(), tb.host(1).clone());
     let opts = SwitchOptions {

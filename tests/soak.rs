@@ -7,9 +7,9 @@
 //! drops by reason.
 
 use dnet_e2e::{rss_kib, skip_unless_root};
-use dnetctl::netns::spawn_in_netns;
-use dnetctl::testbed::{Testbed, CONTAINER_BROADCAST};
-use dnetctl::traffic::{ping, tcp_transfer};
+use dnet_testbed::netns::spawn_in_netns;
+use dnet_testbed::traffic::{ping, tcp_transfer};
+use dnet_testbed::{Testbed, CONTAINER_BROADCAST};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

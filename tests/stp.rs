@@ -5,8 +5,8 @@
 
 use dnet_e2e::{assert_each_broadcast_arrives_once, drop_count, settled_stats, skip_unless_root};
 use dnet_proto::{Request, Response, Show};
-use dnetctl::testbed::{tunnel_totals, Host, Switch, SwitchOptions, Testbed, CONTAINER_BROADCAST};
-use dnetctl::traffic::{ping, udp_broadcast};
+use dnet_testbed::traffic::{ping, udp_broadcast};
+use dnet_testbed::{tunnel_totals, Host, Switch, SwitchOptions, Testbed, CONTAINER_BROADCAST};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -163,7 +163,7 @@ fn ring(extra: &[&str], label: &str) {
     assert!(tb_blocked.contains(&(h[0].underlay_ip, "root".into(), "forwarding".into())));
 
     // The operator's view: `dnetctl show` names the blocked tunnel's role and state.
-    let dnetctl = dnetctl::testbed::switch_binary()
+    let dnetctl = dnet_testbed::switch_binary()
         .expect("switch binary")
         .with_file_name("dnetctl");
     let out = Command::new(&dnetctl)
@@ -337,7 +337,7 @@ fn a_partial_mesh_forwards_through_the_middle_host() {
     assert_eq!(counts, vec![1, 1]);
     // b really forwarded tunnel to tunnel: its tunnel to c sent what its tunnel from a got.
     let st = settled_stats(&[&sw[1]]);
-    let to_c = dnetctl::testbed::tunnel_port(&st[0], h[2].underlay_ip).expect("port to c");
+    let to_c = dnet_testbed::tunnel_port(&st[0], h[2].underlay_ip).expect("port to c");
     assert!(
         to_c.tx_packets >= 6,
         "b sent {} frames to c",

@@ -2,8 +2,8 @@
 //! loops), and learned unicast goes only to the host that needs it.
 
 use dnet_e2e::{assert_each_broadcast_arrives_once, settled_stats, skip_unless_root};
-use dnetctl::testbed::{tunnel_port, tunnel_totals, Testbed};
-use dnetctl::traffic::{ping, udp_unicast, GreCapture};
+use dnet_testbed::traffic::{ping, udp_unicast, GreCapture};
+use dnet_testbed::{tunnel_port, tunnel_totals, Testbed};
 use std::time::Duration;
 
 #[test]

@@ -2,8 +2,8 @@
 //! TCP transfer, and switch counters that agree with what was sent.
 
 use dnet_e2e::{settled_stats, skip_unless_root, total_drops};
-use dnetctl::testbed::{tap_port, tunnel_port, Testbed, BRIDGE, DEFAULT_TAP};
-use dnetctl::traffic::{ping, tcp_transfer};
+use dnet_testbed::traffic::{ping, tcp_transfer};
+use dnet_testbed::{tap_port, tunnel_port, Testbed, BRIDGE, DEFAULT_TAP};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -132,8 +132,9 @@ fn tap_mtu_and_bridge_membership() {
         "one TAP and one tunnel port: {:?}",
         st.ports
     );
-    let link = dnetctl::cmd::ip_in(&tb.host(0).ns, &["-o", "link", "show", "dev", DEFAULT_TAP])
-        .expect("TAP exists");
+    let link =
+        dnet_testbed::cmd::ip_in(&tb.host(0).ns, &["-o", "link", "show", "dev", DEFAULT_TAP])
+            .expect("TAP exists");
     assert!(
         link.contains(&format!("master {BRIDGE}")),
         "TAP not in {BRIDGE}: {link}"

@@ -5,9 +5,9 @@
 //! talk to a GRE-in-UDP one.
 
 use dnet_e2e::{drop_count, event_count, settled_stats, skip_unless_root, total_drops};
-use dnetctl::netns::spawn_in_netns;
-use dnetctl::testbed::{tunnel_port, SwitchOptions, Testbed};
-use dnetctl::traffic::{ping, tcp_transfer, udp_unicast};
+use dnet_testbed::netns::spawn_in_netns;
+use dnet_testbed::traffic::{ping, tcp_transfer, udp_unicast};
+use dnet_testbed::{tunnel_port, SwitchOptions, Testbed};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -321,14 +321,14 @@ fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let got = loop {
         flush();
-        let p = dnetctl::traffic::df_probe(
+        let p = dnet_testbed::traffic::df_probe(
             &a.container_ns,
             b.container_ip,
             1454,
             Duration::from_secs(1),
         );
         match p {
-            Ok(p @ dnetctl::traffic::DfProbe::FragNeeded { .. }) => break p,
+            Ok(p @ dnet_testbed::traffic::DfProbe::FragNeeded { .. }) => break p,
             other if std::time::Instant::now() >= deadline => {
                 panic!("no frag-needed for a 1454-byte DF echo: {other:?}")
             }
@@ -337,7 +337,7 @@ fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
     };
     assert_eq!(
         got,
-        dnetctl::traffic::DfProbe::FragNeeded {
+        dnet_testbed::traffic::DfProbe::FragNeeded {
             mtu: 1354,
             from: b.container_ip
         }
@@ -402,7 +402,7 @@ fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
     let (a, b) = (tb.host(0), tb.host(1));
     // Sent from host b's namespace (a configured peer of a), to a's GRE-in-UDP port.
     let send = |payloads: &[&[u8]]| {
-        let s = dnetctl::netns::in_netns(&b.ns, || {
+        let s = dnet_testbed::netns::in_netns(&b.ns, || {
             std::net::UdpSocket::bind((b.underlay_ip, 0)).expect("udp socket")
         })
         .expect("entering host b");
@@ -411,7 +411,7 @@ fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
         }
     };
     let before = sa.stats().expect("stats");
-    let tap_tx = |s: &dnet_proto::Stats| dnetctl::testbed::tap_port(s).expect("tap").tx_packets;
+    let tap_tx = |s: &dnet_proto::Stats| dnet_testbed::tap_port(s).expect("tap").tx_packets;
     let mut frame = vec![0u8, 0, 0x65, 0x58];
     frame.extend_from_slice(&[0xff; 6]); // broadcast destination
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
@@ -436,9 +436,10 @@ fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
         "a hostile datagram reached the TAP"
     );
     // The same well-formed frame from an address that is not a peer.
-    let dev = dnetctl::testbed::UNDERLAY_IF;
-    dnetctl::cmd::ip_in(&b.ns, &["addr", "add", "10.200.0.99/24", "dev", dev]).expect("ip addr");
-    let s = dnetctl::netns::in_netns(&b.ns, || {
+    let dev = dnet_testbed::UNDERLAY_IF;
+    dnet_testbed::cmd::ip_in(&b.ns, &["addr", "add", "10.200.0.99/24", "dev", dev])
+        .expect("ip addr");
+    let s = dnet_testbed::netns::in_netns(&b.ns, || {
         std::net::UdpSocket::bind((std::net::Ipv4Addr::new(10, 200, 0, 99), 0)).expect("udp socket")
     })
     .expect("entering host b");

@@ -174,10 +174,6 @@ mod tests {
                 path: "/run/dnet/dnet0.sock".into(),
                 source: errno(),
             })),
-            Box::new(crate::docker::DockerError::NoEngine {
-                path: "/var/run/docker.sock".into(),
-                source: errno(),
-            }),
         ];
         for e in errors {
             let msgs = messages(e.as_ref());
