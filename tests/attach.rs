@@ -1,7 +1,6 @@
 //! `dnetctl attach` / `detach` end to end: the real dnetctl binary, run inside host namespaces
 //! next to real dnet-switch processes, plugs bare "container" namespaces into the overlay.
 
-use dnet_e2e::skip_unless_root;
 use dnet_testbed::netns::netns_path;
 use dnet_testbed::traffic::ping;
 use dnet_testbed::{Switch, Testbed, CONTAINER_IF};
@@ -83,10 +82,8 @@ fn attach_links(ns: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn attach_two_containers_ping_detach_and_reattach() {
-    if skip_unless_root("attach_two_containers_ping_detach_and_reattach") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switches().expect("starting switches");
     let mtu = sw[0].stats().expect("stats").mtu;
@@ -178,10 +175,8 @@ fn attach_two_containers_ping_detach_and_reattach() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn attach_with_address_used_on_other_host_fails_and_leaves_nothing() {
-    if skip_unless_root("attach_with_address_used_on_other_host_fails_and_leaves_nothing") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switches().expect("starting switches");
     let ha = tb.host(0).ns.clone();
@@ -225,10 +220,8 @@ fn attach_with_address_used_on_other_host_fails_and_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn attach_errors_are_clear_without_a_switch_or_container() {
-    if skip_unless_root("attach_errors_are_clear_without_a_switch_or_container") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let ha = tb.host(0).ns.clone();
     let ca = tb.add_extra_netns("xa").expect("container a");
@@ -269,10 +262,8 @@ fn attach_errors_are_clear_without_a_switch_or_container() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn options_are_applied_and_a_late_failure_rolls_everything_back() {
-    if skip_unless_root("options_are_applied_and_a_late_failure_rolls_everything_back") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switch(0).expect("starting switch a");
     let ha = tb.host(0).ns.clone();
@@ -365,10 +356,8 @@ fn options_are_applied_and_a_late_failure_rolls_everything_back() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn interrupted_attach_rolls_back() {
-    if skip_unless_root("interrupted_attach_rolls_back") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switch(0).expect("starting switch a");
     let ha = tb.host(0).ns.clone();

@@ -2,7 +2,7 @@
 //! host's namespace to a running `dnet-switch`. Every bad-input class must move its named drop
 //! counter and never reach the TAP (the switch's TAP tx counter stays put).
 
-use dnet_e2e::{drop_count, skip_unless_root};
+use dnet_e2e::drop_count;
 use dnet_testbed::cmd::ip_in;
 use dnet_testbed::netns::in_netns;
 use dnet_testbed::{tap_port, Switch, SwitchOptions, Testbed, UNDERLAY_IF};
@@ -93,10 +93,8 @@ fn wait_for(what: &str, sw: &Switch, mut cond: impl FnMut() -> bool) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn every_bad_gre_class_is_dropped_counted_and_never_forwarded() {
-    if skip_unless_root("every_bad_gre_class_is_dropped_counted_and_never_forwarded") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--key".into(), KEY.to_string()],
@@ -288,11 +286,8 @@ fn error_message(reply: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn control_socket_rejects_malformed_oversized_and_non_root_and_keeps_serving() {
-    if skip_unless_root("control_socket_rejects_malformed_oversized_and_non_root_and_keeps_serving")
-    {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switch(0).expect("starting switch");
     let path = sw.socket.clone();
@@ -397,10 +392,8 @@ fn as_user_in_group(gid: u32, path: &std::path::Path, f: fn(&std::path::Path) ->
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn control_group_members_are_served_and_others_refused() {
-    if skip_unless_root("control_group_members_are_served_and_others_refused") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--control-group".into(), "nogroup".into()],
@@ -442,10 +435,8 @@ fn control_group_members_are_served_and_others_refused() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing() {
-    if skip_unless_root("flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--flood-limit".into(), "100".into()],

@@ -2,24 +2,7 @@
 
 use dnet_proto::Stats;
 use dnet_testbed::Switch;
-use std::io::Write;
 use std::time::{Duration, Instant};
-
-/// Returns true (after printing a visible notice) if the current user cannot build network
-/// namespaces, in which case the calling test should return early.
-///
-/// The notice goes straight to the process's stderr rather than through `eprintln!`, which the
-/// test harness captures and hides for passing tests: a skip must be seen.
-pub fn skip_unless_root(test: &str) -> bool {
-    if dnet_testbed::is_root() {
-        return false;
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "{test}: skipped: needs root (network namespaces)"
-    );
-    true
-}
 
 /// Counters of `switches` once traffic has settled: polls until two snapshots 50 ms apart are
 /// equal (in-flight ACKs and echo replies counted), at most 3 s, then returns the last one.

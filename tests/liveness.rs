@@ -2,7 +2,7 @@
 //! comes up, a saturated tunnel stays up, a killed peer is marked down within the detection
 //! time and its MACs are flushed, and a restarted one comes back with traffic.
 
-use dnet_e2e::{event_count, skip_unless_root};
+use dnet_e2e::event_count;
 use dnet_proto::{Request, Response, Show};
 use dnet_testbed::traffic::{ping, tcp_transfer};
 use dnet_testbed::{Switch, SwitchOptions, Testbed};
@@ -55,10 +55,8 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn keepalives_detect_a_dead_peer_and_its_return() {
-    if skip_unless_root("keepalives_detect_a_dead_peer_and_its_return") {
-        return;
-    }
     let tb = Testbed::new(2).expect("testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--keepalive".into()],
@@ -184,10 +182,8 @@ fn keepalives_detect_a_dead_peer_and_its_return() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn peer_without_keepalives_is_never_marked_down() {
-    if skip_unless_root("peer_without_keepalives_is_never_marked_down") {
-        return;
-    }
     // Like an OVS or gretap peer: b sends no hellos. a must keep working with it.
     let tb = Testbed::new(2).expect("testbed");
     let sa = tb

@@ -3,7 +3,7 @@
 //! 1400, answer DF packets that do not fit with ICMP fragmentation-needed carrying the usable
 //! MTU (1400 − 24 outer − 14 Ethernet = 1362), let TCP through, and lose nothing uncounted.
 
-use dnet_e2e::{drop_count, settled_stats, skip_unless_root, total_drops};
+use dnet_e2e::{drop_count, settled_stats, total_drops};
 use dnet_testbed::traffic::{df_probe, nodf_echo, ping, tcp_transfer, DfProbe};
 use dnet_testbed::{tunnel_port, SwitchOptions, Testbed};
 use std::time::{Duration, Instant};
@@ -19,10 +19,8 @@ const CONTAINER_MTU: u32 = 1462;
 const USABLE: u16 = 1362;
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn pmtu_through_a_1400_router_link() {
-    if skip_unless_root("pmtu_through_a_1400_router_link") {
-        return;
-    }
     let tb = Testbed::routed(LINK_MTU).expect("building routed testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--mtu".into(), CONTAINER_MTU.to_string()],

@@ -3,7 +3,7 @@
 //! exactly one tunnel end, deliver each broadcast exactly once with a bounded number of
 //! tunnel frames, keep every container reachable, and route around a cut underlay link.
 
-use dnet_e2e::{assert_each_broadcast_arrives_once, drop_count, settled_stats, skip_unless_root};
+use dnet_e2e::{assert_each_broadcast_arrives_once, drop_count, settled_stats};
 use dnet_proto::{Request, Response, Show};
 use dnet_testbed::traffic::{ping, udp_broadcast};
 use dnet_testbed::{tunnel_totals, Host, Switch, SwitchOptions, Testbed, CONTAINER_BROADCAST};
@@ -97,20 +97,16 @@ fn cut(x: &Host, y: &Host, on: bool) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut() {
-    if skip_unless_root("a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut") {
-        return;
-    }
     // Without keepalives a cut link is noticed when the neighbour's information ages out
     // (3 × hello = 6 s after its last BPDU).
     ring(&[], "stp");
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn with_keepalives_a_cut_link_fails_over_within_the_detection_time() {
-    if skip_unless_root("with_keepalives_a_cut_link_fails_over_within_the_detection_time") {
-        return;
-    }
     // Keepalives every 200 ms × 3: the dead peer's tree information is dropped at once.
     ring(&["--keepalive-interval", "200"], "stp+keepalive 200 ms x 3");
 }
@@ -281,10 +277,8 @@ fn ring(extra: &[&str], label: &str) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn a_partial_mesh_forwards_through_the_middle_host() {
-    if skip_unless_root("a_partial_mesh_forwards_through_the_middle_host") {
-        return;
-    }
     // a — b — c: a and c are not peers; with --stp, b forwards tunnel to tunnel.
     let tb = Testbed::new(3).expect("building testbed");
     let h = tb.hosts();

@@ -4,7 +4,7 @@
 //! way and reach the TAP as UDP super-frames (with plain GRE too). A plain-GRE switch does not
 //! talk to a GRE-in-UDP one.
 
-use dnet_e2e::{drop_count, event_count, settled_stats, skip_unless_root, total_drops};
+use dnet_e2e::{drop_count, event_count, settled_stats, total_drops};
 use dnet_testbed::netns::spawn_in_netns;
 use dnet_testbed::traffic::{ping, tcp_transfer, udp_unicast};
 use dnet_testbed::{tunnel_port, SwitchOptions, Testbed};
@@ -25,10 +25,8 @@ fn udp() -> SwitchOptions {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_carries_verified_tcp_with_gso_and_gro() {
-    if skip_unless_root("gre_in_udp_carries_verified_tcp_with_gso_and_gro") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = [
         tb.start_switch_with(0, &udp()).expect("switch a"),
@@ -89,18 +87,14 @@ fn gre_in_udp_carries_verified_tcp_with_gso_and_gro() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_batches_runs_of_small_datagrams_at_both_ends() {
-    if skip_unless_root("gre_in_udp_batches_runs_of_small_datagrams_at_both_ends") {
-        return;
-    }
     small_datagram_burst(&udp(), true);
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn plain_gre_coalesces_runs_of_small_datagrams_into_the_tap() {
-    if skip_unless_root("plain_gre_coalesces_runs_of_small_datagrams_into_the_tap") {
-        return;
-    }
     small_datagram_burst(&SwitchOptions::default(), false);
 }
 
@@ -177,10 +171,8 @@ fn small_datagram_burst(opts: &SwitchOptions, gre_in_udp: bool) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_gives_each_flow_its_own_source_port() {
-    if skip_unless_root("gre_in_udp_gives_each_flow_its_own_source_port") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let mut opts = udp();
     opts.extra_args.extend(["--workers".into(), "2".into()]);
@@ -250,10 +242,8 @@ fn gre_in_udp_gives_each_flow_its_own_source_port() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn plain_gre_and_gre_in_udp_do_not_mix() {
-    if skip_unless_root("plain_gre_and_gre_in_udp_do_not_mix") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = [
         tb.start_switch_with(0, &udp()).expect("switch a"),
@@ -279,10 +269,8 @@ fn plain_gre_and_gre_in_udp_do_not_mix() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
-    if skip_unless_root("gre_in_udp_learns_the_path_mtu_and_segments_to_it") {
-        return;
-    }
     // A router link of MTU 1400 between the hosts while the containers keep 1454 (what fits a
     // 1500 underlay): GSO messages must be cut to the path, and DF packets answered with the
     // usable MTU, 1400 − IPv4 20 − UDP 8 − GRE 4 − Ethernet 14 = 1354.
@@ -366,10 +354,8 @@ fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_with_outer_df_off_fragments_instead_of_stalling() {
-    if skip_unless_root("gre_in_udp_with_outer_df_off_fragments_instead_of_stalling") {
-        return;
-    }
     // --mtu 1462 does not fit a 1500 underlay with 46 bytes of GRE-in-UDP, so outer DF is off
     // and the kernel must fragment: GSO messages (which it cannot fragment) give way to one
     // datagram per segment.
@@ -392,10 +378,8 @@ fn gre_in_udp_with_outer_df_off_fragments_instead_of_stalling() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
-    if skip_unless_root("the_gre_in_udp_port_drops_and_counts_hostile_datagrams") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sa = tb.start_switch_with(0, &udp()).expect("switch a");
     let _sb = tb.start_switch_with(1, &udp()).expect("switch b");
