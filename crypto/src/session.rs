@@ -219,11 +219,24 @@ impl Slot {
             .or(Some(newest))
     }
 
-    /// Adds `s`; returns the oldest session if it had to go to make room.
-    fn insert(&mut self, s: Arc<Session>) -> Option<Arc<Session>> {
+    /// Adds `s`; returns the sessions that went: a responder's unconfirmed sessions when
+    /// `s` is a responder's too (the peer sent a new initiation, so it dropped the state
+    /// that could have confirmed them), and the oldest session if there was no room.
+    fn insert(&mut self, s: Arc<Session>, gone: &mut impl FnMut(Arc<Session>)) {
+        if !s.initiator {
+            for x in &mut self.sessions {
+                if x.as_ref()
+                    .is_some_and(|x| !x.initiator && !x.confirmed.load(Ordering::Acquire))
+                {
+                    if let Some(x) = x.take() {
+                        gone(x);
+                    }
+                }
+            }
+        }
         if let Some(free) = self.sessions.iter_mut().find(|x| x.is_none()) {
             *free = Some(s);
-            return None;
+            return;
         }
         let oldest = self
             .sessions
@@ -231,8 +244,10 @@ impl Slot {
             .enumerate()
             .filter_map(|(i, x)| x.as_ref().map(|x| (i, x.order)))
             .min_by_key(|&(_, o)| o)
-            .map(|(i, _)| i)?;
-        self.sessions[oldest].replace(s)
+            .map_or(0, |(i, _)| i);
+        if let Some(x) = self.sessions[oldest].replace(s) {
+            gone(x);
+        }
     }
 }
 
@@ -608,10 +623,19 @@ impl Sessions {
         let Some(slot) = peers.get_mut(usize::from(s.peer)) else {
             return;
         };
-        if let Some(old) = slot.insert(s.clone()) {
+        slot.insert(s.clone(), &mut |old| {
             by_index.remove(&old.local_index);
-        }
+        });
         by_index.insert(s.local_index, s);
+    }
+
+    /// How many sessions `peer` has.
+    #[cfg(test)]
+    pub(crate) fn count(&self, peer: PeerId) -> usize {
+        self.read()
+            .peers
+            .get(usize::from(peer))
+            .map_or(0, |p| p.sessions.iter().flatten().count())
     }
 
     /// Drops sessions past their time; returns how many.

@@ -662,6 +662,9 @@ fn a_lost_initiation_or_response_is_retransmitted() {
     assert_eq!(again.len(), 1);
     b.receive(due2, again[0].1.clone(), 0, None);
     assert_eq!(b.handshakes, vec![Ok(A_AT_B), Ok(A_AT_B)]);
+    // The session of the first answer can never be confirmed (A dropped that attempt's
+    // state when it sent again): the second replaced it.
+    assert_eq!(b.s.count(A_AT_B), 1);
     for (_, m) in b.outgoing(due2) {
         a.receive(due2, m, 0, None);
     }
