@@ -314,7 +314,7 @@ impl Egress {
         let f = out.flush_tunnels(
             |port, len| {
                 sw.path_mtu(port)
-                    .map_or(true, |m| len + OUTER_IP_UDP <= m as usize)
+                    .is_none_or(|m| len + OUTER_IP_UDP <= m as usize)
             },
             |port, len, r| match r {
                 SendOutcome::Sent => c.tx(port, len),
