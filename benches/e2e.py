@@ -18,6 +18,8 @@ Paths (env PATHS, comma separated, measured in that order):
           ovs-vswitchd is not installed.
   dnetN   dnet-switch --workers N in each host, attached to br0; container MTU 1462
   dnetudpN  the same with --encap udp (GRE-in-UDP with UDP GSO/GRO); container MTU 1454
+  dnetN@MODE  dnetN with --packet-rings MODE (off, tx, rx, on, ...): plain GRE through
+          AF_PACKET rings, so each step can be measured against the raw sockets in one run
 Default PATHS: vxlan,ovs,dnet1,dnet2 (ovs only when ovs-vswitchd is installed); QUICK=1 (the CI
 smoke run) defaults to vxlan,dnet1,dnet2 with one short repetition.
 
@@ -201,18 +203,20 @@ def measure(label, pids, rss_pids=None):
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def run_dnet(workers, udp=False):
+def run_dnet(workers, udp=False, rings=None):
     # GRE-in-UDP costs 8 more bytes of underlay per frame.
     with Testbed(1454 if udp else 1462) as tb:
         pids = []
         for h, peer in (("ah", "10.200.0.2"), ("bh", "10.200.0.1")):
-            extra = (["--encap", "udp"] if udp else []) + DNET_ARGS
+            extra = ((["--encap", "udp"] if udp else []) + (["--packet-rings", rings] if rings else [])
+                     + DNET_ARGS)
             p = tb.spawn(h, [BIN, "--peer", peer, "--bridge", "br0", "--workers", str(workers),
                              "--control-socket", f"/run/dnet/{P}{h}.sock", "--log-level", "warn"]
                          + extra)
             pids.append(p.pid)
         time.sleep(1)
-        return measure(f"dnet{' udp' if udp else ''} w{workers}{' ' + ' '.join(DNET_ARGS) if DNET_ARGS else ''}", pids)
+        return measure(f"dnet{' udp' if udp else ''} w{workers}{' rings ' + rings if rings else ''}"
+                       f"{' ' + ' '.join(DNET_ARGS) if DNET_ARGS else ''}", pids)
 
 
 def run_vxlan():
@@ -388,9 +392,10 @@ def main():
     default = "vxlan,dnet1,dnet2" if QUICK or ovs_miss else "vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2"
     paths = [p.strip() for p in os.environ.get("PATHS", default).split(",") if p.strip()]
     bad = [p for p in paths
-           if p not in ("vxlan", "ovs") and not re.fullmatch(r"dnet(udp)?[1-9]\d*", p)]
+           if p not in ("vxlan", "ovs") and not re.fullmatch(r"dnet(udp)?[1-9]\d*(@[a-z-]+)?", p)]
     if bad:
-        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet<workers>, dnetudp<workers>")
+        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet<workers>, dnetudp<workers>,"
+                 " dnet<workers>@<packet-rings mode>")
     results, notes = {}, []
     if ovs_miss and not QUICK and "PATHS" not in os.environ:
         notes.append(f"ovs: not measured, Open vSwitch not installed (missing {', '.join(ovs_miss)};"
@@ -408,14 +413,15 @@ def main():
                 continue
             results[OVS_LABEL] = run_ovs()
         else:
+            p, _, rings = p.partition("@")
             udp = p.startswith("dnetudp")
             w = int(p[7:] if udp else p[4:])
-            extra = " " + " ".join(DNET_ARGS) if DNET_ARGS else ""
-            results[f"dnet{' --encap udp' if udp else ''} --workers {w}{extra}"] = run_dnet(w, udp)
+            extra = (f" --packet-rings {rings}" if rings else "") + (" " + " ".join(DNET_ARGS) if DNET_ARGS else "")
+            results[f"dnet{' --encap udp' if udp else ''} --workers {w}{extra}"] = run_dnet(w, udp, rings or None)
     cols = COLS
-    print(f"\n{'path':<30}" + "".join(f"{c[1]:>22}" for c in cols))
+    print(f"\n{'path':<44}" + "".join(f"{c[1]:>22}" for c in cols))
     for name, r in results.items():
-        print(f"{name:<30}" + "".join(f"{r[k]:>22.3g}" if k in r else f"{'-':>22}" for k, _ in cols))
+        print(f"{name:<44}" + "".join(f"{r[k]:>22.3g}" if k in r else f"{'-':>22}" for k, _ in cols))
     for n in notes:
         print(n)
     print_ratios(results, "kernel VXLAN", "ratios to kernel VXLAN (same run)")

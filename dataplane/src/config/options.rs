@@ -138,6 +138,15 @@ pub struct Options {
     #[arg(long, value_name = "KIND")]
     pub encap: Option<Encap>,
 
+    /// Plain GRE through AF_PACKET rings on the underlay device: `tx` sends bursts through a
+    /// TX ring that bypasses routing, IP output and the qdisc (the outer Ethernet header comes
+    /// from the kernel's route and neighbour tables); `rx` receives through RX rings shared by
+    /// the workers (fanout by flow); `on` both; `off` neither (raw GRE sockets only). The
+    /// `-blocks` variants receive in TPACKET_V3 blocks instead of one frame per packet
+    /// [default: off].
+    #[arg(long, value_name = "MODE")]
+    pub packet_rings: Option<PacketRings>,
+
     /// UDP port of GRE-in-UDP (--encap udp), on every host [default: 4754, IANA gre-in-udp].
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_port: Option<u16>,
@@ -233,6 +242,31 @@ pub enum Encap {
     Udp,
 }
 
+/// `--packet-rings`: which AF_PACKET rings plain GRE uses.
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PacketRings {
+    /// Raw GRE sockets only.
+    #[default]
+    Off,
+    /// Send through a TX ring.
+    Tx,
+    /// Receive through RX rings, one frame per packet.
+    Rx,
+    /// Receive through RX rings in TPACKET_V3 blocks.
+    RxBlocks,
+    /// Both rings (receive one frame per packet).
+    On,
+    /// Both rings (receive in blocks).
+    OnBlocks,
+    /// Send through a packet socket with `sendmmsg` instead of a TX ring.
+    TxSocket,
+    /// Send through a packet socket, receive through RX rings (frames).
+    SocketFrames,
+    /// Send through a packet socket, receive through RX rings (blocks).
+    SocketBlocks,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,7 +331,7 @@ mod tests {
     fn keys_are_the_flags_names() {
         let keys = Options::keys();
         assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
-        assert_eq!(keys.len(), 27);
+        assert_eq!(keys.len(), 28);
         for k in &keys {
             let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
             let expect = match k.as_str() {

@@ -2,6 +2,8 @@
 //! Nothing here decides where a frame goes; that is [`crate::switch`].
 
 pub mod gre_socket;
+pub mod nexthop;
+pub mod ring;
 #[allow(unsafe_code)]
 pub mod sys;
 #[allow(unsafe_code)]
@@ -46,6 +48,8 @@ pub struct DataplaneConfig {
     /// Ask the kernel for TCP super-frames and partial checksums on the TAP (segmented and
     /// coalesced in userspace, see [`crate::offload`]).
     pub offload: bool,
+    /// Plain GRE through packet rings on the underlay device (`--packet-rings`).
+    pub rings: ring::RingMode,
 }
 
 /// Errors bringing the data path up.
@@ -290,6 +294,8 @@ impl Dataplane {
             None => None,
         };
         let shared = datapath::Shared::new(stp.clone());
+        let ring_dev = ring_device(cfg);
+        let mut fanout = sys::packet::Fanout::New;
         let mut workers = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         let mut cmds = Vec::with_capacity(n);
@@ -323,6 +329,10 @@ impl Dataplane {
                 }
                 core.set_port(pid as PortId, Some(*k));
             }
+            let (ring_tx, ring_rx) = match &ring_dev {
+                Some(dev) => open_rings(cfg, dev, id, &socks, &c, &mut fanout),
+                None => (None, None),
+            };
             let (poll, waker) = worker::poll_with_waker().map_err(StartError::Thread)?;
             // Bounded: the control server sends a few commands per request and serves one
             // client at a time; the worker drains them every turn of its loop.
@@ -346,6 +356,8 @@ impl Dataplane {
                 epoch,
                 stop: stop.clone(),
                 poll,
+                ring_tx,
+                ring_rx,
             });
             wakers.push(waker);
             counters.push(c);
@@ -398,6 +410,76 @@ impl Dataplane {
             }
         }
     }
+}
+
+/// The device the packet rings use, if `--packet-rings` asks for any and plain GRE is on;
+/// `None` (logged) where rings cannot work, so plain GRE goes through the raw sockets.
+fn ring_device(cfg: &DataplaneConfig) -> Option<nexthop::Link> {
+    if !cfg.rings.any() || cfg.gre.udp_port.is_some() {
+        return None;
+    }
+    let peer = *cfg.peers.first()?;
+    match ring::underlay_device(peer) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            log::warn!("{e}; plain GRE goes through the raw GRE socket");
+            None
+        }
+    }
+}
+
+/// Worker `id`'s rings on `dev`; the first RX ring starts the fanout group the others join.
+/// A ring that cannot be set up is logged and left out (its direction uses the raw socket).
+fn open_rings(
+    cfg: &DataplaneConfig,
+    dev: &nexthop::Link,
+    id: usize,
+    socks: &Sockets,
+    counters: &Arc<Counters>,
+    fanout: &mut sys::packet::Fanout,
+) -> (Option<ring::RingTx>, Option<ring::RingRx>) {
+    let tx = if let Some(via) = cfg.rings.tx {
+        ring::RingTx::open(dev, via, cfg.local, cfg.outer, counters.clone(), id)
+            .map_err(|e| log::warn!("worker {id}: {e}; sending through the raw GRE socket"))
+            .ok()
+    } else {
+        None
+    };
+    let rx = cfg.rings.rx.and_then(|mode| {
+        let r = ring::RingRx::open(dev, cfg.local, mode, *fanout, cfg.workers.max(1))
+            .and_then(|r| {
+                let gid = r.fanout_id().map_err(|source| ring::RingError::Step {
+                    op: "read the fanout group id".into(),
+                    source,
+                })?;
+                socks
+                    .leave_to_ring(dev.index, r.max_packet(), id == 0)
+                    .map_err(|e| ring::RingError::Device(e.to_string()))?;
+                *fanout = sys::packet::Fanout::Join(gid);
+                Ok(r)
+            })
+            .map_err(|e| log::warn!("worker {id}: {e}; receiving through the raw GRE socket"))
+            .ok()?;
+        Some(r)
+    });
+    if id == 0 {
+        log::info!(
+            "plain GRE through packet rings on {} (MTU {}): send {}, receive {}",
+            dev.name,
+            dev.mtu,
+            match (&tx, cfg.rings.tx) {
+                (Some(_), Some(ring::TxVia::Ring)) => "ring",
+                (Some(_), Some(ring::TxVia::Socket)) => "packet socket",
+                _ => "raw socket",
+            },
+            match (&rx, cfg.rings.rx) {
+                (Some(_), Some(sys::packet::RxMode::Frames)) => "ring (frames)",
+                (Some(_), Some(sys::packet::RxMode::Blocks { .. })) => "ring (blocks)",
+                _ => "raw socket",
+            }
+        );
+    }
+    (tx, rx)
 }
 
 impl Drop for Dataplane {

@@ -4,6 +4,7 @@
 //! and TAP queue, then sends what the core made and passes on what it asks for.
 
 use super::gre_socket::{self, Sockets};
+use super::ring::{RingOut, RingRx, RingTx};
 use super::sys::mmsg::{self, RecvQueue, SendBatch, SendQueue};
 use super::sys::sockopt;
 use super::tap::TapQueue;
@@ -45,6 +46,8 @@ const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
 
 const TAP: Token = Token(0);
 const SOCK: Token = Token(1);
+/// Token of the packet RX ring (`--packet-rings`).
+const RING: Token = Token(3);
 /// Token of the waker that interrupts `poll` for shutdown and control requests.
 pub const WAKE: Token = Token(2);
 
@@ -107,6 +110,10 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// The poll instance (created before spawn so the waker can be handed out).
     pub poll: Poll,
+    /// Plain GRE leaves through this packet ring when it can (`--packet-rings`).
+    pub ring_tx: Option<RingTx>,
+    /// Plain GRE arrives through this packet ring (`--packet-rings`).
+    pub ring_rx: Option<RingRx>,
 }
 
 /// Creates a poll instance and its waker.
@@ -139,13 +146,34 @@ struct Out<'a> {
     dest: &'a [SocketAddrV4],
     tap: &'a TapQueue,
     id: usize,
+    ring: Option<RingOut<'a>>,
 }
 
 impl<'a> Sink<'a> for Out<'a> {
     #[inline]
     fn push_tunnel(&mut self, msg: &TunnelMsg<'_>, payload: &'a [u8]) {
-        let fd = self.socks.send_fd(msg.flow, msg.fragmentable);
         let dest = self.dest[usize::from(msg.port)];
+        if let Some(r) = self.ring.as_mut() {
+            let peer = *dest.ip();
+            if let Some(hop) = r.state.decide(msg, payload.len(), peer) {
+                match r.sock {
+                    Some(fd) => {
+                        let len = (msg.headers.len() + payload.len()) as u32;
+                        let st = &mut *r.state;
+                        self.batch.push(
+                            fd,
+                            mmsg::UNADDRESSED,
+                            |room| st.write_headers(room, &hop, msg, peer, payload),
+                            payload,
+                            (msg.port, len),
+                        );
+                    }
+                    None => r.state.push(&hop, msg, payload, peer),
+                }
+                return;
+            }
+        }
+        let fd = self.socks.send_fd(msg.flow, msg.fragmentable);
         let (repr, headers) = (msg.gre, msg.headers);
         let len = (headers.len() + payload.len()) as u32;
         self.batch.push(
@@ -166,12 +194,12 @@ impl<'a> Sink<'a> for Out<'a> {
 
     #[inline]
     fn tunnel_full(&self) -> bool {
-        self.batch.is_full()
+        self.batch.is_full() || self.ring.as_ref().is_some_and(|r| r.state.is_full())
     }
 
     #[inline]
     fn tunnel_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.batch.is_empty() && self.ring.as_ref().is_none_or(|r| r.state.is_empty())
     }
 
     fn flush_tunnels(
@@ -180,6 +208,9 @@ impl<'a> Sink<'a> for Out<'a> {
         mut done: impl FnMut(PortId, usize, SendOutcome),
     ) -> Flushed {
         let mut f = Flushed::default();
+        if let Some(r) = self.ring.as_mut() {
+            r.state.flush(&mut done);
+        }
         if !self.batch.udp_gso() {
             self.batch
                 .flush(|(port, len), r| done(port, len as usize, r));
@@ -228,6 +259,11 @@ impl<'a> Sink<'a> for Out<'a> {
     }
 }
 
+/// A datagram borrowed for less long (the ring's batch outlives the burst's sink).
+fn shorten<'s, 'l: 's>(d: Datagram<'l>) -> Datagram<'s> {
+    d
+}
+
 impl Worker {
     /// Runs until `stop` is set. Errors if the event loop fails or the TAP is gone.
     pub fn run(mut self) -> io::Result<()> {
@@ -242,6 +278,9 @@ impl Worker {
             SOCK,
             Interest::READABLE,
         )?;
+        if let Some(r) = &self.ring_rx {
+            reg.register(&mut SourceFd(&r.fd().as_raw_fd()), RING, Interest::READABLE)?;
+        }
         let mut events = Events::with_capacity(16);
         let mut send = SendQueue::new(TX_CAP);
         send.set_udp_gso(self.socks.is_udp());
@@ -254,9 +293,10 @@ impl Worker {
         };
         // Drain anything that arrived before registration.
         let (mut tap_ready, mut sock_ready) = (true, true);
+        let mut ring_ready = self.ring_rx.is_some();
         log::debug!("worker {} running", self.id);
         loop {
-            let timeout = if tap_ready || sock_ready {
+            let timeout = if tap_ready || sock_ready || ring_ready {
                 Duration::ZERO
             } else {
                 let wait = self.core.poll_timeout().saturating_sub(self.now());
@@ -271,6 +311,7 @@ impl Worker {
                 match ev.token() {
                     TAP => tap_ready = true,
                     SOCK => sock_ready = true,
+                    RING => ring_ready = true,
                     _ => {}
                 }
             }
@@ -285,11 +326,17 @@ impl Worker {
             while let Ok(c) = self.cmd_rx.try_recv() {
                 self.command(now, c);
             }
+            if let Some(r) = &mut self.ring_tx {
+                r.maintain(now, &self.dest);
+            }
             if tap_ready {
                 tap_ready = self.tap_burst(now, &mut b)?;
             }
             if sock_ready {
                 sock_ready = self.sock_burst(now, &mut b);
+            }
+            if ring_ready {
+                ring_ready = self.ring_burst(now, &mut b);
             }
             self.core.handle_timeout(now);
             self.drain(&mut b);
@@ -303,6 +350,9 @@ impl Worker {
                     if let Some(d) = self.dest.get_mut(usize::from(id)) {
                         *d = gre_socket::dest(addr, &self.gre);
                     }
+                }
+                if let Some(r) = &mut self.ring_tx {
+                    r.invalidate();
                 }
                 self.core.set_port(id, kind);
             }
@@ -360,6 +410,7 @@ impl Worker {
             dest: &self.dest,
             tap,
             id,
+            ring: self.ring_tx.as_mut().map(RingTx::out),
         };
         self.core.handle_tap_frames(now, frames, &mut out);
         match gone {
@@ -401,9 +452,34 @@ impl Worker {
             dest: &self.dest,
             tap: &self.tap,
             id: self.id,
+            ring: self.ring_tx.as_mut().map(RingTx::out),
         };
         self.core.handle_tunnel_datagrams(now, datagrams, &mut out);
         n == BURST
+    }
+
+    /// Hands the packets waiting in the RX ring to the core. Returns true if more may be
+    /// waiting.
+    fn ring_burst(&mut self, now: Millis, b: &mut Buffers) -> bool {
+        let Some(rx) = self.ring_rx.as_mut() else {
+            return false;
+        };
+        let Buffers { send, .. } = b;
+        let core = &mut self.core;
+        let counters = core.counters().clone();
+        let (socks, dest, tap, id) = (&self.socks, &self.dest, &self.tap, self.id);
+        let ring_tx = &mut self.ring_tx;
+        rx.burst(&counters, |datagrams| {
+            let mut out = Out {
+                batch: send.batch(),
+                socks,
+                dest,
+                tap,
+                id,
+                ring: ring_tx.as_mut().map(RingTx::out),
+            };
+            core.handle_tunnel_datagrams(now, datagrams.map(shorten), &mut out)
+        })
     }
 
     /// Sends the frames the core made, reads the path MTUs it asks for, and passes its

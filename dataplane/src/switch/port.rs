@@ -253,11 +253,15 @@ pub enum Event {
     /// Several UDP datagrams of one flow from a tunnel written to the TAP as one UDP GSO
     /// frame (offloads on; the container's stack splits it back).
     UdpCoalesced,
+    /// A plain GRE packet that could have left through the packet ring went through the raw
+    /// socket instead: its peer's next hop was not resolved (yet), its neighbour entry needed
+    /// confirming, or the ring was full (`--packet-rings`).
+    RingFallback,
 }
 
 impl Event {
     /// Number of events.
-    pub const COUNT: usize = Event::UdpCoalesced as usize + 1;
+    pub const COUNT: usize = Event::RingFallback as usize + 1;
     /// Every event, in counter order.
     pub const ALL: [Event; Event::COUNT] = [
         Event::FdbFull,
@@ -275,6 +279,7 @@ impl Event {
         Event::UdpGsoSent,
         Event::UdpGroReceived,
         Event::UdpCoalesced,
+        Event::RingFallback,
     ];
 
     /// Stable snake_case name.
@@ -295,6 +300,7 @@ impl Event {
             Event::UdpGsoSent => "udp_gso_sent",
             Event::UdpGroReceived => "udp_gro_received",
             Event::UdpCoalesced => "udp_coalesced",
+            Event::RingFallback => "ring_fallback",
         }
     }
 }
