@@ -140,10 +140,9 @@ pub struct Options {
 
     /// Plain GRE through AF_PACKET rings on the underlay device: `tx` sends bursts through a
     /// TX ring that bypasses routing, IP output and the qdisc (the outer Ethernet header comes
-    /// from the kernel's route and neighbour tables); `rx` receives through RX rings shared by
-    /// the workers (fanout by flow); `on` both; `off` neither (raw GRE sockets only). The
-    /// `-blocks` variants receive in TPACKET_V3 blocks instead of one frame per packet
-    /// [default: off].
+    /// from the kernel's route and neighbour tables), `rx` receives through RX rings shared by
+    /// the workers (fanout by flow), `on` both, `off` neither (raw GRE sockets only). Without
+    /// an Ethernet underlay device the raw sockets are used [default: on].
     #[arg(long, value_name = "MODE")]
     pub packet_rings: Option<PacketRings>,
 
@@ -244,27 +243,17 @@ pub enum Encap {
 
 /// `--packet-rings`: which AF_PACKET rings plain GRE uses.
 #[derive(ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "lowercase")]
 pub enum PacketRings {
     /// Raw GRE sockets only.
-    #[default]
     Off,
     /// Send through a TX ring.
     Tx,
-    /// Receive through RX rings, one frame per packet.
+    /// Receive through RX rings.
     Rx,
-    /// Receive through RX rings in TPACKET_V3 blocks.
-    RxBlocks,
-    /// Both rings (receive one frame per packet).
+    /// Both rings.
+    #[default]
     On,
-    /// Both rings (receive in blocks).
-    OnBlocks,
-    /// Send through a packet socket with `sendmmsg` instead of a TX ring.
-    TxSocket,
-    /// Send through a packet socket, receive through RX rings (frames).
-    SocketFrames,
-    /// Send through a packet socket, receive through RX rings (blocks).
-    SocketBlocks,
 }
 
 #[cfg(test)]

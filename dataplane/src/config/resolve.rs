@@ -8,8 +8,7 @@ use super::options::PacketRings;
 use super::peer::{check_peer, PeerError};
 use super::settings::{tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
 use crate::io::gre_socket::OuterOptions;
-use crate::io::ring::{RingMode, TxVia};
-use crate::io::sys::packet::RxMode;
+use crate::io::ring::RingMode;
 use crate::io::DataplaneConfig;
 use crate::switch;
 use crate::wire::ethernet;
@@ -179,22 +178,20 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
     })
 }
 
-/// The rings `--packet-rings` asks for (V3 blocks retire after 1 ms, the shortest timeout).
+/// The rings `--packet-rings` asks for.
 fn rings(r: PacketRings) -> RingMode {
-    let (frames, blocks) = (Some(RxMode::Frames), Some(RxMode::Blocks { timeout_ms: 1 }));
-    let (ring, sock) = (Some(TxVia::Ring), Some(TxVia::Socket));
-    let (tx, rx) = match r {
-        PacketRings::Off => (None, None),
-        PacketRings::Tx => (ring, None),
-        PacketRings::TxSocket => (sock, None),
-        PacketRings::Rx => (None, frames),
-        PacketRings::RxBlocks => (None, blocks),
-        PacketRings::On => (ring, frames),
-        PacketRings::OnBlocks => (ring, blocks),
-        PacketRings::SocketFrames => (sock, frames),
-        PacketRings::SocketBlocks => (sock, blocks),
-    };
-    RingMode { tx, rx }
+    match r {
+        PacketRings::Off => RingMode::OFF,
+        PacketRings::Tx => RingMode {
+            tx: true,
+            rx: false,
+        },
+        PacketRings::Rx => RingMode {
+            tx: false,
+            rx: true,
+        },
+        PacketRings::On => RingMode::ON,
+    }
 }
 
 #[cfg(test)]

@@ -438,15 +438,15 @@ fn open_rings(
     counters: &Arc<Counters>,
     fanout: &mut sys::packet::Fanout,
 ) -> (Option<ring::RingTx>, Option<ring::RingRx>) {
-    let tx = if let Some(via) = cfg.rings.tx {
-        ring::RingTx::open(dev, via, cfg.local, cfg.outer, counters.clone(), id)
+    let tx = if cfg.rings.tx {
+        ring::RingTx::open(dev, cfg.local, cfg.outer, counters.clone(), id)
             .map_err(|e| log::warn!("worker {id}: {e}; sending through the raw GRE socket"))
             .ok()
     } else {
         None
     };
-    let rx = cfg.rings.rx.and_then(|mode| {
-        let r = ring::RingRx::open(dev, cfg.local, mode, *fanout, cfg.workers.max(1))
+    let rx = if cfg.rings.rx {
+        ring::RingRx::open(dev, cfg.local, *fanout, cfg.workers.max(1))
             .and_then(|r| {
                 let gid = r.fanout_id().map_err(|source| ring::RingError::Step {
                     op: "read the fanout group id".into(),
@@ -459,24 +459,17 @@ fn open_rings(
                 Ok(r)
             })
             .map_err(|e| log::warn!("worker {id}: {e}; receiving through the raw GRE socket"))
-            .ok()?;
-        Some(r)
-    });
+            .ok()
+    } else {
+        None
+    };
     if id == 0 {
         log::info!(
             "plain GRE through packet rings on {} (MTU {}): send {}, receive {}",
             dev.name,
             dev.mtu,
-            match (&tx, cfg.rings.tx) {
-                (Some(_), Some(ring::TxVia::Ring)) => "ring",
-                (Some(_), Some(ring::TxVia::Socket)) => "packet socket",
-                _ => "raw socket",
-            },
-            match (&rx, cfg.rings.rx) {
-                (Some(_), Some(sys::packet::RxMode::Frames)) => "ring (frames)",
-                (Some(_), Some(sys::packet::RxMode::Blocks { .. })) => "ring (blocks)",
-                _ => "raw socket",
-            }
+            if tx.is_some() { "ring" } else { "raw socket" },
+            if rx.is_some() { "ring" } else { "raw socket" },
         );
     }
     (tx, rx)

@@ -18,33 +18,38 @@
 //!   frame) or that arrive on another device are left to worker 0's raw socket.
 
 use super::gre_socket::{self, OuterOptions};
-use super::nexthop::{Link, NextHop, NextHops, Rtnl, Unresolved};
+use super::nexthop::{Link, NextHops, Rtnl, Unresolved};
 use super::sys::mmsg;
-use super::sys::packet::{self, Fanout, RxMode, RxRing, Split, TxRing};
+use super::sys::packet::{Fanout, RxRing, Split, TxRing};
 use crate::datapath::{Datagram, SendOutcome, TunnelMsg};
 use crate::switch::{Counters, DropReason, Event, Millis, PortId};
 use crate::wire::{ethernet, ipv4};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
-/// Which packet-socket paths `--packet-rings` turns on.
+/// Which rings `--packet-rings` turns on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RingMode {
-    /// Send this way rather than through the raw socket.
-    pub tx: Option<TxVia>,
-    /// Receive through an RX ring of this kind.
-    pub rx: Option<RxMode>,
+    /// Send through a TX ring.
+    pub tx: bool,
+    /// Receive through RX rings.
+    pub rx: bool,
 }
 
 impl RingMode {
     /// Neither.
-    pub const OFF: RingMode = RingMode { tx: None, rx: None };
+    pub const OFF: RingMode = RingMode {
+        tx: false,
+        rx: false,
+    };
+    /// Both.
+    pub const ON: RingMode = RingMode { tx: true, rx: true };
 
     /// Any at all.
     pub fn any(&self) -> bool {
-        self.tx.is_some() || self.rx.is_some()
+        self.tx || self.rx
     }
 }
 
@@ -52,12 +57,10 @@ impl RingMode {
 const TX_SLOTS: usize = 256;
 /// Committed frames per flush, as many as a send batch holds.
 pub const TX_BATCH: usize = 128;
-/// RX frames per worker (V2): as many as a 4 MiB socket buffer holds, so a burst the worker
-/// is slow to take is not dropped where the raw socket would have queued it.
+/// RX frames per worker: as many as a 4 MiB socket buffer holds, so a burst the worker is
+/// slow to take is not dropped where the raw socket would have queued it.
 const RX_FRAMES: usize = 2048;
-/// RX blocks per worker (V3), 4 MiB.
-const RX_BLOCKS: usize = 32;
-/// Frames taken from a V2 ring per turn of the loop.
+/// Frames taken from an RX ring per turn of the loop.
 const RX_BURST: usize = 64;
 
 /// Setup errors.
@@ -108,107 +111,58 @@ pub fn underlay_device(peer: Ipv4Addr) -> Result<Link, RingError> {
 /// Outer Ethernet (14) + IPv4 (20) header length.
 const OUTER: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN;
 
-/// How a worker's plain GRE frames leave when not through the raw socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TxVia {
-    /// Written into a TX ring's slots, sent with one `sendto` per flush.
-    Ring,
-    /// Headers and payload handed to `sendmmsg` on a packet socket with the worker's other
-    /// messages (no copy in userspace; the kernel copies each frame once).
-    Socket,
-}
-
-/// One worker's packet-socket send path: the next hops, and a TX ring or a packet socket.
+/// One worker's TX ring and next hops.
 pub struct RingTx {
-    state: TxState,
-    sock: Option<OwnedFd>,
-}
-
-/// What deciding, writing and counting need (everything but the packet socket, which the
-/// send batch borrows).
-pub struct TxState {
-    ring: Option<TxRing>,
+    ring: TxRing,
     hops: NextHops,
     local: Ipv4Addr,
     outer: OuterOptions,
     ident: u16,
-    /// (port, inner length) of each frame committed to the ring since the last flush.
+    /// (port, inner length) of each frame committed since the last flush, in order.
     tags: Vec<(PortId, u32)>,
     counters: Arc<Counters>,
     worker: usize,
 }
 
-/// A worker's send path for one burst: the state, and the packet socket to hand to the send
-/// batch when sending through one.
-pub struct RingOut<'a> {
-    /// Decides, writes, counts.
-    pub state: &'a mut TxState,
-    /// The packet socket ([`TxVia::Socket`]), or `None` for the ring.
-    pub sock: Option<BorrowedFd<'a>>,
-}
-
 impl RingTx {
-    /// The send path on `dev` for worker `worker`, sending from `local` with `outer`'s TTL,
-    /// TOS and DF; fallbacks are counted in `counters`.
+    /// A TX ring on `dev` for worker `worker`, sending from `local` with `outer`'s TTL, TOS
+    /// and DF; fallbacks are counted in `counters`.
     pub fn open(
         dev: &Link,
-        via: TxVia,
         local: Ipv4Addr,
         outer: OuterOptions,
         counters: Arc<Counters>,
         worker: usize,
     ) -> Result<RingTx, RingError> {
-        let (ring, sock) = match via {
-            TxVia::Ring => {
-                // Room for the device MTU plus a VLAN tag (what the kernel accepts).
-                let max_frame = ethernet::TAGGED_HEADER_LEN + dev.mtu as usize;
-                let r = TxRing::open(dev.index, max_frame, TX_SLOTS)
-                    .map_err(step(format!("TX ring on {}", dev.name)))?;
-                (Some(r), None)
-            }
-            TxVia::Socket => {
-                let s = packet::tx_socket(dev.index)
-                    .map_err(step(format!("packet socket on {}", dev.name)))?;
-                (None, Some(s))
-            }
-        };
+        // Room for the device MTU plus a VLAN tag (what the kernel accepts).
+        let max_frame = ethernet::TAGGED_HEADER_LEN + dev.mtu as usize;
+        let ring = TxRing::open(dev.index, max_frame, TX_SLOTS)
+            .map_err(step(format!("TX ring on {}", dev.name)))?;
         let rtnl = Rtnl::open().map_err(step("open rtnetlink"))?;
         Ok(RingTx {
-            state: TxState {
-                ring,
-                hops: NextHops::new(rtnl, dev.clone()),
-                local,
-                outer,
-                // Like the kernel's per-socket counter: any start will do (RFC 6864).
-                ident: (std::process::id() as u16)
-                    .wrapping_mul(251)
-                    .wrapping_add(worker as u16),
-                tags: Vec::with_capacity(TX_SLOTS),
-                counters,
-                worker,
-            },
-            sock,
+            ring,
+            hops: NextHops::new(rtnl, dev.clone()),
+            local,
+            outer,
+            // Like the kernel's per-socket counter: any start will do (RFC 6864).
+            ident: (std::process::id() as u16)
+                .wrapping_mul(251)
+                .wrapping_add(worker as u16),
+            tags: Vec::with_capacity(TX_SLOTS),
+            counters,
+            worker,
         })
-    }
-
-    /// The send path for one burst.
-    pub fn out(&mut self) -> RingOut<'_> {
-        RingOut {
-            state: &mut self.state,
-            sock: self.sock.as_ref().map(AsFd::as_fd),
-        }
     }
 
     /// Reads the next hops again when due, logging what changed.
     pub fn maintain(&mut self, now: Millis, dest: &[SocketAddrV4]) {
-        let st = &mut self.state;
-        let (worker, dev) = (st.worker, st.hops.device().name.clone());
+        let (worker, dev) = (self.worker, self.hops.device().name.clone());
         let peers = dest
             .iter()
             .enumerate()
             .filter(|(_, d)| !d.ip().is_unspecified())
             .map(|(i, d)| (i as PortId, *d.ip()));
-        st.hops.refresh(now, peers, |_, peer, r| {
+        self.hops.refresh(now, peers, |_, peer, r| {
             let level = if worker == 0 {
                 log::Level::Info
             } else {
@@ -242,119 +196,76 @@ impl RingTx {
 
     /// Read the next hops again at the next [`RingTx::maintain`] (a tunnel was added).
     pub fn invalidate(&mut self) {
-        self.state.hops.invalidate();
+        self.hops.invalidate();
     }
-}
 
-impl TxState {
-    /// No more frames fit the ring before a flush (never with a packet socket: its messages
-    /// go into the send batch, which says when it is full).
+    /// No more frames fit before a flush.
     #[inline]
     pub fn is_full(&self) -> bool {
         self.tags.len() >= TX_BATCH
     }
 
-    /// Nothing waits in the ring for a flush.
+    /// Nothing waits for a flush.
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.tags.is_empty()
     }
 
-    /// Where a tunnel message of `msg` and `payload_len` bytes of payload to `peer` goes: the
-    /// next hop to write it for, or `None` for the raw socket (counted as `ring_fallback`
-    /// unless it is larger than the path, which the raw socket fragments or refuses).
+    /// Writes one tunnel message (GRE header, `msg.headers`, `payload`) to peer `peer` into
+    /// the ring. Returns false if it must go through the raw socket instead: counted as
+    /// `ring_fallback`, unless it is larger than the path (the raw socket fragments or
+    /// refuses it, as always).
     #[inline]
-    pub fn decide(
-        &mut self,
-        msg: &TunnelMsg<'_>,
-        payload_len: usize,
-        peer: Ipv4Addr,
-    ) -> Option<NextHop> {
-        let ip_len = ipv4::MIN_HEADER_LEN + msg.gre.header_len() + msg.headers.len() + payload_len;
+    pub fn push(&mut self, msg: &TunnelMsg<'_>, payload: &[u8], peer: Ipv4Addr) -> bool {
+        let ip_len =
+            ipv4::MIN_HEADER_LEN + msg.gre.header_len() + msg.headers.len() + payload.len();
         let Some(hop) = self.hops.get(msg.port, peer) else {
             self.counters.event(Event::RingFallback);
-            return None;
+            return false;
         };
         if ip_len > hop.mtu as usize {
-            return None;
+            return false;
         }
         // One packet through the kernel lets it confirm a stale neighbour entry.
         let confirm = std::mem::take(&mut hop.confirm);
-        let hop = *hop;
-        let room = match &mut self.ring {
-            None => true,
-            Some(r) => {
-                self.tags.len() < TX_BATCH
-                    && r.slot()
-                        .is_some_and(|s| ethernet::HEADER_LEN + ip_len <= s.len())
-            }
-        };
-        if confirm || !room {
+        let dst_mac = hop.mac;
+        if confirm || self.is_full() {
             self.counters.event(Event::RingFallback);
-            return None;
+            return false;
         }
-        Some(hop)
-    }
-
-    fn ip(&mut self, msg: &TunnelMsg<'_>, peer: Ipv4Addr, payload_len: usize) -> ipv4::Repr {
-        let ident = self.ident;
-        self.ident = self.ident.wrapping_add(1);
-        ipv4::Repr {
+        let Some(slot) = self.ring.slot() else {
+            self.counters.event(Event::RingFallback);
+            return false;
+        };
+        if ethernet::HEADER_LEN + ip_len > slot.len() {
+            return false;
+        }
+        let ip = ipv4::Repr {
             src: self.local,
             dst: peer,
             protocol: ipv4::PROTO_GRE,
             ttl: self.outer.ttl,
             tos: self.outer.tos,
             df: self.outer.df && !msg.fragmentable,
-            ident,
-            payload_len: msg.gre.header_len() + msg.headers.len() + payload_len,
-        }
-    }
-
-    /// Writes the frame's headers (Ethernet, IPv4, GRE, `msg.headers`) for `payload` into
-    /// `room`, for a packet socket ([`TxVia::Socket`]); returns their length.
-    #[inline]
-    pub fn write_headers(
-        &mut self,
-        room: &mut [u8],
-        hop: &NextHop,
-        msg: &TunnelMsg<'_>,
-        peer: Ipv4Addr,
-        payload: &[u8],
-    ) -> usize {
-        let ip = self.ip(msg, peer, payload.len());
-        write_headers(room, &hop.mac, &self.hops.device().mac, &ip, msg, payload)
-    }
-
-    /// Writes the whole frame into the ring ([`TxVia::Ring`]); only after
-    /// [`TxState::decide`] said where.
-    #[inline]
-    pub fn push(&mut self, hop: &NextHop, msg: &TunnelMsg<'_>, payload: &[u8], peer: Ipv4Addr) {
-        let ip = self.ip(msg, peer, payload.len());
-        let src = self.hops.device().mac;
-        let Some(r) = self.ring.as_mut() else {
-            return;
+            ident: self.ident,
+            payload_len: ip_len - ipv4::MIN_HEADER_LEN,
         };
-        let Some(slot) = r.slot() else {
-            return;
-        };
-        let hl = write_headers(slot, &hop.mac, &src, &ip, msg, payload);
+        self.ident = self.ident.wrapping_add(1);
+        let hl = write_headers(slot, &dst_mac, &self.hops.device().mac, &ip, msg, payload);
         slot[hl..hl + payload.len()].copy_from_slice(payload);
-        r.commit(hl + payload.len());
+        self.ring.commit(hl + payload.len());
         self.tags
             .push((msg.port, (msg.headers.len() + payload.len()) as u32));
+        true
     }
 
-    /// Sends every frame written to the ring since the last flush with one system call;
-    /// calls `done(port, inner length, outcome)` for each, in order.
+    /// Sends every frame written since the last flush with one system call; calls
+    /// `done(port, inner length, outcome)` for each, in order.
     pub fn flush(&mut self, mut done: impl FnMut(PortId, usize, SendOutcome)) {
-        let Some(r) = self.ring.as_mut() else {
-            return;
-        };
         if self.tags.is_empty() {
             return;
         }
-        let s = r.send();
+        let s = self.ring.send();
         for (i, (port, len)) in self.tags.drain(..).enumerate() {
             let o = if i < s.sent {
                 SendOutcome::Sent
@@ -431,23 +342,14 @@ pub struct RingRx {
 
 impl RingRx {
     /// An RX ring on `dev` for packets to `local`, in the fanout group `fanout`.
-    /// `workers` rings share the group, split by flow as the raw sockets' filters split.
+    /// `workers` rings share the group, split by flow as the raw sockets' filters split. A
+    /// (reassembled) packet larger than a frame is left to the raw socket.
     pub fn open(
         dev: &Link,
         local: Ipv4Addr,
-        mode: RxMode,
         fanout: Fanout,
         workers: usize,
     ) -> Result<RingRx, RingError> {
-        let max = match mode {
-            // A reassembled packet larger than a frame is left to the raw socket.
-            RxMode::Frames => dev.mtu as usize,
-            RxMode::Blocks { .. } => 65_535,
-        };
-        let slots = match mode {
-            RxMode::Frames => RX_FRAMES,
-            RxMode::Blocks { .. } => RX_BLOCKS,
-        };
         let prog: Vec<libc::sock_filter> = gre_socket::fanout_program()
             .into_iter()
             .map(|(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
@@ -459,9 +361,8 @@ impl RingRx {
         };
         let ring = RxRing::open(
             dev.index,
-            mode,
-            max,
-            slots,
+            dev.mtu as usize,
+            RX_FRAMES,
             &|room| rx_filter(local, room),
             fanout,
             split,
@@ -494,12 +395,11 @@ impl RingRx {
         f: impl FnOnce(&mut dyn Iterator<Item = Datagram<'_>>),
     ) -> bool {
         let local = self.local;
-        let blocks = matches!(self.ring.mode(), RxMode::Blocks { .. });
         let batch = self.ring.batch(RX_BURST);
         if batch.is_empty() {
             return false;
         }
-        let full = batch.slots() == RX_BURST;
+        let full = batch.len() == RX_BURST;
         let mut datagrams =
             batch
                 .packets()
@@ -511,8 +411,7 @@ impl RingRx {
                     }
                 });
         f(&mut datagrams);
-        // V3 hands over a block at a time: more may be waiting behind it.
-        full || blocks
+        full
     }
 
     /// Packets the kernel could not copy in for want of room, since the last call.

@@ -4,7 +4,7 @@
 //! and TAP queue, then sends what the core made and passes on what it asks for.
 
 use super::gre_socket::{self, Sockets};
-use super::ring::{RingOut, RingRx, RingTx};
+use super::ring::{RingRx, RingTx};
 use super::sys::mmsg::{self, RecvQueue, SendBatch, SendQueue};
 use super::sys::sockopt;
 use super::tap::TapQueue;
@@ -146,30 +146,15 @@ struct Out<'a> {
     dest: &'a [SocketAddrV4],
     tap: &'a TapQueue,
     id: usize,
-    ring: Option<RingOut<'a>>,
+    ring: Option<&'a mut RingTx>,
 }
 
 impl<'a> Sink<'a> for Out<'a> {
     #[inline]
     fn push_tunnel(&mut self, msg: &TunnelMsg<'_>, payload: &'a [u8]) {
         let dest = self.dest[usize::from(msg.port)];
-        if let Some(r) = self.ring.as_mut() {
-            let peer = *dest.ip();
-            if let Some(hop) = r.state.decide(msg, payload.len(), peer) {
-                match r.sock {
-                    Some(fd) => {
-                        let len = (msg.headers.len() + payload.len()) as u32;
-                        let st = &mut *r.state;
-                        self.batch.push(
-                            fd,
-                            mmsg::UNADDRESSED,
-                            |room| st.write_headers(room, &hop, msg, peer, payload),
-                            payload,
-                            (msg.port, len),
-                        );
-                    }
-                    None => r.state.push(&hop, msg, payload, peer),
-                }
+        if let Some(r) = self.ring.as_deref_mut() {
+            if r.push(msg, payload, *dest.ip()) {
                 return;
             }
         }
@@ -194,12 +179,12 @@ impl<'a> Sink<'a> for Out<'a> {
 
     #[inline]
     fn tunnel_full(&self) -> bool {
-        self.batch.is_full() || self.ring.as_ref().is_some_and(|r| r.state.is_full())
+        self.batch.is_full() || self.ring.as_deref().is_some_and(RingTx::is_full)
     }
 
     #[inline]
     fn tunnel_empty(&self) -> bool {
-        self.batch.is_empty() && self.ring.as_ref().is_none_or(|r| r.state.is_empty())
+        self.batch.is_empty() && self.ring.as_deref().is_none_or(RingTx::is_empty)
     }
 
     fn flush_tunnels(
@@ -208,8 +193,8 @@ impl<'a> Sink<'a> for Out<'a> {
         mut done: impl FnMut(PortId, usize, SendOutcome),
     ) -> Flushed {
         let mut f = Flushed::default();
-        if let Some(r) = self.ring.as_mut() {
-            r.state.flush(&mut done);
+        if let Some(r) = self.ring.as_deref_mut() {
+            r.flush(&mut done);
         }
         if !self.batch.udp_gso() {
             self.batch
@@ -410,7 +395,7 @@ impl Worker {
             dest: &self.dest,
             tap,
             id,
-            ring: self.ring_tx.as_mut().map(RingTx::out),
+            ring: self.ring_tx.as_mut(),
         };
         self.core.handle_tap_frames(now, frames, &mut out);
         match gone {
@@ -452,7 +437,7 @@ impl Worker {
             dest: &self.dest,
             tap: &self.tap,
             id: self.id,
-            ring: self.ring_tx.as_mut().map(RingTx::out),
+            ring: self.ring_tx.as_mut(),
         };
         self.core.handle_tunnel_datagrams(now, datagrams, &mut out);
         n == BURST
@@ -476,7 +461,7 @@ impl Worker {
                 dest,
                 tap,
                 id,
-                ring: ring_tx.as_mut().map(RingTx::out),
+                ring: ring_tx.as_mut(),
             };
             core.handle_tunnel_datagrams(now, datagrams.map(shorten), &mut out)
         })

@@ -18,12 +18,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 pub const GSO_MAX_SEGS: usize = 64;
 /// Largest UDP payload of one GSO message (65535 − IPv4 20 − UDP 8, with some room).
 pub const GSO_MAX_BYTES: usize = 65_000;
-/// Bytes of header room per message: a GRE header plus a segment's own Ethernet, IP and TCP
-/// headers, and for a packet socket the outer Ethernet and IPv4 headers before them.
-pub const HEADER_ROOM: usize = 192;
-/// The destination of a message for a bound packet socket, which takes no address: the
-/// message carries its own link-layer header.
-pub const UNADDRESSED: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+/// Bytes of header room per message (a GRE header plus a segment's own Ethernet, IP and TCP
+/// headers).
+pub const HEADER_ROOM: usize = 160;
 /// Largest IPv4 packet (a reassembled one can be this big).
 pub const SLOT_LEN: usize = 65_536;
 
@@ -214,11 +211,6 @@ impl<'a> SendBatch<'a> {
             },
         ];
         q.msgs[i].msg_hdr = msghdr::header(&mut q.dest[i], &mut q.iov[i]);
-        if q.dest[i].sin_addr.s_addr == 0 && q.dest[i].sin_port == 0 {
-            // UNADDRESSED: a packet socket sends to the device it is bound to.
-            q.msgs[i].msg_hdr.msg_name = std::ptr::null_mut();
-            q.msgs[i].msg_hdr.msg_namelen = 0;
-        }
     }
 
     fn msg_len(&self, i: usize) -> usize {

@@ -4,10 +4,13 @@
 //!   `PACKET_QDISC_BYPASS`. The caller writes whole Ethernet frames into free slots; one
 //!   `sendto` hands every committed slot to the driver, with no routing, IP output, netfilter
 //!   or qdisc on the way.
-//! - [`RxRing`]: a `PACKET_RX_RING` bound to IPv4 on the underlay device, in a
-//!   `PACKET_FANOUT` group (flow hash, with reassembly), as fixed frames (TPACKET_V2, one
-//!   wake-up per packet when idle) or blocks (TPACKET_V3, one wake-up per filled or timed-out
-//!   block). A classic BPF filter decides in the kernel which packets are copied in.
+//! - [`RxRing`]: a `PACKET_RX_RING` (TPACKET_V2: one frame per packet, handed over, and a
+//!   sleeping reader woken, at once) bound to IPv4 on the underlay device, in a
+//!   `PACKET_FANOUT` group (reassembly first, then a flow hash). A classic BPF filter decides
+//!   in the kernel which packets are copied in. TPACKET_V3 blocks were measured too: they
+//!   wake the reader once per block, saving a little CPU, but hand a packet over only when
+//!   its block fills or times out (a 1 ms timeout is a 4 ms tick here), which added 1.4 to
+//!   1.7 ms to every round trip.
 //!
 //! Slots and blocks are owned either by the kernel or by us, as their status word says; the
 //! status is read and written atomically (acquire/release), the rest of a slot only while we
@@ -20,24 +23,17 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 const TPACKET_V2: libc::c_int = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
-const TPACKET_V3: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
 /// Where a TX slot's frame starts: the kernel reads it right after the TPACKET_V2 header
 /// (without room for the address it does not use).
 pub const TX_DATA_OFFSET: usize = libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
-/// Where an RX frame's (or V3 packet's) `sockaddr_ll` starts, after the aligned header.
+/// Where an RX frame's `sockaddr_ll` starts, after the aligned header.
 const V2_SLL_OFFSET: usize = align16(std::mem::size_of::<libc::tpacket2_hdr>());
-const V3_SLL_OFFSET: usize = align16(std::mem::size_of::<libc::tpacket3_hdr>());
 /// Offset of `sll_pkttype` inside `sockaddr_ll`.
 const SLL_PKTTYPE: usize = 10;
 /// Where the kernel puts an IPv4 packet in a V2 RX frame of a `SOCK_DGRAM` socket
 /// (`TPACKET_ALIGN(TPACKET2_HDRLEN) + 16`); the frame size must leave room for the packet
 /// after it.
 pub const RX_V2_NET_OFFSET: usize = align16(libc::TPACKET2_HDRLEN) + 16;
-/// Offset of the V3 block header's fields (`tpacket_block_desc`: version, offset_to_priv, then
-/// `tpacket_hdr_v1`).
-const BLK_STATUS: usize = 8;
-const BLK_NUM_PKTS: usize = 12;
-const BLK_FIRST: usize = 16;
 
 const fn align16(x: usize) -> usize {
     (x + 15) & !15
@@ -508,43 +504,6 @@ impl TxRing {
     }
 }
 
-/// A plain `AF_PACKET` socket on device `ifindex` that sends whole Ethernet frames given to
-/// `sendmmsg` (no address: the device it is bound to), bypassing the qdisc; it receives
-/// nothing. The kernel copies each frame once into a fresh buffer, where a TX ring's slots
-/// are lent to the driver (and copied again wherever the frame crosses into another
-/// namespace, as over veth).
-pub fn tx_socket(ifindex: u32) -> io::Result<OwnedFd> {
-    let fd = packet_socket(libc::SOCK_RAW)?;
-    let s = fd.as_fd();
-    setsockopt(s, libc::PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
-    let big: libc::c_int = 4 << 20;
-    // SAFETY: passes one c_int and its size.
-    let _ = cvt(unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            (&big as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    });
-    bind(s, ifindex, 0)?;
-    Ok(fd)
-}
-
-/// How an RX ring hands packets over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RxMode {
-    /// TPACKET_V2: one fixed-size frame per packet, handed over (and a reader woken) at once.
-    Frames,
-    /// TPACKET_V3: packets packed into blocks, handed over when a block is full or after the
-    /// block timeout (milliseconds).
-    Blocks {
-        /// Block retire timeout in ms (the kernel's timer granularity is one tick).
-        timeout_ms: u32,
-    },
-}
-
 /// The `PACKET_FANOUT` group of an RX ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fanout {
@@ -579,22 +538,20 @@ pub struct RxRing {
     fd: OwnedFd,
     map: Mapping,
     geo: Geometry,
-    mode: RxMode,
-    /// Next frame (V2) or block (V3) to look at.
+    /// Next frame to look at.
     cursor: usize,
-    /// Largest packet that fits a slot whole.
+    /// Largest packet that fits a frame whole.
     max_packet: usize,
 }
 
 impl RxRing {
     /// An RX ring on device `ifindex` for IPv4 packets of up to `max_packet` bytes (network
-    /// header on), `slots` frames or blocks of them, keeping what `filter(room)` accepts
-    /// (`room`: the largest packet a slot holds whole, at least `max_packet`), in fanout
-    /// group `fanout` (fragments reassembled first) split by `split`; every ring of a group
-    /// must be opened with the same split.
+    /// header on), at least `slots` frames, keeping what `filter(room)` accepts (`room`: the
+    /// largest packet a frame holds whole, at least `max_packet`), in fanout group `fanout`
+    /// (fragments reassembled first) split by `split`; every ring of a group must be opened
+    /// with the same split.
     pub fn open(
         ifindex: u32,
-        mode: RxMode,
         max_packet: usize,
         slots: usize,
         filter: &dyn Fn(usize) -> Vec<libc::sock_filter>,
@@ -603,38 +560,10 @@ impl RxRing {
     ) -> io::Result<RxRing> {
         let fd = packet_socket(libc::SOCK_DGRAM)?;
         let s = fd.as_fd();
-        let (geo, max_packet) = match mode {
-            RxMode::Frames => {
-                setsockopt(s, libc::PACKET_VERSION, &TPACKET_V2)?;
-                let g = Geometry::frames(RX_V2_NET_OFFSET + max_packet, slots);
-                setsockopt(s, libc::PACKET_RX_RING, &g.req())?;
-                (g, g.frame - RX_V2_NET_OFFSET)
-            }
-            RxMode::Blocks { timeout_ms } => {
-                setsockopt(s, libc::PACKET_VERSION, &TPACKET_V3)?;
-                // A block holds a reassembled 64 KiB packet whole; blocks are what `slots`
-                // counts here.
-                let block = (RX_V3_PACKET_ROOM + max_packet.max(65_535))
-                    .next_power_of_two()
-                    .max(128 << 10);
-                let g = Geometry {
-                    frame: 2048,
-                    block,
-                    blocks: slots.max(2),
-                };
-                let req = libc::tpacket_req3 {
-                    tp_block_size: g.block as u32,
-                    tp_block_nr: g.blocks as u32,
-                    tp_frame_size: g.frame as u32,
-                    tp_frame_nr: (g.block / g.frame * g.blocks) as u32,
-                    tp_retire_blk_tov: timeout_ms.max(1),
-                    tp_sizeof_priv: 0,
-                    tp_feature_req_word: 0,
-                };
-                setsockopt(s, libc::PACKET_RX_RING, &req)?;
-                (g, g.block - RX_V3_PACKET_ROOM)
-            }
-        };
+        setsockopt(s, libc::PACKET_VERSION, &TPACKET_V2)?;
+        let geo = Geometry::frames(RX_V2_NET_OFFSET + max_packet, slots);
+        setsockopt(s, libc::PACKET_RX_RING, &geo.req())?;
+        let max_packet = geo.frame - RX_V2_NET_OFFSET;
         let map = Mapping::new(s, geo.bytes())?;
         // Filter first: nothing the filter refuses is ever queued.
         attach_filter(s, &filter(max_packet))?;
@@ -662,7 +591,6 @@ impl RxRing {
             fd,
             map,
             geo,
-            mode,
             cursor: 0,
             max_packet,
         })
@@ -678,76 +606,50 @@ impl RxRing {
         getsockopt_int(self.fd.as_fd(), libc::PACKET_FANOUT).map(|v| v as u16)
     }
 
-    /// Largest packet a slot holds whole.
+    /// Largest packet a frame holds whole.
     pub fn max_packet(&self) -> usize {
         self.max_packet
-    }
-
-    /// How it hands packets over.
-    pub fn mode(&self) -> RxMode {
-        self.mode
     }
 
     /// Packets dropped by the kernel for want of room, since the last call
     /// (`PACKET_STATISTICS`, which resets them).
     pub fn take_drops(&self) -> io::Result<u32> {
-        let mut st = libc::tpacket_stats_v3 {
+        let mut st = libc::tpacket_stats {
             tp_packets: 0,
             tp_drops: 0,
-            tp_freeze_q_cnt: 0,
         };
-        let mut len = match self.mode {
-            RxMode::Frames => std::mem::size_of::<libc::tpacket_stats>(),
-            RxMode::Blocks { .. } => std::mem::size_of::<libc::tpacket_stats_v3>(),
-        } as libc::socklen_t;
-        // SAFETY: the kernel writes at most `len` bytes, no more than `st` holds.
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes, the size of `st`.
         cvt(unsafe {
             libc::getsockopt(
                 self.fd.as_raw_fd(),
                 libc::SOL_PACKET,
                 libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats_v3).cast(),
+                (&mut st as *mut libc::tpacket_stats).cast(),
                 &mut len,
             )
         })?;
         Ok(st.tp_drops)
     }
 
-    fn frame_ready(&self, i: usize) -> bool {
+    fn ready(&self, i: usize) -> bool {
         self.map.word(self.geo.offset(i)).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
     }
 
-    fn block_ready(&self, b: usize) -> bool {
-        self.map
-            .word(b * self.geo.block + BLK_STATUS)
-            .load(Ordering::Acquire)
-            & libc::TP_STATUS_USER
-            != 0
-    }
-
-    /// The packets waiting: up to `max` frames, or one block. They are ours until the batch
-    /// is dropped, which hands their room back to the kernel.
+    /// The packets waiting, at most `max`. They are ours until the batch is dropped, which
+    /// hands their frames back to the kernel.
     pub fn batch(&mut self, max: usize) -> RxBatch<'_> {
-        let count = match self.mode {
-            RxMode::Frames => {
-                let n = self.geo.count();
-                (0..max.min(n))
-                    .take_while(|k| self.frame_ready((self.cursor + k) % n))
-                    .count()
-            }
-            RxMode::Blocks { .. } => usize::from(self.block_ready(self.cursor)),
-        };
+        let n = self.geo.count();
+        let count = (0..max.min(n))
+            .take_while(|k| self.ready((self.cursor + k) % n))
+            .count();
         RxBatch { ring: self, count }
     }
 }
 
-/// Room a V3 packet needs besides its bytes: its header, address and alignment.
-const RX_V3_PACKET_ROOM: usize = 128;
-
-/// Packets taken from an [`RxRing`]; dropping the batch gives their room back.
+/// Packets taken from an [`RxRing`]; dropping the batch gives their frames back.
 pub struct RxBatch<'r> {
     ring: &'r mut RxRing,
-    /// Frames (V2) or blocks (V3) held.
     count: usize,
 }
 
@@ -757,29 +659,17 @@ impl RxBatch<'_> {
         self.count == 0
     }
 
-    /// Frames (V2) or blocks (V3) this batch holds.
-    pub fn slots(&self) -> usize {
+    /// Packets this batch holds.
+    pub fn len(&self) -> usize {
         self.count
     }
 
     /// The packets, in arrival order.
     pub fn packets(&self) -> RxPackets<'_> {
-        let r = &*self.ring;
-        let (slot, left, pos) = match r.mode {
-            RxMode::Frames => (r.cursor, self.count, 0),
-            RxMode::Blocks { .. } if self.count == 0 => (r.cursor, 0, 0),
-            RxMode::Blocks { .. } => {
-                let base = r.cursor * r.geo.block;
-                let n = r.map.word(base + BLK_NUM_PKTS).load(Ordering::Relaxed) as usize;
-                let first = r.map.word(base + BLK_FIRST).load(Ordering::Relaxed) as usize;
-                (r.cursor, n, base + first)
-            }
-        };
         RxPackets {
-            ring: r,
-            slot,
-            left,
-            pos,
+            ring: self.ring,
+            slot: self.ring.cursor,
+            left: self.count,
         }
     }
 }
@@ -788,18 +678,10 @@ impl Drop for RxBatch<'_> {
     fn drop(&mut self) {
         let r = &mut *self.ring;
         for _ in 0..self.count {
-            let off = match r.mode {
-                RxMode::Frames => r.geo.offset(r.cursor),
-                RxMode::Blocks { .. } => r.cursor * r.geo.block + BLK_STATUS,
-            };
             r.map
-                .word(off)
+                .word(r.geo.offset(r.cursor))
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            let n = match r.mode {
-                RxMode::Frames => r.geo.count(),
-                RxMode::Blocks { .. } => r.geo.blocks,
-            };
-            r.cursor = (r.cursor + 1) % n;
+            r.cursor = (r.cursor + 1) % r.geo.count();
         }
     }
 }
@@ -807,11 +689,8 @@ impl Drop for RxBatch<'_> {
 /// Iterator over an [`RxBatch`]'s packets.
 pub struct RxPackets<'b> {
     ring: &'b RxRing,
-    /// V2: the next frame; V3: unused.
     slot: usize,
     left: usize,
-    /// V3: offset of the next packet header.
-    pos: usize,
 }
 
 impl<'b> Iterator for RxPackets<'b> {
@@ -824,44 +703,17 @@ impl<'b> Iterator for RxPackets<'b> {
         self.left -= 1;
         let r = self.ring;
         let m = &r.map;
-        match r.mode {
-            RxMode::Frames => {
-                let base = r.geo.offset(self.slot);
-                self.slot = (self.slot + 1) % r.geo.count();
-                // tpacket2_hdr: status, len, snaplen, mac, net.
-                let wire_len = m.word(base + 4).load(Ordering::Relaxed) as usize;
-                let snap = m.word(base + 8).load(Ordering::Relaxed) as usize;
-                let net = usize::from(m.u16_at(base + 14));
-                let room = r.geo.frame.saturating_sub(net);
-                Some(RxPacket {
-                    data: m.bytes(base + net.min(r.geo.frame), snap.min(room)),
-                    wire_len,
-                    pkttype: m.u8_at(base + V2_SLL_OFFSET + SLL_PKTTYPE),
-                })
-            }
-            RxMode::Blocks { .. } => {
-                let base = self.pos;
-                let block_end = (base / r.geo.block + 1) * r.geo.block;
-                // tpacket3_hdr: next_offset, sec, nsec, snaplen, len, status, mac, net.
-                let next = m.word(base).load(Ordering::Relaxed) as usize;
-                let snap = m.word(base + 12).load(Ordering::Relaxed) as usize;
-                let wire_len = m.word(base + 16).load(Ordering::Relaxed) as usize;
-                let net = usize::from(m.u16_at(base + 26));
-                let start = (base + net).min(block_end);
-                let data = m.bytes(start, snap.min(block_end - start));
-                let pkttype = m.u8_at(base + V3_SLL_OFFSET + SLL_PKTTYPE);
-                if next == 0 || base + next >= block_end {
-                    self.left = 0;
-                } else {
-                    self.pos = base + next;
-                }
-                Some(RxPacket {
-                    data,
-                    wire_len,
-                    pkttype,
-                })
-            }
-        }
+        let base = r.geo.offset(self.slot);
+        self.slot = (self.slot + 1) % r.geo.count();
+        // tpacket2_hdr: status, len, snaplen, mac, net.
+        let wire_len = m.word(base + 4).load(Ordering::Relaxed) as usize;
+        let snap = m.word(base + 8).load(Ordering::Relaxed) as usize;
+        let net = usize::from(m.u16_at(base + 14)).min(r.geo.frame);
+        Some(RxPacket {
+            data: m.bytes(base + net, snap.min(r.geo.frame - net)),
+            wire_len,
+            pkttype: m.u8_at(base + V2_SLL_OFFSET + SLL_PKTTYPE),
+        })
     }
 }
 
@@ -987,78 +839,55 @@ mod tests {
     }
 
     #[test]
-    fn frames_sent_through_a_tx_ring_arrive_whole_and_in_order_in_rx_rings() {
+    fn frames_sent_through_a_tx_ring_arrive_whole_and_in_order_in_an_rx_ring() {
         in_private_netns(|lo| {
-            for mode in [RxMode::Frames, RxMode::Blocks { timeout_ms: 1 }] {
-                // Room for every frame of the test: they all arrive before the first read.
-                let slots = if mode == RxMode::Frames { 32 } else { 4 };
-                let mut rx = RxRing::open(
-                    lo,
-                    mode,
-                    1500,
-                    slots,
-                    &accept_all,
-                    Fanout::New,
-                    Split::Single,
-                )
+            // Room for every frame of the test: they all arrive before the first read.
+            let mut rx = RxRing::open(lo, 1500, 32, &accept_all, Fanout::New, Split::Single)
                 .expect("RX ring");
-                assert!(rx.fanout_id().is_ok());
-                let mut tx = TxRing::open(lo, 1514, 8).expect("TX ring");
-                assert_eq!(tx.slots(), 8);
-                // Three sends of up to 7 frames: the ring wraps, and every slot comes back.
-                let total = 20u8;
-                let mut sent = 0;
-                for n in 0..total {
-                    let f = frame(n, 100 + usize::from(n) * 50);
-                    let slot = tx.slot().expect("a free slot");
-                    slot[..f.len()].copy_from_slice(&f);
-                    tx.commit(f.len());
-                    if tx.committed() == 7 || n + 1 == total {
-                        let s = tx.send();
-                        assert_eq!((s.unsent, s.errno), (0, None), "{mode:?}");
-                        sent += s.sent;
-                    }
+            assert!(rx.fanout_id().is_ok());
+            let mut tx = TxRing::open(lo, 1514, 8).expect("TX ring");
+            assert_eq!(tx.slots(), 8);
+            // Three sends of up to 7 frames: the ring wraps, and every slot comes back.
+            let total = 20u8;
+            let mut sent = 0;
+            for n in 0..total {
+                let f = frame(n, 100 + usize::from(n) * 50);
+                let slot = tx.slot().expect("a free slot");
+                slot[..f.len()].copy_from_slice(&f);
+                tx.commit(f.len());
+                if tx.committed() == 7 || n + 1 == total {
+                    let s = tx.send();
+                    assert_eq!((s.unsent, s.errno), (0, None));
+                    sent += s.sent;
                 }
-                assert_eq!(sent, usize::from(total));
-                let mut got = Vec::new();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                while got.len() < usize::from(total) && std::time::Instant::now() < deadline {
-                    let b = rx.batch(64);
-                    got.extend(
-                        b.packets()
-                            .map(|p| (p.data.to_vec(), p.wire_len, p.pkttype)),
-                    );
-                    drop(b);
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                assert_eq!(got.len(), usize::from(total), "{mode:?}");
-                for (n, (data, wire_len, pkttype)) in got.into_iter().enumerate() {
-                    let f = frame(n as u8, 100 + n * 50);
-                    assert_eq!(
-                        data,
-                        f[14..],
-                        "{mode:?}: packet {n} from the network header on"
-                    );
-                    assert_eq!((wire_len, pkttype), (f.len() - 14, libc::PACKET_HOST));
-                }
-                assert_eq!(rx.take_drops().expect("stats"), 0);
             }
+            assert_eq!(sent, usize::from(total));
+            let mut got = Vec::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while got.len() < usize::from(total) && std::time::Instant::now() < deadline {
+                let b = rx.batch(64);
+                got.extend(
+                    b.packets()
+                        .map(|p| (p.data.to_vec(), p.wire_len, p.pkttype)),
+                );
+                drop(b);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(got.len(), usize::from(total));
+            for (n, (data, wire_len, pkttype)) in got.into_iter().enumerate() {
+                let f = frame(n as u8, 100 + n * 50);
+                assert_eq!(data, f[14..], "packet {n} from the network header on");
+                assert_eq!((wire_len, pkttype), (f.len() - 14, libc::PACKET_HOST));
+            }
+            assert_eq!(rx.take_drops().expect("stats"), 0);
         });
     }
 
     #[test]
     fn a_frame_longer_than_an_rx_frame_is_cut_and_says_so() {
         in_private_netns(|lo| {
-            let mut rx = RxRing::open(
-                lo,
-                RxMode::Frames,
-                200,
-                4,
-                &accept_all,
-                Fanout::New,
-                Split::Single,
-            )
-            .expect("RX");
+            let mut rx =
+                RxRing::open(lo, 200, 4, &accept_all, Fanout::New, Split::Single).expect("RX");
             let room = rx.max_packet();
             assert_eq!(room, 512 - RX_V2_NET_OFFSET, "slots are powers of two");
             let mut tx = TxRing::open(lo, 1514, 4).expect("TX");
