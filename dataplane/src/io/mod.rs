@@ -295,7 +295,11 @@ impl Dataplane {
         };
         let shared = datapath::Shared::new(stp.clone());
         let ring_dev = ring_device(cfg);
-        let mut fanout = sys::packet::Fanout::New;
+        let mut rx_rings = match &ring_dev {
+            Some(dev) if cfg.rings.rx => open_rx_rings(cfg, dev, n),
+            _ => Vec::new(),
+        }
+        .into_iter();
         let mut workers = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         let mut cmds = Vec::with_capacity(n);
@@ -329,10 +333,30 @@ impl Dataplane {
                 }
                 core.set_port(pid as PortId, Some(*k));
             }
-            let (ring_tx, ring_rx) = match &ring_dev {
-                Some(dev) => open_rings(cfg, dev, id, &socks, &c, &mut fanout),
-                None => (None, None),
+            let ring_rx = rx_rings.next();
+            if let (Some(r), Some(dev)) = (&ring_rx, &ring_dev) {
+                socks.leave_to_ring(dev.index, r.max_packet(), id == 0)?;
+            }
+            let ring_tx = match &ring_dev {
+                Some(dev) if cfg.rings.tx => {
+                    ring::RingTx::open(dev, cfg.local, cfg.outer, c.clone(), id)
+                        .map_err(|e| {
+                            log::warn!("worker {id}: {e}; sending through the raw GRE socket")
+                        })
+                        .ok()
+                }
+                _ => None,
             };
+            if let (0, Some(dev)) = (id, &ring_dev) {
+                let via = |ring: bool| if ring { "ring" } else { "raw socket" };
+                log::info!(
+                    "plain GRE through packet rings on {} (MTU {}): send {}, receive {}",
+                    dev.name,
+                    dev.mtu,
+                    via(ring_tx.is_some()),
+                    via(ring_rx.is_some()),
+                );
+            }
             let (poll, waker) = worker::poll_with_waker().map_err(StartError::Thread)?;
             // Bounded: the control server sends a few commands per request and serves one
             // client at a time; the worker drains them every turn of its loop.
@@ -428,51 +452,34 @@ fn ring_device(cfg: &DataplaneConfig) -> Option<nexthop::Link> {
     }
 }
 
-/// Worker `id`'s rings on `dev`; the first RX ring starts the fanout group the others join.
-/// A ring that cannot be set up is logged and left out (its direction uses the raw socket).
-fn open_rings(
-    cfg: &DataplaneConfig,
-    dev: &nexthop::Link,
-    id: usize,
-    socks: &Sockets,
-    counters: &Arc<Counters>,
-    fanout: &mut sys::packet::Fanout,
-) -> (Option<ring::RingTx>, Option<ring::RingRx>) {
-    let tx = if cfg.rings.tx {
-        ring::RingTx::open(dev, cfg.local, cfg.outer, counters.clone(), id)
-            .map_err(|e| log::warn!("worker {id}: {e}; sending through the raw GRE socket"))
-            .ok()
-    } else {
-        None
-    };
-    let rx = if cfg.rings.rx {
-        ring::RingRx::open(dev, cfg.local, *fanout, cfg.workers.max(1))
-            .and_then(|r| {
-                let gid = r.fanout_id().map_err(|source| ring::RingError::Step {
-                    op: "read the fanout group id".into(),
-                    source,
-                })?;
-                socks
-                    .leave_to_ring(dev.index, r.max_packet(), id == 0)
-                    .map_err(|e| ring::RingError::Device(e.to_string()))?;
-                *fanout = sys::packet::Fanout::Join(gid);
-                Ok(r)
-            })
-            .map_err(|e| log::warn!("worker {id}: {e}; receiving through the raw GRE socket"))
-            .ok()
-    } else {
-        None
-    };
-    if id == 0 {
-        log::info!(
-            "plain GRE through packet rings on {} (MTU {}): send {}, receive {}",
-            dev.name,
-            dev.mtu,
-            if tx.is_some() { "ring" } else { "raw socket" },
-            if rx.is_some() { "ring" } else { "raw socket" },
-        );
+/// One RX ring per worker on `dev`, in one fanout group; none at all (logged) if any cannot
+/// be set up, since the raw sockets of workers with a ring leave its packets to the group,
+/// which would then hand a missing worker's share to the others while its raw socket took it
+/// too. Rings start receiving before the raw sockets' filters leave packets to them: at
+/// start a packet may be handled twice, never lost.
+fn open_rx_rings(cfg: &DataplaneConfig, dev: &nexthop::Link, n: usize) -> Vec<ring::RingRx> {
+    let mut fanout = sys::packet::Fanout::New;
+    let mut rings = Vec::with_capacity(n);
+    for id in 0..n {
+        let r = ring::RingRx::open(dev, cfg.local, fanout, n).and_then(|r| {
+            let gid = r.fanout_id().map_err(|source| ring::RingError::Step {
+                op: "read the fanout group id".into(),
+                source,
+            })?;
+            Ok((r, gid))
+        });
+        match r {
+            Ok((r, gid)) => {
+                fanout = sys::packet::Fanout::Join(gid);
+                rings.push(r);
+            }
+            Err(e) => {
+                log::warn!("worker {id}: {e}; receiving plain GRE through the raw GRE sockets");
+                return Vec::new();
+            }
+        }
     }
-    (tx, rx)
+    rings
 }
 
 impl Drop for Dataplane {
