@@ -53,7 +53,8 @@ pub enum PeerChangeError {
     Dataplane(#[from] ControlError),
 }
 
-/// Where a peer came from; SIGHUP only adds and removes `Config` peers.
+/// Where a peer came from; SIGHUP only adds and removes `Config` peers, etcd only `Etcd`
+/// peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerOrigin {
     /// `--peer` on the command line.
@@ -62,14 +63,18 @@ pub enum PeerOrigin {
     Config,
     /// `dnetctl peer add`.
     Runtime,
+    /// A member of the etcd network (`--network`).
+    Etcd,
 }
 
 impl From<&Origin> for PeerOrigin {
     fn from(o: &Origin) -> Self {
         match o {
-            Origin::Flag => PeerOrigin::Flag,
+            // No setting read from the environment is a peer; the command line's it would be.
+            Origin::Flag | Origin::Env { .. } => PeerOrigin::Flag,
             Origin::File { .. } => PeerOrigin::Config,
             Origin::Runtime => PeerOrigin::Runtime,
+            Origin::Etcd { .. } => PeerOrigin::Etcd,
         }
     }
 }
@@ -81,6 +86,7 @@ impl PeerOrigin {
             PeerOrigin::Flag => "flag",
             PeerOrigin::Config => "config",
             PeerOrigin::Runtime => "runtime",
+            PeerOrigin::Etcd => "etcd",
         }
     }
 }
@@ -287,7 +293,8 @@ impl SwitchInfo {
         for p in wanted {
             match origins.get(&p.value) {
                 Some(PeerOrigin::Flag | PeerOrigin::Config) => {}
-                Some(PeerOrigin::Runtime) => {
+                // Listed in the file now: it stays when it leaves etcd or `peer del` forgets it.
+                Some(PeerOrigin::Runtime | PeerOrigin::Etcd) => {
                     self.origins
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
