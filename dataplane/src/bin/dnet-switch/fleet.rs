@@ -8,15 +8,18 @@ use anyhow::{Context, Result};
 use dnet::config::fleet::{EtcdAuth, PasswordSource};
 use dnet::config::{self, FleetSettings, Input, NetworkSettings, Sourced};
 use dnet::control::{PeerOrigin, SwitchInfo};
+use dnet_cluster::ranges::gateway;
 use dnet_cluster::{
-    Agent, AgentConfig, Credentials, EtcdOptions, Joined, LocalSettings, MembershipEvent, Peer,
-    TlsFiles,
+    Admin, Agent, AgentConfig, AgentStatus, ClusterError, Credentials, EtcdOptions, Joined,
+    LocalSettings, MembershipEvent, Peer, TlsFiles,
 };
+use dnet_proto::{Allocated, AllocationEntry, AllocationList, FleetCounters, FleetInfo};
+use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest wait for one etcd request: short enough that a dead member is left for another
 /// well within the member TTL, long enough for a loaded etcd.
@@ -46,11 +49,21 @@ pub fn etcd_options(f: &FleetSettings) -> Result<EtcdOptions> {
 
 /// The switch's membership of one etcd network.
 pub struct Fleet {
-    /// `None` only while dropping.
-    agent: Option<Agent>,
-    network: String,
+    shared: Arc<Shared>,
     events: Option<Receiver<MembershipEvent>>,
     applier: Option<JoinHandle<()>>,
+}
+
+/// What the control server reaches through [`dnet::control::Fleet`].
+struct Shared {
+    /// `None` once stopped.
+    agent: Mutex<Option<Agent>>,
+    joined: Joined,
+    network: String,
+    etcd: EtcdOptions,
+    /// Kept between allocation requests; dropped after an etcd failure, so the next request
+    /// connects afresh.
+    admin: Mutex<Option<Admin>>,
 }
 
 impl Fleet {
@@ -61,7 +74,7 @@ impl Fleet {
     pub fn join(f: &FleetSettings, underlay: Ipv4Addr) -> Result<Fleet> {
         let etcd = etcd_options(f)?;
         let network = f.network.value.clone();
-        let mut cfg = AgentConfig::new(etcd, &network, underlay);
+        let mut cfg = AgentConfig::new(etcd.clone(), &network, underlay);
         cfg.ttl = f.ttl;
         cfg.settings = LocalSettings {
             encap: f.given.encap.map(|e| match e {
@@ -79,33 +92,33 @@ impl Fleet {
         let (tx, rx) = channel();
         let agent = Agent::start(cfg, Box::new(tx))
             .with_context(|| format!("joining network {network} ({})", f.network.input))?;
-        let j = agent.joined();
+        let joined = agent.joined().clone();
         log::info!(
             "joined network {network} as host {}: address range {} (gateway {}) of {}; {}",
-            j.host,
-            j.range,
-            j.gateway,
-            j.subnet,
-            describe(&j.settings)
+            joined.host,
+            joined.range,
+            joined.gateway,
+            joined.subnet,
+            describe(&joined.settings)
         );
         Ok(Fleet {
-            agent: Some(agent),
-            network,
+            shared: Arc::new(Shared {
+                agent: Mutex::new(Some(agent)),
+                joined,
+                network,
+                etcd,
+                admin: Mutex::new(None),
+            }),
             events: Some(rx),
             applier: None,
         })
     }
 
-    /// What joining settled.
-    pub fn joined(&self) -> &Joined {
-        self.agent().joined()
-    }
-
     /// The network's data-path settings, for [`config::Settings::apply_network`].
     pub fn network_settings(&self) -> NetworkSettings {
-        let s = &self.joined().settings;
+        let s = &self.shared.joined.settings;
         NetworkSettings {
-            name: self.network.clone(),
+            name: self.shared.network.clone(),
             udp_port: match s.encap {
                 dnet_cluster::Encap::Gre => None,
                 dnet_cluster::Encap::Udp => {
@@ -118,13 +131,10 @@ impl Fleet {
         }
     }
 
-    /// The agent, for status.
-    pub fn agent(&self) -> &Agent {
-        self.agent.as_ref().expect("the agent runs until drop")
-    }
-
-    /// Starts turning member changes (those seen while joining first) into tunnels of `info`.
+    /// Starts turning member changes (those seen while joining first) into tunnels of `info`,
+    /// and answers `info`'s fleet requests (status, allocation).
     pub fn apply_to(&mut self, info: Arc<SwitchInfo>) -> Result<()> {
+        info.set_fleet(self.shared.clone());
         let rx = self.events.take().expect("apply_to is called once");
         let t = std::thread::Builder::new()
             .name("dnet-fleet".into())
@@ -155,10 +165,181 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         // The agent's thread holds the channel's sender: once it is joined, the applier's
         // loop ends and it can be joined too.
-        drop(self.agent.take());
+        let agent = lock(&self.shared.agent).take();
+        drop(agent);
         if let Some(t) = self.applier.take() {
             let _ = t.join();
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Shared {
+    fn status(&self) -> Option<AgentStatus> {
+        lock(&self.agent).as_ref().map(Agent::status)
+    }
+
+    /// The network a request names: this switch's only one.
+    fn network(&self, asked: Option<&str>) -> Result<&str, String> {
+        match asked {
+            Some(n) if n != self.network => Err(format!(
+                "network {n}: this dnet-switch is in network {}: ask the switch of network {n} (its --control-socket)",
+                self.network
+            )),
+            _ => Ok(&self.network),
+        }
+    }
+
+    /// This host's range now (it moves only if the claim was lost and made again).
+    fn range(&self) -> Ipv4Net {
+        self.status()
+            .and_then(|s| s.range)
+            .unwrap_or(self.joined.range)
+    }
+
+    /// Runs `f` with an admin connection, refusing at once while the agent finds etcd
+    /// unreachable (a request would only wait for its timeout).
+    fn admin<T>(
+        &self,
+        f: impl FnOnce(&Admin, &str, &str) -> Result<T, ClusterError>,
+    ) -> Result<T, String> {
+        if let Some(since) = self.status().and_then(|s| s.unreachable_since) {
+            return Err(format!(
+                "etcd at {} has not answered for {} s: addresses are recorded in etcd, so none can be allocated or freed until it answers (existing containers keep working); retry then",
+                self.etcd.endpoints.join(","),
+                since.elapsed().map_or(0, |d| d.as_secs())
+            ));
+        }
+        let mut admin = lock(&self.admin);
+        if admin.is_none() {
+            *admin = Some(Admin::connect(&self.etcd).map_err(|e| e.to_string())?);
+        }
+        let a = admin.as_ref().expect("connected above");
+        let r = f(a, &self.network, &self.joined.host);
+        if matches!(&r, Err(e) if e.is_transient()) {
+            *admin = None;
+        }
+        r.map_err(|e| e.to_string())
+    }
+}
+
+impl dnet::control::Fleet for Shared {
+    fn info(&self) -> FleetInfo {
+        let st = self.status();
+        let j = &self.joined;
+        let range = st.as_ref().and_then(|s| s.range).unwrap_or(j.range);
+        let c = st.as_ref().map(|s| s.counters.clone()).unwrap_or_default();
+        let since = st.as_ref().and_then(|s| s.unreachable_since);
+        FleetInfo {
+            network: self.network.clone(),
+            host: j.host.clone(),
+            etcd: self.etcd.endpoints.join(","),
+            subnet: j.subnet.to_string(),
+            range: Some(range.to_string()),
+            gateway: Some(gateway(range)),
+            members: st.as_ref().map_or(0, |s| s.peers.len()),
+            unreachable_since: since.map(unix_secs),
+            unreachable_secs: since.map(|t| t.elapsed().map_or(0, |d| d.as_secs())),
+            network_absent: st.as_ref().is_some_and(|s| s.network_absent),
+            last_error: st.as_ref().and_then(|s| s.last_error.clone()),
+            rejected: c
+                .rejected
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            counters: FleetCounters {
+                etcd_errors: c.etcd_errors,
+                reconnects: c.reconnects,
+                watch_compactions: c.watch_compactions,
+                lease_reregistrations: c.lease_reregistrations,
+                claim_conflicts: c.claim_conflicts,
+                own_record_restored: c.own_record_restored,
+                peer_up: c.peer_up,
+                peer_down: c.peer_down,
+            },
+        }
+    }
+
+    fn allocate(
+        &self,
+        network: Option<&str>,
+        container: &str,
+        name: Option<&str>,
+        address: Option<Ipv4Addr>,
+    ) -> Result<Allocated, String> {
+        let network = self.network(network)?;
+        let got =
+            self.admin(|a, net, host| a.allocate_with(net, host, container, name, address))?;
+        if let Some(want) = address {
+            if got != want {
+                return Err(format!(
+                    "{container} already holds {got} in network {network}: detach it first (dnetctl detach), or attach it without an address to get {got} again"
+                ));
+            }
+        }
+        let range = self.range();
+        log::info!("network {network}: {got} allocated to {container}");
+        Ok(Allocated {
+            network: network.to_string(),
+            address: got,
+            prefix_len: self.joined.subnet.prefix_len(),
+            range: range.to_string(),
+            gateway: gateway(range),
+            container: container.to_string(),
+        })
+    }
+
+    fn release(
+        &self,
+        network: Option<&str>,
+        container: Option<&str>,
+        address: Option<Ipv4Addr>,
+    ) -> Result<(String, Option<Ipv4Addr>), String> {
+        let network = self.network(network)?.to_string();
+        let freed = self.admin(|a, net, host| match (container, address) {
+            (Some(c), _) => a.release(net, host, c),
+            (None, Some(addr)) => {
+                // Only this host's own: another host's addresses are that host's to free.
+                if a.allocations(net, Some(host))?
+                    .iter()
+                    .any(|x| x.address == addr)
+                {
+                    a.release_address(net, addr)
+                } else {
+                    Ok(None)
+                }
+            }
+            (None, None) => Ok(None),
+        })?;
+        if let Some(a) = freed {
+            log::info!("network {network}: {a} released");
+        }
+        Ok((network, freed))
+    }
+
+    fn allocations(&self, network: Option<&str>) -> Result<AllocationList, String> {
+        let network = self.network(network)?.to_string();
+        let list = self.admin(|a, net, host| a.allocations(net, Some(host)))?;
+        Ok(AllocationList {
+            network,
+            range: Some(self.range().to_string()),
+            allocations: list
+                .into_iter()
+                .map(|a| AllocationEntry {
+                    address: a.address,
+                    container: a.container,
+                    name: a.name,
+                    allocated: a.allocated,
+                })
+                .collect(),
+        })
     }
 }
 
