@@ -61,6 +61,7 @@ struct Shared {
     joined: Joined,
     network: String,
     etcd: EtcdOptions,
+    ttl: Duration,
     /// Kept between allocation requests; dropped after an etcd failure, so the next request
     /// connects afresh.
     admin: Mutex<Option<Admin>>,
@@ -76,6 +77,10 @@ impl Fleet {
         let network = f.network.value.clone();
         let mut cfg = AgentConfig::new(etcd.clone(), &network, underlay);
         cfg.ttl = f.ttl;
+        // Back within half a TTL after an etcd outage: etcd renews every lease for one TTL
+        // when it comes back, so a host retrying less often could find its lease gone and
+        // flap its tunnels on every other host.
+        cfg.backoff_cap = (f.ttl / 2).clamp(Duration::from_secs(1), cfg.backoff_cap);
         cfg.settings = LocalSettings {
             encap: f.given.encap.map(|e| match e {
                 config::Encap::Gre => dnet_cluster::Encap::Gre,
@@ -107,6 +112,7 @@ impl Fleet {
                 joined,
                 network,
                 etcd,
+                ttl: f.ttl,
                 admin: Mutex::new(None),
             }),
             events: Some(rx),
@@ -204,17 +210,22 @@ impl Shared {
             .unwrap_or(self.joined.range)
     }
 
-    /// Runs `f` with an admin connection, refusing at once while the agent finds etcd
-    /// unreachable (a request would only wait for its timeout).
+    /// Runs `f` with an admin connection. Once the agent has found etcd unreachable for
+    /// longer than the member TTL (an outage, not a leader election), it refuses at once: a
+    /// request would only wait out its timeouts while the control socket waits with it.
     fn admin<T>(
         &self,
         f: impl FnOnce(&Admin, &str, &str) -> Result<T, ClusterError>,
     ) -> Result<T, String> {
-        if let Some(since) = self.status().and_then(|s| s.unreachable_since) {
+        let down = self
+            .status()
+            .and_then(|s| s.unreachable_since)
+            .and_then(|t| t.elapsed().ok());
+        if let Some(d) = down.filter(|d| *d > self.ttl) {
             return Err(format!(
                 "etcd at {} has not answered for {} s: addresses are recorded in etcd, so none can be allocated or freed until it answers (existing containers keep working); retry then",
                 self.etcd.endpoints.join(","),
-                since.elapsed().map_or(0, |d| d.as_secs())
+                d.as_secs()
             ));
         }
         let mut admin = lock(&self.admin);
