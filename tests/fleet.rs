@@ -7,7 +7,7 @@
 
 use dnet_e2e::fleet_support::{
     attach, create_network, dnetctl, dnetctl_ok, fleet, fleet_switch, in_cidr, paced_ping, peers,
-    show, wait_etcd_peers, wait_for, Etcd, TTL,
+    show, tunnels, wait_etcd_peers, wait_for, Etcd, TTL,
 };
 use dnet_testbed::traffic::ping;
 use dnet_testbed::{Switch, Testbed};
@@ -421,16 +421,32 @@ fn a_three_member_etcd_with_one_member_killed_keeps_the_fleet_working() {
     etcd.kill(0);
     let killed = Instant::now();
 
-    // A join.
+    // A join, by a host that also has a static --peer (to a): that tunnel stays a flag
+    // tunnel beside the etcd ones.
+    let a_ip = tb.host(0).underlay_ip.to_string();
     let d = tb
-        .start_switch_with(3, &fleet_switch(&etcd, NET, &[]))
+        .start_switch_with(3, &fleet_switch(&etcd, NET, &["--peer", &a_ip]))
         .expect("fourth switch joins through the other members");
     let all: Vec<&Switch> = three.iter().chain([&d]).collect();
-    wait_full_mesh(&tb, &all);
+    let joined = wait_for(JOIN, || {
+        all.iter().all(|s| {
+            let mut want = underlays(&tb, &[0, 1, 2, 3]);
+            want.remove(&tb.host(s.host).underlay_ip);
+            peers(s) == want
+        })
+    });
+    assert!(joined, "no full mesh with the fourth host\n{}", d.stderr());
     eprintln!(
         "a fourth host joined {:?} after etcd member 0 was killed",
         killed.elapsed()
     );
+    let want: BTreeSet<(Ipv4Addr, String)> = (0..3)
+        .map(|i| {
+            let o = if i == 0 { "flag" } else { "etcd" };
+            (tb.host(i).underlay_ip, o.to_string())
+        })
+        .collect();
+    assert_eq!(tunnels(&d), want, "origins of the fourth host's tunnels");
 
     // An allocation, on a host whose switch was pinned to the dead member (once it has
     // found the others: the kill may cost an election).

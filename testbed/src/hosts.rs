@@ -53,8 +53,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// Poll period of the wait loops (process exit, control socket).
 const POLL: Duration = Duration::from_millis(20);
-/// Largest host count: addresses are `.1` to `.N` and letters `a` onwards.
-const MAX_HOSTS: usize = 26;
+/// Largest host count: addresses are `.1` to `.N` and letters `a` to `z`, then `A` to `Z`
+/// (the fleet benchmark runs 32 hosts).
+const MAX_HOSTS: usize = 52;
 
 /// Distinguishes testbeds of one process (tests run in parallel threads).
 static TESTBED_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -451,7 +452,7 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// Builds `n` hosts (2 to 26), each with one container, joined by an underlay.
+    /// Builds `n` hosts (2 to 52), each with one container, joined by an underlay.
     ///
     /// Fails with [`Error::SwitchNotFound`] before touching the system if the `dnet-switch`
     /// binary is missing, so a forgotten build is reported first and cheaply.
@@ -508,7 +509,11 @@ impl Testbed {
         }
         let hosts = (0..n)
             .map(|i| {
-                let letter = (b'a' + i as u8) as char;
+                let letter = if i < 26 {
+                    (b'a' + i as u8) as char
+                } else {
+                    (b'A' + (i - 26) as u8) as char
+                };
                 Host {
                     index: i,
                     letter,
