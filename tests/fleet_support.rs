@@ -409,6 +409,20 @@ pub fn tunnels(sw: &Switch) -> BTreeSet<(Ipv4Addr, String)> {
         .collect()
 }
 
+/// The peers the switch has a tunnel to, or `None` while it does not answer (yet).
+pub fn try_peers(sw: &Switch) -> Option<BTreeSet<Ipv4Addr>> {
+    match dnet_proto::request(&sw.socket, &Request::Show, Duration::from_secs(5)) {
+        Ok(Response::Show(s)) => Some(
+            s.ports
+                .into_iter()
+                .filter(|p| p.kind == PortKind::Tunnel)
+                .filter_map(|p| p.peer)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// The peers the switch has a tunnel to, whatever their origin.
 pub fn peers(sw: &Switch) -> BTreeSet<Ipv4Addr> {
     tunnels(sw).into_iter().map(|(a, _)| a).collect()
