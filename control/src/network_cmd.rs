@@ -282,7 +282,7 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
                     .collect();
                 table(
                     &[
-                        "NETWORK", "SUBNET", "HOSTS", "ENCAP", "KEY", "MTU", "MEMBERS",
+                        "NETWORK", "SUBNET", "PER HOST", "ENCAP", "KEY", "MTU", "MEMBERS",
                     ],
                     &rows,
                     &[false, false, false, false, true, true, true],

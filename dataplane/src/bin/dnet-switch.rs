@@ -10,7 +10,7 @@ mod fleet;
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
-use dnet::config::{self, Options, Resolved, Settings, Sources, SystemHost};
+use dnet::config::{self, Host, Options, Resolved, Settings, Sources, SystemHost};
 use dnet::control::metrics::MetricsServer;
 use dnet::control::{ControlServer, PeerOrigin, SwitchInfo, SwitchSettings};
 use dnet::error_chain;
@@ -98,6 +98,9 @@ fn run(sources: &Sources) -> Result<()> {
     let signals = Signals::install()?;
     let fleet = match &settings.fleet {
         Some(f) => {
+            // What would stop this switch after it joined is refused before: a member that
+            // joins and dies at once is a tunnel on every other host until its lease ends.
+            preflight(&settings)?;
             let fleet = fleet::Fleet::join(f, resolved.dataplane.local)?;
             settings.apply_network(&fleet.network_settings())?;
             resolved = config::resolve(&settings, &SystemHost)?;
@@ -114,6 +117,22 @@ fn run(sources: &Sources) -> Result<()> {
     sd_notify("STOPPING=1");
     switch.stop();
     outcome
+}
+
+/// The TAP name and the control socket are free (they are taken for good only later).
+fn preflight(s: &Settings) -> Result<()> {
+    if !s.tap.contains('%') && SystemHost.link_exists(&s.tap) {
+        bail!(
+            "interface {} already exists (another dnet-switch running?): choose another --tap name or remove it",
+            s.tap
+        );
+    }
+    let socket = s
+        .control_socket
+        .clone()
+        .unwrap_or_else(|| dnet_proto::default_socket_path(&s.tap).into());
+    ControlServer::check_free(&socket).context("checking the control socket")?;
+    Ok(())
 }
 
 /// SIGINT/SIGTERM (stop) and SIGHUP (reload), as flags the main loop polls.

@@ -674,9 +674,7 @@ impl ControlServer {
             std::fs::create_dir_all(dir).map_err(create)?;
         }
         if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ServerError::InUse(p));
-            }
+            ControlServer::check_free(path)?;
             log::info!("removing stale control socket {p} left by a previous run");
             std::fs::remove_file(path).map_err(create)?;
         }
@@ -701,6 +699,15 @@ impl ControlServer {
         Ok(ControlServer {
             path: path.to_path_buf(),
         })
+    }
+
+    /// Refuses a path another running switch answers on, so a switch can find that out
+    /// before it joins anything (a stale socket left by a killed switch is free).
+    pub fn check_free(path: &Path) -> Result<(), ServerError> {
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServerError::InUse(path.display().to_string()));
+        }
+        Ok(())
     }
 
     /// The socket path.

@@ -228,16 +228,23 @@ impl Shared {
                 d.as_secs()
             ));
         }
+        let unreached = |e: ClusterError| {
+            if e.is_transient() {
+                format!("{e}: addresses are recorded in etcd, so none can be allocated or freed until it answers (existing containers keep working); retry then")
+            } else {
+                e.to_string()
+            }
+        };
         let mut admin = lock(&self.admin);
         if admin.is_none() {
-            *admin = Some(Admin::connect(&self.etcd).map_err(|e| e.to_string())?);
+            *admin = Some(Admin::connect(&self.etcd).map_err(unreached)?);
         }
         let a = admin.as_ref().expect("connected above");
         let r = f(a, &self.network, &self.joined.host);
         if matches!(&r, Err(e) if e.is_transient()) {
             *admin = None;
         }
-        r.map_err(|e| e.to_string())
+        r.map_err(unreached)
     }
 }
 
