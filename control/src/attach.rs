@@ -750,13 +750,21 @@ fn detach_resolved(c: &Container, ifname: &str, socket: &Path) -> anyhow::Result
         match &fleet {
             Ok(false) => Ok(None),
             Ok(true) => step(
-                &format!("asking the switch on {} to free {who}'s address", socket.display()),
+                &format!(
+                    "asking the switch on {} to free {who}'s address",
+                    socket.display()
+                ),
                 || release(socket, &who),
             ),
-            Err(e) => Err(anyhow!(
-                "the switch on {} does not answer ({e}), so an address it allocated for {who} stays allocated: run this detach again once it answers (or pass its --control-socket as --socket)",
-                socket.display()
-            )),
+            // Without a switch there is nothing to free, unless it runs with --network
+            // somewhere else: say so, and leave the interface's removal a success.
+            Err(e) => {
+                eprintln!(
+                    "dnetctl: note: the switch on {} does not answer ({e}): if it runs with --network, the address it allocated for {who} stays allocated; run this detach again once it answers (pass its --control-socket as --socket)",
+                    socket.display()
+                );
+                Ok(None)
+            }
         }
     };
     let mut nl = step(&format!("opening a netlink socket in {cdesc}"), || {
@@ -790,7 +798,7 @@ fn detach_resolved(c: &Container, ifname: &str, socket: &Path) -> anyhow::Result
     step(&format!("deleting {ifname} in {cdesc}"), || {
         nl.del_link(l.index)
     })?;
-    let released = free().map_err(|e| anyhow!("{ifname} in {cdesc} deleted, but: {e:#}"))?;
+    let released = free().map_err(|e| anyhow!("{ifname} in {cdesc} deleted, but {e:#}"))?;
     Ok(Detached {
         ifname: Some(ifname.to_string()),
         host_ifname,
