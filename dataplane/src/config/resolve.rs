@@ -7,7 +7,7 @@ use super::input::Input;
 use super::peer::{check_peer, PeerError};
 use super::settings::{tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
 use crate::io::gre_socket::OuterOptions;
-use crate::io::DataplaneConfig;
+use crate::io::{DataplaneConfig, NetworkConfig};
 use crate::switch;
 use crate::wire::ethernet;
 use std::net::Ipv4Addr;
@@ -152,11 +152,7 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
         ..switch::Config::default()
     };
     let dataplane = DataplaneConfig {
-        tap: s.tap.clone(),
-        bridge: s.bridge.as_ref().map(|b| b.value.clone()),
-        mtu,
         local,
-        peers,
         gre: s.gre,
         outer: OuterOptions {
             ttl: s.ttl,
@@ -164,8 +160,16 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
             df,
         },
         workers,
-        core,
         offload: s.offload,
+        networks: vec![NetworkConfig {
+            name: String::new(),
+            tap: s.tap.clone(),
+            bridge: s.bridge.as_ref().map(|b| b.value.clone()),
+            mtu,
+            key: s.gre.key,
+            peers,
+            core,
+        }],
     };
     Ok(Resolved {
         dataplane,
@@ -243,13 +247,14 @@ mod tests {
         )
         .unwrap();
         let d = &r.dataplane;
+        let net = &d.networks[0];
         assert_eq!(d.local, Ipv4Addr::new(10, 200, 0, 1));
-        assert_eq!((d.mtu, r.underlay_mtu, r.overhead), (1458, 1500, 42));
+        assert_eq!((net.mtu, r.underlay_mtu, r.overhead), (1458, 1500, 42));
         assert_eq!(d.workers, 2);
-        assert_eq!(d.core.flood_limit_pps, Some(501));
-        assert!(d.core.stp.is_some() && !d.core.split_horizon && d.core.loop_guard);
+        assert_eq!(net.core.flood_limit_pps, Some(501));
+        assert!(net.core.stp.is_some() && !net.core.split_horizon && net.core.loop_guard);
         assert!(d.outer.df && r.warnings.is_empty());
-        assert_eq!(d.bridge.as_deref(), Some("br0"));
+        assert_eq!(net.bridge.as_deref(), Some("br0"));
         // Too big an MTU fragments rather than black-holes, and says so.
         let r = resolve(
             &settings(Options {

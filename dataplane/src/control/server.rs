@@ -490,10 +490,19 @@ impl SwitchInfo {
         })
     }
 
-    /// Sums the workers' counters into a [`Stats`] snapshot.
+    /// Sums the workers' counters into a [`Stats`] snapshot. Drops and events that belong to
+    /// no one network (an unknown GRE key, a sender that is no network's peer) are counted
+    /// with the network's own.
     pub fn stats(&self) -> Stats {
         let counters = &self.dataplane.counters;
         let sum = |f: &dyn Fn(&Counters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
+        let with_global = |f: &dyn Fn(&Counters) -> u64| {
+            counters
+                .iter()
+                .chain(&self.dataplane.global)
+                .map(|c| f(c))
+                .sum::<u64>()
+        };
         let ports = self
             .dataplane
             .ports()
@@ -534,14 +543,14 @@ impl SwitchInfo {
                 .iter()
                 .map(|d| DropCount {
                     reason: d.name().to_string(),
-                    count: sum(&|c| c.drops[*d as usize].get()),
+                    count: with_global(&|c| c.drops[*d as usize].get()),
                 })
                 .collect(),
             events: Event::ALL
                 .iter()
                 .map(|e| DropCount {
                     reason: e.name().to_string(),
-                    count: sum(&|c| c.events[*e as usize].get()),
+                    count: with_global(&|c| c.events[*e as usize].get()),
                 })
                 .collect(),
         }

@@ -125,6 +125,30 @@ pub fn decap_gre<'a>(
 ) -> Result<(PortId, &'a [u8]), DropReason> {
     // Check the sender before spending a checksum on its packet.
     let port = peers.get(src).ok_or(DropReason::UnknownPeer)?;
+    let (key, frame) = open_gre(gre_bytes)?;
+    if key != opts.key.unwrap_or(0) {
+        return Err(DropReason::WrongKey);
+    }
+    Ok((port, frame))
+}
+
+/// Checks the outer IPv4 header of a packet a raw GRE socket delivered; returns its source
+/// and the GRE packet it carries.
+#[inline]
+pub fn open_ipv4(packet: &[u8]) -> Result<(Ipv4Addr, &[u8]), DropReason> {
+    let ip = ipv4::Packet::new_checked(packet).map_err(|_| DropReason::BadOuterIp)?;
+    if ip.protocol() != ipv4::PROTO_GRE {
+        return Err(DropReason::BadOuterIp);
+    }
+    Ok((ip.src(), ip.into_payload()))
+}
+
+/// Validates the GRE header of `gre_bytes` (RFC 2784/2890: version 0, no routing, Ethernet
+/// inside, checksum if present) and returns its key (0 when absent: no key and key 0 are the
+/// same network, as in OVS) and the inner frame. Which network and peer it belongs to is the
+/// caller's business.
+#[inline]
+pub fn open_gre(gre_bytes: &[u8]) -> Result<(u32, &[u8]), DropReason> {
     let g = gre::Packet::new_unchecked(gre_bytes);
     let repr = gre::Repr::parse(&g).map_err(|e| match e {
         WireError::BadVersion => DropReason::GreVersion,
@@ -133,10 +157,7 @@ pub fn decap_gre<'a>(
         WireError::BadChecksum => DropReason::GreChecksum,
         WireError::Truncated | WireError::BadIpv4 | WireError::Bpdu => DropReason::GreTruncated,
     })?;
-    if repr.key.unwrap_or(0) != opts.key.unwrap_or(0) {
-        return Err(DropReason::WrongKey);
-    }
-    Ok((port, g.into_payload()))
+    Ok((repr.key.unwrap_or(0), g.into_payload()))
 }
 
 /// A hash of the flow `frame` belongs to, for GRE-in-UDP source ports (RFC 8086 §3.2.1: the
