@@ -1,12 +1,11 @@
 //! `dnetctl attach` / `detach` end to end: the real dnetctl binary, run inside host namespaces
 //! next to real dnet-switch processes, plugs bare "container" namespaces into the overlay.
 
-use dnet_e2e::skip_unless_root;
+use dnet_testbed::netns::netns_path;
+use dnet_testbed::traffic::ping;
+use dnet_testbed::{Switch, Testbed, CONTAINER_IF};
 use dnetctl::attach::{derived_host_ifname, ALIAS};
 use dnetctl::netlink::{Link, Netlink};
-use dnetctl::netns::netns_path;
-use dnetctl::testbed::{Switch, Testbed, CONTAINER_IF};
-use dnetctl::traffic::ping;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -83,10 +82,8 @@ fn attach_links(ns: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn attach_two_containers_ping_detach_and_reattach() {
-    if skip_unless_root("attach_two_containers_ping_detach_and_reattach") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switches().expect("starting switches");
     let mtu = sw[0].stats().expect("stats").mtu;
@@ -107,7 +104,7 @@ fn attach_two_containers_ping_detach_and_reattach() {
     assert_eq!(j["address"], "10.77.1.2/24");
     assert_eq!(j["ifname"], "eth1");
     assert_eq!(j["mtu"], mtu);
-    assert_eq!(j["bridge"], dnetctl::testbed::BRIDGE);
+    assert_eq!(j["bridge"], dnet_testbed::BRIDGE);
 
     let p = ping(&ca, ip_b, 5, Duration::from_secs(2)).expect("ping a->b");
     assert_eq!(p.received, 5, "ping a->b: {p:?}");
@@ -123,7 +120,7 @@ fn attach_two_containers_ping_detach_and_reattach() {
     assert!(eth1.alias.as_deref().unwrap_or("").starts_with(ALIAS));
     let host_if = derived_host_ifname(&format!("netns:{ca}"), "eth1");
     let hl = link(&ha, &host_if).expect("host end in host a");
-    let br = link(&ha, dnetctl::testbed::BRIDGE).expect("bridge");
+    let br = link(&ha, dnet_testbed::BRIDGE).expect("bridge");
     assert_eq!(
         hl.master,
         Some(br.index),
@@ -178,10 +175,8 @@ fn attach_two_containers_ping_detach_and_reattach() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn attach_with_address_used_on_other_host_fails_and_leaves_nothing() {
-    if skip_unless_root("attach_with_address_used_on_other_host_fails_and_leaves_nothing") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switches().expect("starting switches");
     let ha = tb.host(0).ns.clone();
@@ -225,10 +220,8 @@ fn attach_with_address_used_on_other_host_fails_and_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn attach_errors_are_clear_without_a_switch_or_container() {
-    if skip_unless_root("attach_errors_are_clear_without_a_switch_or_container") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let ha = tb.host(0).ns.clone();
     let ca = tb.add_extra_netns("xa").expect("container a");
@@ -269,10 +262,8 @@ fn attach_errors_are_clear_without_a_switch_or_container() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn options_are_applied_and_a_late_failure_rolls_everything_back() {
-    if skip_unless_root("options_are_applied_and_a_late_failure_rolls_everything_back") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switch(0).expect("starting switch a");
     let ha = tb.host(0).ns.clone();
@@ -334,12 +325,13 @@ fn options_are_applied_and_a_late_failure_rolls_everything_back() {
     assert_eq!(l.mac, Some([0x02, 0x00, 0x0a, 0x4d, 0x02, 0x05]));
     assert_eq!(l.mtu, Some(1400));
     assert_eq!(link(&ha, "dnopt0").and_then(|l| l.mtu), Some(1400));
-    let routes = dnetctl::cmd::ip_in(&ca, &["-4", "route", "show"]).expect("ip route");
+    let routes = dnet_testbed::cmd::ip_in(&ca, &["-4", "route", "show"]).expect("ip route");
     assert!(
         routes.contains("default via 10.77.2.1 dev eth7"),
         "no default route:\n{routes}"
     );
-    let addrs = dnetctl::cmd::ip_in(&ca, &["-4", "addr", "show", "dev", "eth7"]).expect("ip addr");
+    let addrs =
+        dnet_testbed::cmd::ip_in(&ca, &["-4", "addr", "show", "dev", "eth7"]).expect("ip addr");
     assert!(
         addrs.contains("inet 10.77.2.5/24 brd 10.77.2.255"),
         "address:\n{addrs}"
@@ -364,10 +356,8 @@ fn options_are_applied_and_a_late_failure_rolls_everything_back() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn interrupted_attach_rolls_back() {
-    if skip_unless_root("interrupted_attach_rolls_back") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switch(0).expect("starting switch a");
     let ha = tb.host(0).ns.clone();

@@ -2,11 +2,10 @@
 //! `stats -j`, `peer add/del` under traffic, `conflicts` for a planted duplicate IP, the
 //! Prometheus endpoint, the config file with SIGHUP reload, and systemd readiness.
 
-use dnet_e2e::skip_unless_root;
-use dnetctl::cmd::ipn;
-use dnetctl::netns::in_netns;
-use dnetctl::testbed::{switch_binary, Switch, SwitchOptions, Testbed, BRIDGE};
-use dnetctl::traffic::ping;
+use dnet_testbed::cmd::ipn;
+use dnet_testbed::netns::in_netns;
+use dnet_testbed::traffic::ping;
+use dnet_testbed::{switch_binary, Switch, SwitchOptions, Testbed, BRIDGE};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
@@ -92,10 +91,8 @@ fn tunnel_names(show: &Value) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn conflicts_reports_a_planted_duplicate_ip() {
-    if skip_unless_root("conflicts_reports_a_planted_duplicate_ip") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switches().expect("starting switches");
     let (a, b) = (tb.host(0), tb.host(1));
@@ -203,10 +200,8 @@ fn steady_ping(
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn peer_add_and_del_at_run_time_leave_other_peers_flowing() {
-    if skip_unless_root("peer_add_and_del_at_run_time_leave_other_peers_flowing") {
-        return;
-    }
     let tb = Testbed::new(3).expect("building testbed");
     let (a, b, c) = (tb.host(0), tb.host(1), tb.host(2));
     // a knows only b; b and c know everyone.
@@ -324,10 +319,8 @@ fn peer_add_and_del_at_run_time_leave_other_peers_flowing() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn fdb_stats_and_show_outputs() {
-    if skip_unless_root("fdb_stats_and_show_outputs") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switches().expect("starting switches");
     let (a, b) = (tb.host(0), tb.host(1));
@@ -471,10 +464,8 @@ fn http_get(ns: &str, addr: &str, path: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn metrics_endpoint_serves_the_counters() {
-    if skip_unless_root("metrics_endpoint_serves_the_counters") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let addr = "127.0.0.1:9464";
     let sa = tb
@@ -521,10 +512,8 @@ fn metrics_endpoint_serves_the_counters() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn config_file_peers_follow_sighup_and_unknown_keys_are_refused() {
-    if skip_unless_root("config_file_peers_follow_sighup_and_unknown_keys_are_refused") {
-        return;
-    }
     let tb = Testbed::new(3).expect("building testbed");
     let (a, b, c) = (tb.host(0), tb.host(1), tb.host(2));
     let file = tb.dir().join("a.toml");
@@ -631,10 +620,8 @@ fn config_file_peers_follow_sighup_and_unknown_keys_are_refused() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn systemd_readiness_is_notified_once_serving() {
-    if skip_unless_root("systemd_readiness_is_notified_once_serving") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let (a, b) = (tb.host(0), tb.host(1));
     // An abstract address, as systemd uses: abstract sockets belong to a network namespace,
@@ -661,6 +648,6 @@ fn systemd_readiness_is_notified_once_serving() {
     let msg = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
     // Ready means serving: the control socket answers at once.
-    let st = dnetctl::ctl::stats(&ctl, Duration::from_secs(2)).expect("stats right after READY");
+    let st = dnet_proto::stats(&ctl, Duration::from_secs(2)).expect("stats right after READY");
     assert_eq!(st.tap, "dnet0");
 }

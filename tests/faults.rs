@@ -1,10 +1,10 @@
 //! Faults around a running switch: a peer killed and restarted, the TAP or the bridge deleted
 //! under it, and `--user` privilege dropping.
 
-use dnet_e2e::{cpu_ticks, skip_unless_root};
-use dnetctl::cmd::ip_in;
-use dnetctl::testbed::{Switch, SwitchOptions, Testbed, BRIDGE, DEFAULT_TAP};
-use dnetctl::traffic::ping;
+use dnet_e2e::cpu_ticks;
+use dnet_testbed::cmd::ip_in;
+use dnet_testbed::traffic::ping;
+use dnet_testbed::{Switch, SwitchOptions, Testbed, BRIDGE, DEFAULT_TAP};
 use std::time::{Duration, Instant};
 
 /// Pings from host `from`'s container to host `to`'s until one round of 3 gets at least one
@@ -42,10 +42,8 @@ fn wait_log(sw: &Switch, needle: &str, timeout: Duration) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn peer_killed_with_sigkill_and_restarted_traffic_resumes() {
-    if skip_unless_root("peer_killed_with_sigkill_and_restarted_traffic_resumes") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sa = tb.start_switch(0).expect("switch a");
     let mut sb = tb.start_switch(1).expect("switch b");
@@ -78,10 +76,8 @@ fn peer_killed_with_sigkill_and_restarted_traffic_resumes() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn tap_deleted_under_a_running_switch_exits_with_a_clear_error() {
-    if skip_unless_root("tap_deleted_under_a_running_switch_exits_with_a_clear_error") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switch(0).expect("switch");
     ip_in(&sw.ns, &["link", "del", DEFAULT_TAP]).expect("ip link del");
@@ -102,10 +98,8 @@ fn tap_deleted_under_a_running_switch_exits_with_a_clear_error() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn bridge_deleted_warns_and_the_tap_is_reattached_when_it_returns() {
-    if skip_unless_root("bridge_deleted_warns_and_the_tap_is_reattached_when_it_returns") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sa = tb.start_switch(0).expect("switch a");
     let _sb = tb.start_switch(1).expect("switch b");
@@ -133,10 +127,8 @@ fn bridge_deleted_warns_and_the_tap_is_reattached_when_it_returns() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn user_flag_drops_to_nobody_keeping_net_caps_and_traffic_flows() {
-    if skip_unless_root("user_flag_drops_to_nobody_keeping_net_caps_and_traffic_flows") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--user".into(), "nobody".into()],
@@ -178,10 +170,8 @@ fn user_flag_drops_to_nobody_keeping_net_caps_and_traffic_flows() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn tap_set_down_and_up_is_not_fatal() {
-    if skip_unless_root("tap_set_down_and_up_is_not_fatal") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sa = tb.start_switch(0).expect("switch a");
     let _sb = tb.start_switch(1).expect("switch b");

@@ -2,10 +2,9 @@
 //! joined by a plain veth, the reference path every dnet test is compared against. If these
 //! fail, a dnet test failure says nothing about dnet.
 
-use dnet_e2e::skip_unless_root;
-use dnetctl::netns::in_netns;
-use dnetctl::testbed::{Testbed, CONTAINER_BROADCAST};
-use dnetctl::traffic::{ping, tcp_transfer, udp_broadcast, udp_unicast, GreCapture};
+use dnet_testbed::netns::in_netns;
+use dnet_testbed::traffic::{ping, tcp_transfer, udp_broadcast, udp_unicast, GreCapture};
+use dnet_testbed::{Testbed, CONTAINER_BROADCAST};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -16,10 +15,8 @@ fn testbed(n: usize) -> Testbed {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn helpers_work_over_a_direct_veth() {
-    if skip_unless_root("helpers_work_over_a_direct_veth") {
-        return;
-    }
     let tb = testbed(2);
     tb.join_bridges_directly(0, 1).expect("joining bridges");
     let (a, b) = (tb.host(0), tb.host(1));
@@ -65,10 +62,8 @@ fn helpers_work_over_a_direct_veth() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_capture_counts_gre_packets() {
-    if skip_unless_root("gre_capture_counts_gre_packets") {
-        return;
-    }
     let tb = testbed(2);
     let (a, b) = (tb.host(0), tb.host(1));
     let cap = GreCapture::start(&b.ns).expect("capture");
@@ -95,10 +90,8 @@ fn gre_capture_counts_gre_packets() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn three_hosts_chain_floods_once() {
-    if skip_unless_root("three_hosts_chain_floods_once") {
-        return;
-    }
     let tb = testbed(3);
     tb.join_bridges_directly(0, 1).expect("a-b");
     tb.join_bridges_directly(1, 2).expect("b-c");

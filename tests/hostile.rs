@@ -2,10 +2,10 @@
 //! host's namespace to a running `dnet-switch`. Every bad-input class must move its named drop
 //! counter and never reach the TAP (the switch's TAP tx counter stays put).
 
-use dnet_e2e::{drop_count, skip_unless_root};
-use dnetctl::cmd::ip_in;
-use dnetctl::netns::in_netns;
-use dnetctl::testbed::{tap_port, Switch, SwitchOptions, Testbed, UNDERLAY_IF};
+use dnet_e2e::drop_count;
+use dnet_testbed::cmd::ip_in;
+use dnet_testbed::netns::in_netns;
+use dnet_testbed::{tap_port, Switch, SwitchOptions, Testbed, UNDERLAY_IF};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -93,10 +93,8 @@ fn wait_for(what: &str, sw: &Switch, mut cond: impl FnMut() -> bool) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn every_bad_gre_class_is_dropped_counted_and_never_forwarded() {
-    if skip_unless_root("every_bad_gre_class_is_dropped_counted_and_never_forwarded") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--key".into(), KEY.to_string()],
@@ -281,18 +279,15 @@ fn raw_request(path: &std::path::Path, bytes: &[u8]) -> String {
 }
 
 fn error_message(reply: &str) -> String {
-    match serde_json::from_str::<dnetctl::ctl::Response>(reply) {
-        Ok(dnetctl::ctl::Response::Error { message }) => message,
+    match serde_json::from_str::<dnet_proto::Response>(reply) {
+        Ok(dnet_proto::Response::Error { message }) => message,
         other => panic!("expected an error reply, got {other:?} from {reply:?}"),
     }
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn control_socket_rejects_malformed_oversized_and_non_root_and_keeps_serving() {
-    if skip_unless_root("control_socket_rejects_malformed_oversized_and_non_root_and_keeps_serving")
-    {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switch(0).expect("starting switch");
     let path = sw.socket.clone();
@@ -397,10 +392,8 @@ fn as_user_in_group(gid: u32, path: &std::path::Path, f: fn(&std::path::Path) ->
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn control_group_members_are_served_and_others_refused() {
-    if skip_unless_root("control_group_members_are_served_and_others_refused") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--control-group".into(), "nogroup".into()],
@@ -420,9 +413,9 @@ fn control_group_members_are_served_and_others_refused() {
     assert_eq!(meta.gid(), 65534, "socket owned by group nogroup");
     // A member of the group gets real answers.
     let reply = as_user_in_group(65534, &path, |p| raw_request(p, b"{\"cmd\":\"stats\"}\n"));
-    let st: dnetctl::ctl::Response = serde_json::from_str(&reply).expect("JSON reply");
+    let st: dnet_proto::Response = serde_json::from_str(&reply).expect("JSON reply");
     assert!(
-        matches!(st, dnetctl::ctl::Response::Stats(_)),
+        matches!(st, dnet_proto::Response::Stats(_)),
         "group member refused: {reply}"
     );
     // Someone outside it cannot even connect (mode 0660), and the server would refuse anyway.
@@ -442,10 +435,8 @@ fn control_group_members_are_served_and_others_refused() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing() {
-    if skip_unless_root("flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--flood-limit".into(), "100".into()],
@@ -455,12 +446,12 @@ fn flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing() {
     let _sb = tb.start_switch(1).expect("starting switch b");
     let (a, b) = (tb.host(0), tb.host(1));
     // Warm up ARP and the MAC tables.
-    let p = dnetctl::traffic::ping(&a.container_ns, b.container_ip, 3, Duration::from_secs(2))
+    let p = dnet_testbed::traffic::ping(&a.container_ns, b.container_ip, 3, Duration::from_secs(2))
         .expect("ping");
     assert!(p.received >= 1, "no connectivity before the flood: {p:?}");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let st2 = stop.clone();
-    let flooder = dnetctl::netns::spawn_in_netns(&a.container_ns, move || {
+    let flooder = dnet_testbed::netns::spawn_in_netns(&a.container_ns, move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
         s.set_broadcast(true).expect("SO_BROADCAST");
         let mut sent = 0u64;
@@ -480,7 +471,7 @@ fn flood_limit_drops_and_counts_excess_floods_unicast_keeps_flowing() {
         drop_count(&sa.stats().expect("stats"), "flood_limit") > 1000
     });
     // Known unicast is not limited: pings keep getting through during the flood.
-    let p = dnetctl::traffic::ping(&a.container_ns, b.container_ip, 5, Duration::from_secs(2))
+    let p = dnet_testbed::traffic::ping(&a.container_ns, b.container_ip, 5, Duration::from_secs(2))
         .expect("ping during flood");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = flooder.join().expect("flooder thread").expect("netns");

@@ -1,25 +1,8 @@
-//! End-to-end test support; the netns testbed itself lives in `dnetctl::testbed`.
+//! End-to-end test support; the netns testbed itself is crate `dnet_testbed`.
 
-use dnetctl::ctl::Stats;
-use dnetctl::testbed::Switch;
-use std::io::Write;
+use dnet_proto::Stats;
+use dnet_testbed::Switch;
 use std::time::{Duration, Instant};
-
-/// Returns true (after printing a visible notice) if the current user cannot build network
-/// namespaces, in which case the calling test should return early.
-///
-/// The notice goes straight to the process's stderr rather than through `eprintln!`, which the
-/// test harness captures and hides for passing tests: a skip must be seen.
-pub fn skip_unless_root(test: &str) -> bool {
-    if dnetctl::testbed::is_root() {
-        return false;
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "{test}: skipped: needs root (network namespaces)"
-    );
-    true
-}
 
 /// Counters of `switches` once traffic has settled: polls until two snapshots 50 ms apart are
 /// equal (in-flight ACKs and echo replies counted), at most 3 s, then returns the last one.
@@ -93,16 +76,16 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 /// Sends one UDP broadcast from each host's container in turn and asserts every other
 /// container got exactly one copy within `window` (a second copy would mean a frame re-flooded
 /// into another tunnel: a loop).
-pub fn assert_each_broadcast_arrives_once(hosts: &[dnetctl::testbed::Host], window: Duration) {
+pub fn assert_each_broadcast_arrives_once(hosts: &[dnet_testbed::Host], window: Duration) {
     for src in hosts {
         let others: Vec<&str> = hosts
             .iter()
             .filter(|o| o.index != src.index)
             .map(|o| o.container_ns.as_str())
             .collect();
-        let counts = dnetctl::traffic::udp_broadcast(
+        let counts = dnet_testbed::traffic::udp_broadcast(
             &src.container_ns,
-            dnetctl::testbed::CONTAINER_BROADCAST,
+            dnet_testbed::CONTAINER_BROADCAST,
             9999,
             &others,
             window,

@@ -1,20 +1,17 @@
 //! Switch process lifecycle: clean exit on signals, refusal of bad configuration, and the
 //! testbed's own cleanup guarantee.
 
-use dnet_e2e::skip_unless_root;
-use dnetctl::testbed::{SwitchOptions, Testbed, DEFAULT_TAP};
-use dnetctl::traffic::ping;
+use dnet_testbed::traffic::ping;
+use dnet_testbed::{SwitchOptions, Testbed, DEFAULT_TAP};
 use std::time::Duration;
 
 fn listed_namespaces() -> String {
-    dnetctl::cmd::ip(&["netns", "list"]).expect("ip netns list")
+    dnet_testbed::cmd::ip(&["netns", "list"]).expect("ip netns list")
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn signal_exits_zero_and_removes_tap_and_socket() {
-    if skip_unless_root("signal_exits_zero_and_removes_tap_and_socket") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     for (i, sig) in [(0, libc::SIGTERM), (1, libc::SIGINT)] {
         let ns = &tb.host(i).ns;
@@ -51,10 +48,8 @@ fn signal_exits_zero_and_removes_tap_and_socket() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn missing_bridge_is_refused_and_named() {
-    if skip_unless_root("missing_bridge_is_refused_and_named") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let opts = SwitchOptions {
         bridge: Some("nosuchbr7".into()),
@@ -77,10 +72,8 @@ fn missing_bridge_is_refused_and_named() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn local_address_as_peer_is_refused() {
-    if skip_unless_root("local_address_as_peer_is_refused") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let own = tb.host(0).underlay_ip;
     let opts = SwitchOptions {
@@ -103,10 +96,8 @@ fn local_address_as_peer_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn testbed_cleans_up_after_a_panicking_test() {
-    if skip_unless_root("testbed_cleans_up_after_a_panicking_test") {
-        return;
-    }
     let seen = std::sync::Mutex::new((Vec::new(), 0u32, std::path::PathBuf::new()));
     let r = std::panic::catch_unwind(|| {
         let tb = Testbed::new(2).expect("building testbed");

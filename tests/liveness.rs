@@ -2,10 +2,10 @@
 //! comes up, a saturated tunnel stays up, a killed peer is marked down within the detection
 //! time and its MACs are flushed, and a restarted one comes back with traffic.
 
-use dnet::control::{Request, Response, Show};
-use dnet_e2e::{event_count, skip_unless_root};
-use dnetctl::testbed::{Switch, SwitchOptions, Testbed};
-use dnetctl::traffic::{ping, tcp_transfer};
+use dnet_e2e::event_count;
+use dnet_proto::{Request, Response, Show};
+use dnet_testbed::traffic::{ping, tcp_transfer};
+use dnet_testbed::{Switch, SwitchOptions, Testbed};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ const MIB: u64 = 1 << 20;
 const DETECT: Duration = Duration::from_secs(3);
 
 fn show(sw: &Switch) -> Show {
-    match dnet::control::request(&sw.socket, &Request::Show, Duration::from_secs(3)) {
+    match dnet_proto::request(&sw.socket, &Request::Show, Duration::from_secs(3)) {
         Ok(Response::Show(s)) => s,
         other => panic!("show: {other:?}\n{}", sw.stderr()),
     }
@@ -32,7 +32,7 @@ fn state(sw: &Switch, peer: Ipv4Addr) -> String {
 }
 
 fn macs_on(sw: &Switch, peer: Ipv4Addr) -> usize {
-    match dnet::control::request(&sw.socket, &Request::FdbShow, Duration::from_secs(3)) {
+    match dnet_proto::request(&sw.socket, &Request::FdbShow, Duration::from_secs(3)) {
         Ok(Response::Fdb(t)) => t
             .entries
             .iter()
@@ -55,10 +55,8 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn keepalives_detect_a_dead_peer_and_its_return() {
-    if skip_unless_root("keepalives_detect_a_dead_peer_and_its_return") {
-        return;
-    }
     let tb = Testbed::new(2).expect("testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--keepalive".into()],
@@ -91,7 +89,7 @@ fn keepalives_detect_a_dead_peer_and_its_return() {
             while !stop.load(Ordering::Relaxed) {
                 for (sock, peer) in [(&sock_a, pb), (&sock_b, pa)] {
                     if let Ok(Response::Show(s)) =
-                        dnet::control::request(sock, &Request::Show, Duration::from_secs(3))
+                        dnet_proto::request(sock, &Request::Show, Duration::from_secs(3))
                     {
                         if let Some(p) = s.ports.iter().find(|p| p.peer == Some(peer)) {
                             seen.push(p.state.clone());
@@ -184,10 +182,8 @@ fn keepalives_detect_a_dead_peer_and_its_return() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn peer_without_keepalives_is_never_marked_down() {
-    if skip_unless_root("peer_without_keepalives_is_never_marked_down") {
-        return;
-    }
     // Like an OVS or gretap peer: b sends no hellos. a must keep working with it.
     let tb = Testbed::new(2).expect("testbed");
     let sa = tb

@@ -11,10 +11,10 @@
 //! its bridge forget what it learned on the TAP, and the containers are reached over the direct
 //! link at once.
 
-use dnet_e2e::{event_count, settled_stats, skip_unless_root};
-use dnetctl::cmd::run;
-use dnetctl::testbed::{tunnel_port, Testbed, CONTAINER_BROADCAST};
-use dnetctl::traffic::{ping, udp_broadcast};
+use dnet_e2e::{event_count, settled_stats};
+use dnet_testbed::cmd::run;
+use dnet_testbed::traffic::{ping, udp_broadcast};
+use dnet_testbed::{tunnel_port, Testbed, CONTAINER_BROADCAST};
 use std::time::{Duration, Instant};
 
 /// Stations host namespace `ns`'s bridge learned on the TAP `dnet0` (not its own address).
@@ -31,10 +31,8 @@ fn learned_on_tap(ns: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn a_loop_through_the_local_side_is_stopped() {
-    if skip_unless_root("a_loop_through_the_local_side_is_stopped") {
-        return;
-    }
     let tb = Testbed::new(2).expect("testbed");
     let sw = tb.start_switches().expect("switches");
     let (a, b) = (tb.host(0), tb.host(1));

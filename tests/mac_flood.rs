@@ -7,11 +7,11 @@
 //! `DNET_MACFLOOD_COUNT` (default 1,000,000), `DNET_MACFLOOD_PPS` (default 100,000) and
 //! `DNET_MACFLOOD_SECS` (default 20) bound the flood; the test prints how many frames it sent and what the switches saw.
 
-use dnet_e2e::{event_count, rss_kib, settled_stats, skip_unless_root};
-use dnetctl::cmd::{ip_in, ipn};
-use dnetctl::netns::in_netns;
-use dnetctl::testbed::{tap_port, Testbed, CONTAINER_IF, DEFAULT_TAP};
-use dnetctl::traffic::{ping, udp_unicast};
+use dnet_e2e::{event_count, rss_kib, settled_stats};
+use dnet_testbed::cmd::{ip_in, ipn};
+use dnet_testbed::netns::in_netns;
+use dnet_testbed::traffic::{ping, udp_unicast};
+use dnet_testbed::{tap_port, Testbed, CONTAINER_IF, DEFAULT_TAP};
 use std::time::{Duration, Instant};
 
 const FDB_BOUND: usize = 8192;
@@ -111,10 +111,8 @@ fn flood(fd: &std::os::fd::OwnedFd, dst: [u8; 6], count: u64, pps: u64, secs: u6
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn mac_flood_keeps_table_bounded_learned_stations_working_and_memory_flat() {
-    if skip_unless_root("mac_flood_keeps_table_bounded_learned_stations_working_and_memory_flat") {
-        return;
-    }
     let count = env_num("DNET_MACFLOOD_COUNT", 1_000_000);
     let secs = env_num("DNET_MACFLOOD_SECS", 20);
     let pps = env_num("DNET_MACFLOOD_PPS", 100_000);

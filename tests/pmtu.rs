@@ -3,14 +3,14 @@
 //! 1400, answer DF packets that do not fit with ICMP fragmentation-needed carrying the usable
 //! MTU (1400 − 24 outer − 14 Ethernet = 1362), let TCP through, and lose nothing uncounted.
 
-use dnet_e2e::{drop_count, settled_stats, skip_unless_root, total_drops};
-use dnetctl::testbed::{tunnel_port, SwitchOptions, Testbed};
-use dnetctl::traffic::{df_probe, nodf_echo, ping, tcp_transfer, DfProbe};
+use dnet_e2e::{drop_count, settled_stats, total_drops};
+use dnet_testbed::traffic::{df_probe, nodf_echo, ping, tcp_transfer, DfProbe};
+use dnet_testbed::{tunnel_port, SwitchOptions, Testbed};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-fn event(s: &dnetctl::testbed::Switch, name: &str) -> u64 {
+fn event(s: &dnet_testbed::Switch, name: &str) -> u64 {
     dnet_e2e::event_count(&s.stats().expect("stats"), name)
 }
 const LINK_MTU: u32 = 1400;
@@ -19,10 +19,8 @@ const CONTAINER_MTU: u32 = 1462;
 const USABLE: u16 = 1362;
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn pmtu_through_a_1400_router_link() {
-    if skip_unless_root("pmtu_through_a_1400_router_link") {
-        return;
-    }
     let tb = Testbed::routed(LINK_MTU).expect("building routed testbed");
     let opts = SwitchOptions {
         extra_args: vec!["--mtu".into(), CONTAINER_MTU.to_string()],
@@ -95,7 +93,7 @@ fn pmtu_through_a_1400_router_link() {
     // Without DF the same oversize echo is delivered: dnet sends it with outer DF off and the
     // kernel fragments the GRE packet. (The container forgets the path MTU it just learned, or
     // it would fragment the echo itself.)
-    dnetctl::cmd::ip_in(&a.container_ns, &["route", "flush", "cache"]).expect("flush cache");
+    dnet_testbed::cmd::ip_in(&a.container_ns, &["route", "flush", "cache"]).expect("flush cache");
     let frag_before = event(&sa, "fragmented");
     let nodf = nodf_echo(
         &a.container_ns,
@@ -142,7 +140,7 @@ fn pmtu_through_a_1400_router_link() {
     assert_eq!(b_tx, a_rx, "frames lost between b and a");
 
     for (name, s) in [("a", &after[0]), ("b", &after[1])] {
-        let nz = |v: &[dnetctl::ctl::DropCount]| {
+        let nz = |v: &[dnet_proto::DropCount]| {
             v.iter()
                 .filter(|d| d.count > 0)
                 .map(|d| format!("{} {}", d.reason, d.count))

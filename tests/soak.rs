@@ -6,10 +6,10 @@
 //! traffic is sent), and traffic through the restarted peer resumes. Prints RSS start/end and
 //! drops by reason.
 
-use dnet_e2e::{rss_kib, skip_unless_root};
-use dnetctl::netns::spawn_in_netns;
-use dnetctl::testbed::{Testbed, CONTAINER_BROADCAST};
-use dnetctl::traffic::{ping, tcp_transfer};
+use dnet_e2e::rss_kib;
+use dnet_testbed::netns::spawn_in_netns;
+use dnet_testbed::traffic::{ping, tcp_transfer};
+use dnet_testbed::{Testbed, CONTAINER_BROADCAST};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,10 +37,8 @@ struct Tally {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn soak_mixed_traffic_with_a_peer_flap() {
-    if skip_unless_root("soak_mixed_traffic_with_a_peer_flap") {
-        return;
-    }
     let secs: u64 = std::env::var("DNET_SOAK_SECS")
         .ok()
         .and_then(|v| v.parse().ok())

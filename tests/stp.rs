@@ -3,10 +3,10 @@
 //! exactly one tunnel end, deliver each broadcast exactly once with a bounded number of
 //! tunnel frames, keep every container reachable, and route around a cut underlay link.
 
-use dnet::control::{Request, Response, Show};
-use dnet_e2e::{assert_each_broadcast_arrives_once, drop_count, settled_stats, skip_unless_root};
-use dnetctl::testbed::{tunnel_totals, Host, Switch, SwitchOptions, Testbed, CONTAINER_BROADCAST};
-use dnetctl::traffic::{ping, udp_broadcast};
+use dnet_e2e::{assert_each_broadcast_arrives_once, drop_count, settled_stats};
+use dnet_proto::{Request, Response, Show};
+use dnet_testbed::traffic::{ping, udp_broadcast};
+use dnet_testbed::{tunnel_totals, Host, Switch, SwitchOptions, Testbed, CONTAINER_BROADCAST};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const PROTOCOL_BOUND: Duration = Duration::from_secs(50);
 
 fn show(sw: &Switch) -> Show {
-    match dnet::control::request(&sw.socket, &Request::Show, Duration::from_secs(3)) {
+    match dnet_proto::request(&sw.socket, &Request::Show, Duration::from_secs(3)) {
         Ok(Response::Show(s)) => s,
         other => panic!("show: {other:?}\n{}", sw.stderr()),
     }
@@ -97,20 +97,16 @@ fn cut(x: &Host, y: &Host, on: bool) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut() {
-    if skip_unless_root("a_ring_blocks_one_tunnel_delivers_once_and_routes_around_a_cut") {
-        return;
-    }
     // Without keepalives a cut link is noticed when the neighbour's information ages out
     // (3 × hello = 6 s after its last BPDU).
     ring(&[], "stp");
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn with_keepalives_a_cut_link_fails_over_within_the_detection_time() {
-    if skip_unless_root("with_keepalives_a_cut_link_fails_over_within_the_detection_time") {
-        return;
-    }
     // Keepalives every 200 ms × 3: the dead peer's tree information is dropped at once.
     ring(&["--keepalive-interval", "200"], "stp+keepalive 200 ms x 3");
 }
@@ -163,7 +159,7 @@ fn ring(extra: &[&str], label: &str) {
     assert!(tb_blocked.contains(&(h[0].underlay_ip, "root".into(), "forwarding".into())));
 
     // The operator's view: `dnetctl show` names the blocked tunnel's role and state.
-    let dnetctl = dnetctl::testbed::switch_binary()
+    let dnetctl = dnet_testbed::switch_binary()
         .expect("switch binary")
         .with_file_name("dnetctl");
     let out = Command::new(&dnetctl)
@@ -281,10 +277,8 @@ fn ring(extra: &[&str], label: &str) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn a_partial_mesh_forwards_through_the_middle_host() {
-    if skip_unless_root("a_partial_mesh_forwards_through_the_middle_host") {
-        return;
-    }
     // a — b — c: a and c are not peers; with --stp, b forwards tunnel to tunnel.
     let tb = Testbed::new(3).expect("building testbed");
     let h = tb.hosts();
@@ -337,7 +331,7 @@ fn a_partial_mesh_forwards_through_the_middle_host() {
     assert_eq!(counts, vec![1, 1]);
     // b really forwarded tunnel to tunnel: its tunnel to c sent what its tunnel from a got.
     let st = settled_stats(&[&sw[1]]);
-    let to_c = dnetctl::testbed::tunnel_port(&st[0], h[2].underlay_ip).expect("port to c");
+    let to_c = dnet_testbed::tunnel_port(&st[0], h[2].underlay_ip).expect("port to c");
     assert!(
         to_c.tx_packets >= 6,
         "b sent {} frames to c",
@@ -347,7 +341,7 @@ fn a_partial_mesh_forwards_through_the_middle_host() {
     // Close the ring at run time (`dnetctl peer add` on a and c): the tree must block one
     // end of the new loop at once, and broadcasts still arrive once.
     for (i, peer) in [(0, h[2].underlay_ip), (2, h[0].underlay_ip)] {
-        match dnet::control::request(
+        match dnet_proto::request(
             &sw[i].socket,
             &Request::PeerAdd { addr: peer },
             Duration::from_secs(3),

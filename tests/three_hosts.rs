@@ -1,16 +1,14 @@
 //! Three hosts in a full mesh: flooding delivers broadcasts exactly once (split horizon, no
 //! loops), and learned unicast goes only to the host that needs it.
 
-use dnet_e2e::{assert_each_broadcast_arrives_once, settled_stats, skip_unless_root};
-use dnetctl::testbed::{tunnel_port, tunnel_totals, Testbed};
-use dnetctl::traffic::{ping, udp_unicast, GreCapture};
+use dnet_e2e::{assert_each_broadcast_arrives_once, settled_stats};
+use dnet_testbed::traffic::{ping, udp_unicast, GreCapture};
+use dnet_testbed::{tunnel_port, tunnel_totals, Testbed};
 use std::time::Duration;
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn broadcast_reaches_each_other_container_exactly_once() {
-    if skip_unless_root("broadcast_reaches_each_other_container_exactly_once") {
-        return;
-    }
     let tb = Testbed::new(3).expect("building testbed");
     let _sw = tb.start_switches().expect("starting switches");
     let h = tb.hosts();
@@ -20,10 +18,8 @@ fn broadcast_reaches_each_other_container_exactly_once() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn learned_unicast_is_not_flooded_to_third_host() {
-    if skip_unless_root("learned_unicast_is_not_flooded_to_third_host") {
-        return;
-    }
     let tb = Testbed::new(3).expect("building testbed");
     let sw = tb.start_switches().expect("starting switches");
     let (a, b, c) = (tb.host(0), tb.host(1), tb.host(2));

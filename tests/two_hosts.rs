@@ -1,18 +1,16 @@
 //! Two hosts, one container each, joined by two dnet-switch processes: connectivity, a verified
 //! TCP transfer, and switch counters that agree with what was sent.
 
-use dnet_e2e::{settled_stats, skip_unless_root, total_drops};
-use dnetctl::testbed::{tap_port, tunnel_port, Testbed, BRIDGE, DEFAULT_TAP};
-use dnetctl::traffic::{ping, tcp_transfer};
+use dnet_e2e::{settled_stats, total_drops};
+use dnet_testbed::traffic::{ping, tcp_transfer};
+use dnet_testbed::{tap_port, tunnel_port, Testbed, BRIDGE, DEFAULT_TAP};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn ping_and_verified_tcp_between_containers() {
-    if skip_unless_root("ping_and_verified_tcp_between_containers") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switches().expect("starting switches");
     let (a, b) = (tb.host(0), tb.host(1));
@@ -111,10 +109,8 @@ fn ping_and_verified_tcp_between_containers() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn tap_mtu_and_bridge_membership() {
-    if skip_unless_root("tap_mtu_and_bridge_membership") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = tb.start_switch(0).expect("starting switch");
     let st = sw.stats().expect("stats");
@@ -132,8 +128,9 @@ fn tap_mtu_and_bridge_membership() {
         "one TAP and one tunnel port: {:?}",
         st.ports
     );
-    let link = dnetctl::cmd::ip_in(&tb.host(0).ns, &["-o", "link", "show", "dev", DEFAULT_TAP])
-        .expect("TAP exists");
+    let link =
+        dnet_testbed::cmd::ip_in(&tb.host(0).ns, &["-o", "link", "show", "dev", DEFAULT_TAP])
+            .expect("TAP exists");
     assert!(
         link.contains(&format!("master {BRIDGE}")),
         "TAP not in {BRIDGE}: {link}"

@@ -4,10 +4,10 @@
 //! way and reach the TAP as UDP super-frames (with plain GRE too). A plain-GRE switch does not
 //! talk to a GRE-in-UDP one.
 
-use dnet_e2e::{drop_count, event_count, settled_stats, skip_unless_root, total_drops};
-use dnetctl::netns::spawn_in_netns;
-use dnetctl::testbed::{tunnel_port, SwitchOptions, Testbed};
-use dnetctl::traffic::{ping, tcp_transfer, udp_unicast};
+use dnet_e2e::{drop_count, event_count, settled_stats, total_drops};
+use dnet_testbed::netns::spawn_in_netns;
+use dnet_testbed::traffic::{ping, tcp_transfer, udp_unicast};
+use dnet_testbed::{tunnel_port, SwitchOptions, Testbed};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -25,10 +25,8 @@ fn udp() -> SwitchOptions {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_carries_verified_tcp_with_gso_and_gro() {
-    if skip_unless_root("gre_in_udp_carries_verified_tcp_with_gso_and_gro") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = [
         tb.start_switch_with(0, &udp()).expect("switch a"),
@@ -89,18 +87,14 @@ fn gre_in_udp_carries_verified_tcp_with_gso_and_gro() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_batches_runs_of_small_datagrams_at_both_ends() {
-    if skip_unless_root("gre_in_udp_batches_runs_of_small_datagrams_at_both_ends") {
-        return;
-    }
     small_datagram_burst(&udp(), true);
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn plain_gre_coalesces_runs_of_small_datagrams_into_the_tap() {
-    if skip_unless_root("plain_gre_coalesces_runs_of_small_datagrams_into_the_tap") {
-        return;
-    }
     small_datagram_burst(&SwitchOptions::default(), false);
 }
 
@@ -136,7 +130,7 @@ fn small_datagram_burst(opts: &SwitchOptions, gre_in_udp: bool) {
     )
     .expect("udp burst a->b");
     let after = settled_stats(&[&sw[0], &sw[1]]);
-    let d = |i: usize, f: &dyn Fn(&dnetctl::ctl::Stats) -> u64| f(&after[i]) - f(&before[i]);
+    let d = |i: usize, f: &dyn Fn(&dnet_proto::Stats) -> u64| f(&after[i]) - f(&before[i]);
     let gso = d(0, &|s| event_count(s, "udp_gso_sent"));
     let gro = d(1, &|s| event_count(s, "udp_gro_received"));
     let a_tx = d(0, &|s| {
@@ -177,10 +171,8 @@ fn small_datagram_burst(opts: &SwitchOptions, gre_in_udp: bool) {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_gives_each_flow_its_own_source_port() {
-    if skip_unless_root("gre_in_udp_gives_each_flow_its_own_source_port") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let mut opts = udp();
     opts.extra_args.extend(["--workers".into(), "2".into()]);
@@ -250,10 +242,8 @@ fn gre_in_udp_gives_each_flow_its_own_source_port() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn plain_gre_and_gre_in_udp_do_not_mix() {
-    if skip_unless_root("plain_gre_and_gre_in_udp_do_not_mix") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sw = [
         tb.start_switch_with(0, &udp()).expect("switch a"),
@@ -279,10 +269,8 @@ fn plain_gre_and_gre_in_udp_do_not_mix() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
-    if skip_unless_root("gre_in_udp_learns_the_path_mtu_and_segments_to_it") {
-        return;
-    }
     // A router link of MTU 1400 between the hosts while the containers keep 1454 (what fits a
     // 1500 underlay): GSO messages must be cut to the path, and DF packets answered with the
     // usable MTU, 1400 − IPv4 20 − UDP 8 − GRE 4 − Ethernet 14 = 1354.
@@ -321,14 +309,14 @@ fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let got = loop {
         flush();
-        let p = dnetctl::traffic::df_probe(
+        let p = dnet_testbed::traffic::df_probe(
             &a.container_ns,
             b.container_ip,
             1454,
             Duration::from_secs(1),
         );
         match p {
-            Ok(p @ dnetctl::traffic::DfProbe::FragNeeded { .. }) => break p,
+            Ok(p @ dnet_testbed::traffic::DfProbe::FragNeeded { .. }) => break p,
             other if std::time::Instant::now() >= deadline => {
                 panic!("no frag-needed for a 1454-byte DF echo: {other:?}")
             }
@@ -337,7 +325,7 @@ fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
     };
     assert_eq!(
         got,
-        dnetctl::traffic::DfProbe::FragNeeded {
+        dnet_testbed::traffic::DfProbe::FragNeeded {
             mtu: 1354,
             from: b.container_ip
         }
@@ -366,10 +354,8 @@ fn gre_in_udp_learns_the_path_mtu_and_segments_to_it() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn gre_in_udp_with_outer_df_off_fragments_instead_of_stalling() {
-    if skip_unless_root("gre_in_udp_with_outer_df_off_fragments_instead_of_stalling") {
-        return;
-    }
     // --mtu 1462 does not fit a 1500 underlay with 46 bytes of GRE-in-UDP, so outer DF is off
     // and the kernel must fragment: GSO messages (which it cannot fragment) give way to one
     // datagram per segment.
@@ -392,17 +378,15 @@ fn gre_in_udp_with_outer_df_off_fragments_instead_of_stalling() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
-    if skip_unless_root("the_gre_in_udp_port_drops_and_counts_hostile_datagrams") {
-        return;
-    }
     let tb = Testbed::new(2).expect("building testbed");
     let sa = tb.start_switch_with(0, &udp()).expect("switch a");
     let _sb = tb.start_switch_with(1, &udp()).expect("switch b");
     let (a, b) = (tb.host(0), tb.host(1));
     // Sent from host b's namespace (a configured peer of a), to a's GRE-in-UDP port.
     let send = |payloads: &[&[u8]]| {
-        let s = dnetctl::netns::in_netns(&b.ns, || {
+        let s = dnet_testbed::netns::in_netns(&b.ns, || {
             std::net::UdpSocket::bind((b.underlay_ip, 0)).expect("udp socket")
         })
         .expect("entering host b");
@@ -411,7 +395,7 @@ fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
         }
     };
     let before = sa.stats().expect("stats");
-    let tap_tx = |s: &dnetctl::ctl::Stats| dnetctl::testbed::tap_port(s).expect("tap").tx_packets;
+    let tap_tx = |s: &dnet_proto::Stats| dnet_testbed::tap_port(s).expect("tap").tx_packets;
     let mut frame = vec![0u8, 0, 0x65, 0x58];
     frame.extend_from_slice(&[0xff; 6]); // broadcast destination
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
@@ -436,9 +420,10 @@ fn the_gre_in_udp_port_drops_and_counts_hostile_datagrams() {
         "a hostile datagram reached the TAP"
     );
     // The same well-formed frame from an address that is not a peer.
-    let dev = dnetctl::testbed::UNDERLAY_IF;
-    dnetctl::cmd::ip_in(&b.ns, &["addr", "add", "10.200.0.99/24", "dev", dev]).expect("ip addr");
-    let s = dnetctl::netns::in_netns(&b.ns, || {
+    let dev = dnet_testbed::UNDERLAY_IF;
+    dnet_testbed::cmd::ip_in(&b.ns, &["addr", "add", "10.200.0.99/24", "dev", dev])
+        .expect("ip addr");
+    let s = dnet_testbed::netns::in_netns(&b.ns, || {
         std::net::UdpSocket::bind((std::net::Ipv4Addr::new(10, 200, 0, 99), 0)).expect("udp socket")
     })
     .expect("entering host b");

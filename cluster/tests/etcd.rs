@@ -14,7 +14,7 @@ use dnet_cluster::{
     Admin, Agent, AgentConfig, ClusterError, Encap, EtcdOptions, LocalSettings, NetworkSpec,
     PlanError, Settings,
 };
-use fixture::{root, wait_for, Etcd, Peers};
+use fixture::{wait_for, Etcd, Peers};
 
 const NET: &str = "blue";
 const WAIT: Duration = Duration::from_secs(20);
@@ -59,10 +59,8 @@ fn ranges_disjoint(ranges: &[ipnet::Ipv4Net]) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn network_admin_create_list_show_delete_leave() {
-    if !root() {
-        return;
-    }
     let etcd = Etcd::single();
     etcd.run(|| {
         let opts = etcd.options();
@@ -195,10 +193,8 @@ fn network_admin_create_list_show_delete_leave() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn eight_agents_started_at_once_hold_disjoint_ranges_and_see_each_other() {
-    if !root() {
-        return;
-    }
     let etcd = Etcd::single();
     etcd.run(|| {
         let opts = etcd.options();
@@ -293,10 +289,8 @@ fn eight_agents_started_at_once_hold_disjoint_ranges_and_see_each_other() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn allocations_are_unique_under_concurrency_and_survive_an_agent_restart() {
-    if !root() {
-        return;
-    }
     let etcd = Etcd::single();
     etcd.run(|| {
         let opts = etcd.options();
@@ -405,10 +399,8 @@ fn lease_of(etcd: &Etcd, key: &str) -> i64 {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn etcd_outage_keeps_peers_and_recovery_rereads_and_reregisters() {
-    if !root() {
-        return;
-    }
     let mut etcd = Etcd::single();
     let opts = etcd.options();
     let (a, mut pa, b, mut pb) = etcd.run(|| {
@@ -523,10 +515,8 @@ fn revision(etcd: &Etcd) -> i64 {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn a_compacted_watch_revision_is_read_again_from_scratch() {
-    if !root() {
-        return;
-    }
     let etcd = Etcd::single();
     etcd.run(|| {
         let opts = etcd.options();
@@ -576,10 +566,8 @@ fn a_compacted_watch_revision_is_read_again_from_scratch() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn a_three_member_etcd_keeps_working_with_one_member_killed() {
-    if !root() {
-        return;
-    }
     let mut etcd = Etcd::cluster(3);
     let opts = etcd.options();
     let (a, mut pa, b, mut pb) = etcd.run(|| {
@@ -626,10 +614,8 @@ fn a_three_member_etcd_keeps_working_with_one_member_killed() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn tls_with_generated_certificates() {
-    if !root() {
-        return;
-    }
     let etcd = Etcd::tls();
     etcd.run(|| {
         let opts = etcd.options();
@@ -658,10 +644,8 @@ fn tls_with_generated_certificates() {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn user_and_password_auth() {
-    if !root() {
-        return;
-    }
     let etcd = Etcd::single();
     etcd.ctl(&["user", "add", "root:s3cret"]);
     etcd.ctl(&["auth", "enable"]);
@@ -708,10 +692,8 @@ fn claim_json(host: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(dnet_cluster_root), ignore = "needs root: run cargo test as root")]
 fn hostile_records_are_skipped_counted_and_never_peers() {
-    if !root() {
-        return;
-    }
     let etcd = Etcd::single();
     etcd.run(|| {
         let opts = etcd.options();

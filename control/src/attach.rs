@@ -16,7 +16,6 @@
 //! interface without it, so it can only remove what attach made.
 
 use crate::arp_probe::{format_mac, ArpSocket};
-use crate::ctl;
 use crate::docker;
 use crate::netlink::{in_netns_file, Link, Netlink, NlError};
 use anyhow::{anyhow, bail};
@@ -438,7 +437,7 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
     let sock = o.socket.display();
     let stats = step(
         &format!("asking the switch on {sock} for its TAP and MTU"),
-        || ctl::stats(&o.socket, SWITCH_TIMEOUT),
+        || dnet_proto::stats(&o.socket, SWITCH_TIMEOUT),
     )
     .map_err(|e| {
         if format!("{e:#}").contains("dnet-switch running") {

@@ -4,8 +4,9 @@
 use crate::stats_cmd::{format_stats, human_bytes};
 use anyhow::{bail, Context};
 use clap::Args;
-use dnetctl::testbed::{self, tap_port, tunnel_port, TeardownHandle, Testbed};
-use dnetctl::traffic;
+use dnet_testbed::{
+    is_root, switch_binary, tap_port, traffic, tunnel_port, TeardownHandle, Testbed, BRIDGE,
+};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ pub struct DemoArgs {
 /// signal it tears the testbed down (through a handle shared before anything is built) and
 /// exits 130, so Ctrl-C never leaves namespaces or switches behind.
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
-    if !testbed::is_root() {
+    if !is_root() {
         bail!(
             "dnetctl demo needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces): run with sudo"
         );
@@ -46,7 +47,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             "--switch-bin {}: no such file (build it with `cargo build --release`)",
             p.display()
         ),
-        None => testbed::switch_binary()?,
+        None => switch_binary()?,
     };
     let handle = TeardownHandle::new();
     let mut signals =
@@ -84,12 +85,7 @@ fn demo(a: &DemoArgs, bin: PathBuf, handle: TeardownHandle) -> anyhow::Result<()
     for h in [&ha, &hb] {
         println!(
             "  host {}: netns {:<14} underlay {}  bridge {}   container netns {:<14} eth0 {}",
-            h.letter,
-            h.ns,
-            h.underlay_ip,
-            testbed::BRIDGE,
-            h.container_ns,
-            h.container_ip
+            h.letter, h.ns, h.underlay_ip, BRIDGE, h.container_ns, h.container_ip
         );
     }
 
@@ -210,9 +206,9 @@ fn demo(a: &DemoArgs, bin: PathBuf, handle: TeardownHandle) -> anyhow::Result<()
         match sw.terminate(Duration::from_secs(5)) {
             Ok(st) => println!("  dnet-switch on host {} exited: {st}", h.letter),
             Err(e) => println!(
-                "  dnet-switch on host {}: {} (will be killed)",
+                "  dnet-switch on host {}: {:#} (will be killed)",
                 h.letter,
-                dnet::error_chain::format(&e)
+                anyhow::Error::new(e)
             ),
         }
     }

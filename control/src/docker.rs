@@ -237,4 +237,19 @@ mod tests {
         let e = inspect(Path::new("/nonexistent/docker.sock"), "web1").unwrap_err();
         assert!(matches!(e, DockerError::NoEngine { .. }), "{e}");
     }
+
+    /// The engine error names the socket and the fix; its cause is the source, not repeated.
+    #[test]
+    fn no_engine_prints_its_cause_once() {
+        use std::error::Error as _;
+        let e = DockerError::NoEngine {
+            path: "/var/run/docker.sock".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        let msg = e.to_string();
+        let cause = e.source().expect("the OS error is the cause").to_string();
+        assert!(msg.contains("/var/run/docker.sock"), "{msg}");
+        assert!(!msg.contains(&cause), "{msg:?} repeats {cause:?}");
+        assert!(cause.contains("No such file or directory"), "{cause}");
+    }
 }

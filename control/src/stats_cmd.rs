@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use dnetctl::ctl::{self, PortKind, Stats};
+use dnet_proto::{PortKind, Stats};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,10 +30,10 @@ pub struct StatsArgs {
 pub fn run(a: StatsArgs) -> anyhow::Result<()> {
     let path = a
         .socket
-        .unwrap_or_else(|| PathBuf::from(ctl::default_socket_path(&a.tap)));
+        .unwrap_or_else(|| PathBuf::from(dnet_proto::default_socket_path(&a.tap)));
     let timeout = Duration::try_from_secs_f64(a.timeout)
         .with_context(|| format!("--timeout {} is not a valid number of seconds", a.timeout))?;
-    let stats = ctl::stats(&path, timeout).with_context(|| {
+    let stats = dnet_proto::stats(&path, timeout).with_context(|| {
         format!(
             "no stats from {} (start the switch first, or pass --socket PATH / --tap NAME)",
             path.display()
@@ -142,7 +142,7 @@ pub fn format_stats(s: &Stats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dnetctl::ctl::{DropCount, PortStats};
+    use dnet_proto::{DropCount, PortStats};
 
     #[test]
     fn table_is_aligned_and_lists_only_nonzero_drops() {

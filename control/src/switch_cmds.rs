@@ -5,7 +5,7 @@
 use crate::stats_cmd::human_bytes;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use dnetctl::ctl::{self, ConflictList, FdbTable, PortKind, Request, Response, Show};
+use dnet_proto::{ConflictList, FdbTable, PortKind, Request, Response, Show};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -45,14 +45,14 @@ impl Target {
         let path = self
             .socket
             .clone()
-            .unwrap_or_else(|| PathBuf::from(ctl::default_socket_path(&self.tap)));
+            .unwrap_or_else(|| PathBuf::from(dnet_proto::default_socket_path(&self.tap)));
         let timeout = Duration::try_from_secs_f64(self.timeout).with_context(|| {
             format!(
                 "--timeout {} is not a valid number of seconds",
                 self.timeout
             )
         })?;
-        ctl::request(&path, &req, timeout).with_context(|| {
+        dnet_proto::request(&path, &req, timeout).with_context(|| {
             format!(
                 "no answer from {} (start the switch first, or pass --socket PATH / --tap NAME)",
                 path.display()
@@ -387,7 +387,7 @@ pub fn format_conflicts(c: &ConflictList) -> String {
     if c.conflicts.is_empty() {
         return "no IPv4 address claimed by two MACs (ARP) in the last 30 minutes\n".into();
     }
-    let claim = |e: &dnetctl::ctl::ConflictEntry, i: usize| {
+    let claim = |e: &dnet_proto::ConflictEntry, i: usize| {
         e.claims
             .get(i)
             .map(|k| (k.mac.clone(), k.port.clone()))
@@ -430,7 +430,7 @@ pub fn format_conflicts(c: &ConflictList) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dnetctl::ctl::{ClaimEntry, ConflictEntry, FdbEntry, GreInfo, PortInfo};
+    use dnet_proto::{ClaimEntry, ConflictEntry, FdbEntry, GreInfo, PortInfo};
 
     #[test]
     fn tables_align() {
@@ -513,7 +513,7 @@ mod tests {
                 },
             ],
             keepalive_ms: None,
-            stp: Some(dnet::control::StpInfo {
+            stp: Some(dnet_proto::StpInfo {
                 bridge_id: "8000.02:00:00:00:00:02".into(),
                 root_id: "8000.02:00:00:00:00:01".into(),
                 is_root: false,

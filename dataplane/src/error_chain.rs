@@ -43,7 +43,7 @@ pub fn assert_causes_once(e: &(dyn Error + 'static)) {
 mod tests {
     use super::*;
     use crate::config::{FileError, Input, PeerError, ResolveError};
-    use crate::control::{ClientError, PeerChangeError, ServerError};
+    use crate::control::{PeerChangeError, ServerError};
     use crate::io::{gre_socket::SocketError, netdev::NetdevError, tap::TapError, StartError};
     use crate::privdrop::PrivError;
     use std::io;
@@ -56,7 +56,8 @@ mod tests {
         Input::flag("peer", "10.9.9.9")
     }
 
-    /// Every error of the crate that has a cause, each variant that can be built.
+    /// Every error of the crate that has a cause, each variant that can be built. (The control
+    /// client's errors are crate `dnet_proto`'s and tested there.)
     fn with_causes() -> Vec<Box<dyn Error + 'static>> {
         let addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
         vec![
@@ -91,18 +92,6 @@ mod tests {
             Box::new(ServerError::Create {
                 path: "/run/dnet/dnet0.sock".into(),
                 source: errno(),
-            }),
-            Box::new(ClientError::Connect {
-                path: "/run/dnet/dnet0.sock".into(),
-                source: errno(),
-            }),
-            Box::new(ClientError::Io {
-                path: "/run/dnet/dnet0.sock".into(),
-                source: errno(),
-            }),
-            Box::new(ClientError::Decode {
-                path: "/run/dnet/dnet0.sock".into(),
-                source: serde_json::from_str::<u8>("x").unwrap_err(),
             }),
             Box::new(FileError::Read {
                 path: "/etc/dnet/dnet.toml".into(),
@@ -142,11 +131,7 @@ mod tests {
             assert_causes_once(e.as_ref());
             // And printed: the errno text appears in the chain exactly once.
             let line = format(e.as_ref());
-            let cause = if line.contains("expected value") {
-                "expected value"
-            } else {
-                "Cannot assign requested address"
-            };
+            let cause = "Cannot assign requested address";
             assert_eq!(line.matches(cause).count(), 1, "{line}");
         }
     }

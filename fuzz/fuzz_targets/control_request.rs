@@ -3,7 +3,7 @@
 //! back to JSON that parses to the same request.
 #![no_main]
 
-use dnet::control::Request;
+use dnet_proto::Request;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

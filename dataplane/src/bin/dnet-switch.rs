@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 use dnet::config::{self, Options, Resolved, Settings, Sources, SystemHost};
 use dnet::control::metrics::MetricsServer;
-use dnet::control::{self, ControlServer, PeerOrigin, SwitchInfo, SwitchSettings};
+use dnet::control::{ControlServer, PeerOrigin, SwitchInfo, SwitchSettings};
 use dnet::error_chain;
 use dnet::io::watch::LinkWatch;
 use dnet::io::Dataplane;
@@ -147,7 +147,7 @@ impl Running {
         let socket = s
             .control_socket
             .clone()
-            .unwrap_or_else(|| control::default_socket_path(&dataplane.tap).into());
+            .unwrap_or_else(|| dnet_proto::default_socket_path(&dataplane.tap).into());
         let info = Arc::new(SwitchInfo::new(
             dataplane.tap.clone(),
             cfg.networks[0].mtu,

@@ -2,8 +2,8 @@
 //! on its own thread serving the same counters as `dnetctl stats` in the text exposition
 //! format. One request at a time, each bounded in size and time; off by default.
 
-use super::proto::{PortKind, Stats};
 use super::server::SwitchInfo;
+use dnet_proto::{PortKind, Stats};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,7 +43,7 @@ pub fn render(st: &Stats, conflicts: Option<usize>) -> String {
         let _ = writeln!(o, "# TYPE {name} gauge");
         let _ = writeln!(o, "{name} {v}");
     }
-    type Get = fn(&super::proto::PortStats) -> u64;
+    type Get = fn(&dnet_proto::PortStats) -> u64;
     let port_metrics: [(&str, &str, Get); 4] = [
         ("rx_packets", "Frames received on the port.", |p| {
             p.rx_packets
@@ -197,7 +197,7 @@ fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::proto::{DropCount, PortStats};
+    use dnet_proto::{DropCount, PortStats};
 
     fn stats() -> Stats {
         Stats {

@@ -2,16 +2,16 @@
 //! workers publish. Only root (uid 0) may talk to it: the socket file is mode 0600 and every
 //! peer's credentials are checked.
 
-use super::proto::{
-    ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
-    PortKind as WirePortKind, PortStats, Request, Response, Show, Stats,
-};
 use crate::config::{self, Input, Origin, PeerError, Sourced, SystemHost};
 use crate::error_chain;
 use crate::io::gre_socket::OuterOptions;
 use crate::io::{ControlError, DataplaneControl};
 use crate::switch::tunnel::GreOptions;
 use crate::switch::{Counters, DropReason, Event, PortId, PortKind};
+use dnet_proto::{
+    ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
+    PortKind as WirePortKind, PortStats, Request, Response, Show, Stats,
+};
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
@@ -413,7 +413,7 @@ impl SwitchInfo {
             fdb_entries: st.fdb_entries,
             ports,
             keepalive_ms: (self.dataplane.keepalive_ms > 0).then_some(self.dataplane.keepalive_ms),
-            stp: stp.map(|(s, now)| super::proto::StpInfo {
+            stp: stp.map(|(s, now)| dnet_proto::StpInfo {
                 bridge_id: s.bridge.to_string(),
                 root_id: s.root.to_string(),
                 is_root: s.root == s.bridge,

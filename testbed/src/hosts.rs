@@ -20,9 +20,9 @@
 //! it kills its own processes by PID and deletes only namespaces it created.
 
 use crate::cmd::{ip, ip_in, ipn};
-use crate::ctl::{self, PortKind, PortStats, Stats};
-use crate::error::{Error, Result};
+use crate::error::{one_line, Error, Result};
 use crate::netns::in_netns;
+use dnet_proto::{PortKind, PortStats, Stats};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -193,7 +193,7 @@ impl Resources {
         }
         for ns in self.namespaces.drain(..).rev() {
             if let Err(e) = ip(&["netns", "del", &ns]) {
-                eprintln!("testbed: {}", dnet::error_chain::format(&e));
+                eprintln!("testbed: {}", one_line(&e));
             }
         }
         if let Some(dir) = self.dir.take() {
@@ -276,7 +276,7 @@ pub struct Switch {
 impl Switch {
     /// Fetches its counters over the control socket (2 s timeout).
     pub fn stats(&self) -> Result<Stats> {
-        Ok(ctl::stats(&self.socket, Duration::from_secs(2))?)
+        Ok(dnet_proto::stats(&self.socket, Duration::from_secs(2))?)
     }
 
     /// What the switch has written to stdout/stderr so far.
@@ -349,9 +349,9 @@ impl Switch {
                     stderr: self.stderr(),
                 });
             }
-            let last = match ctl::stats(&self.socket, Duration::from_millis(500)) {
+            let last = match dnet_proto::stats(&self.socket, Duration::from_millis(500)) {
                 Ok(s) => return Ok(s),
-                Err(e) => dnet::error_chain::format(&e),
+                Err(e) => one_line(&e),
             };
             if Instant::now() >= deadline {
                 return Err(Error::SwitchNotReady {

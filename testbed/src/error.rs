@@ -89,7 +89,7 @@ pub enum Error {
     },
     /// The control socket of a running switch failed.
     #[error(transparent)]
-    Control(#[from] crate::ctl::ClientError),
+    Control(#[from] dnet_proto::ClientError),
     /// The testbed was torn down (e.g. by a signal) while still in use.
     #[error("testbed already torn down")]
     TornDown,
@@ -126,6 +126,23 @@ pub enum Error {
     Invalid(String),
 }
 
+/// The messages of `e` and its causes, outermost first.
+fn messages(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(c) = next {
+        out.push(c.to_string());
+        next = c.source();
+    }
+    out
+}
+
+/// `error: cause: cause of the cause` on one line, as anyhow's `{:#}` prints it: for errors
+/// that are printed (teardown warnings, the last error seen while waiting) rather than returned.
+pub(crate) fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    messages(e).join(": ")
+}
+
 impl Error {
     /// Builds an [`Error::Io`] with a context message.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
@@ -140,17 +157,6 @@ impl Error {
 mod tests {
     use super::*;
 
-    /// The messages of `e` and its causes, outermost first.
-    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
-        let mut out = vec![e.to_string()];
-        let mut next = e.source();
-        while let Some(c) = next {
-            out.push(c.to_string());
-            next = c.source();
-        }
-        out
-    }
-
     #[test]
     fn every_cause_is_printed_once() {
         let errno = || io::Error::from_raw_os_error(libc::ENOENT);
@@ -164,23 +170,19 @@ mod tests {
                 ns: "dnet-h0".into(),
                 source: errno(),
             }),
-            Box::new(Error::Control(crate::ctl::ClientError::Connect {
+            Box::new(Error::Control(dnet_proto::ClientError::Connect {
                 path: "/run/dnet/dnet0.sock".into(),
                 source: errno(),
             })),
-            Box::new(crate::docker::DockerError::NoEngine {
-                path: "/var/run/docker.sock".into(),
-                source: errno(),
-            }),
         ];
         for e in errors {
-            let msgs = chain(e.as_ref());
+            let msgs = messages(e.as_ref());
             for (i, m) in msgs.iter().enumerate() {
                 for later in &msgs[i + 1..] {
                     assert!(!m.contains(later.as_str()), "{m:?} repeats {later:?}");
                 }
             }
-            let line = msgs.join(": ");
+            let line = one_line(e.as_ref());
             assert_eq!(
                 line.matches("No such file or directory").count(),
                 1,

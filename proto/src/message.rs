@@ -1,0 +1,542 @@
+//! Request and response types of the control socket, each serialized as one JSON line.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Switch summary, per-port counters and drops by reason.
+    Stats,
+    /// Switch settings and every port with its state and counters.
+    Show,
+    /// The MAC table.
+    FdbShow,
+    /// Forget learned MACs, on one port (name, or peer address) or all.
+    FdbFlush {
+        /// Port name (`dnet0`, `gre-10.200.0.2`) or peer address; all ports when absent.
+        #[serde(default)]
+        port: Option<String>,
+    },
+    /// Add a GRE tunnel to a peer at run time.
+    PeerAdd {
+        /// Peer underlay address.
+        addr: Ipv4Addr,
+    },
+    /// Remove the GRE tunnel to a peer at run time.
+    PeerDel {
+        /// Peer underlay address.
+        addr: Ipv4Addr,
+    },
+    /// IPv4 addresses claimed (in ARP) by two different MACs.
+    Conflicts,
+}
+
+/// What the switch answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Stats`].
+    Stats(Stats),
+    /// Answer to [`Request::Show`].
+    Show(Show),
+    /// Answer to [`Request::FdbShow`].
+    Fdb(FdbTable),
+    /// Answer to [`Request::FdbFlush`].
+    FdbFlushed {
+        /// Entries removed (from the fullest worker table).
+        removed: usize,
+    },
+    /// Answer to [`Request::PeerAdd`].
+    PeerAdded {
+        /// Peer address.
+        addr: Ipv4Addr,
+        /// Name of the new port.
+        port: String,
+        /// Things worth knowing (route source, path MTU).
+        warnings: Vec<String>,
+    },
+    /// Answer to [`Request::PeerDel`].
+    PeerRemoved {
+        /// Peer address.
+        addr: Ipv4Addr,
+        /// Name of the removed port.
+        port: String,
+    },
+    /// Answer to [`Request::Conflicts`].
+    Conflicts(ConflictList),
+    /// The request was malformed or failed.
+    Error {
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// A snapshot of a running switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// TAP device name.
+    pub tap: String,
+    /// TAP MTU in bytes.
+    pub mtu: u32,
+    /// Underlay source address.
+    pub local: Ipv4Addr,
+    /// Number of worker threads.
+    pub workers: usize,
+    /// Learned MAC addresses (the largest of the workers' copies of the table).
+    pub fdb_entries: usize,
+    /// One entry per port: the TAP first, then one per peer tunnel.
+    pub ports: Vec<PortStats>,
+    /// Frames dropped, by reason (every reason listed, zero or not).
+    pub drops: Vec<DropCount>,
+    /// Other counted events (MAC moves, floods, table full), every one listed.
+    pub events: Vec<DropCount>,
+}
+
+/// Kind of a switch port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// A local TAP port.
+    Local,
+    /// A GRE tunnel to a peer host.
+    Tunnel,
+}
+
+/// Counters of one port, summed over workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStats {
+    /// Port name: the TAP name, or `gre-<peer ip>`.
+    pub name: String,
+    /// Local or tunnel.
+    pub kind: PortKind,
+    /// Peer underlay address for tunnels.
+    pub peer: Option<Ipv4Addr>,
+    /// Frames received on this port.
+    pub rx_packets: u64,
+    /// Bytes of those frames (inner Ethernet frame length).
+    pub rx_bytes: u64,
+    /// Frames sent out of this port.
+    pub tx_packets: u64,
+    /// Bytes of those frames (inner Ethernet frame length).
+    pub tx_bytes: u64,
+}
+
+/// One named counter (a drop reason or an event) and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// Stable snake_case reason name (see `dnet::switch::DropReason`).
+    pub reason: String,
+    /// Frames dropped for it.
+    pub count: u64,
+}
+
+/// Answer to `show`: the switch's settings and every port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Show {
+    /// TAP device name.
+    pub tap: String,
+    /// Bridge the TAP is attached to.
+    pub bridge: Option<String>,
+    /// TAP MTU.
+    pub mtu: u32,
+    /// Underlay source address.
+    pub local: Ipv4Addr,
+    /// Worker threads.
+    pub workers: usize,
+    /// GRE and outer IPv4 options.
+    pub gre: GreInfo,
+    /// Control socket path.
+    pub control_socket: String,
+    /// Prometheus endpoint address, if enabled.
+    pub metrics: Option<String>,
+    /// Configuration file, if any.
+    pub config_file: Option<String>,
+    /// Seconds since the switch started.
+    pub uptime_secs: u64,
+    /// Learned MAC addresses.
+    pub fdb_entries: usize,
+    /// Ports: the TAP, then the tunnels by port id.
+    pub ports: Vec<PortInfo>,
+    /// Keepalive interval in ms (`None`: keepalives off).
+    #[serde(default)]
+    pub keepalive_ms: Option<u64>,
+    /// The spanning tree (`None`: `--stp` off, split horizon).
+    #[serde(default)]
+    pub stp: Option<StpInfo>,
+}
+
+/// The spanning tree as one switch sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StpInfo {
+    /// This switch's bridge id, `8000.02:64:...`.
+    pub bridge_id: String,
+    /// The root bridge's id.
+    pub root_id: String,
+    /// True if this switch is the root.
+    pub is_root: bool,
+    /// Path cost to the root.
+    pub root_cost: u32,
+    /// Port towards the root (`None` at the root).
+    pub root_port: Option<u16>,
+    /// Topology changes seen.
+    pub topology_changes: u64,
+    /// Seconds since the last one (`None`: never).
+    pub last_change_secs: Option<u64>,
+}
+
+/// GRE and outer IPv4 options of a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GreInfo {
+    /// GRE-in-UDP port (`--encap udp`); `None`: plain GRE.
+    #[serde(default)]
+    pub udp_port: Option<u16>,
+    /// GRE key.
+    pub key: Option<u32>,
+    /// GRE checksums sent.
+    pub csum: bool,
+    /// GRE sequence numbers sent.
+    pub seq: bool,
+    /// Outer TTL.
+    pub ttl: u8,
+    /// Outer TOS.
+    pub tos: u8,
+    /// Don't-fragment set on outer packets.
+    pub df: bool,
+}
+
+/// One port in [`Show`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// Port id (stable while the port exists).
+    pub id: u16,
+    /// Port name: the TAP name, or `gre-<peer ip>`.
+    pub name: String,
+    /// Local or tunnel.
+    pub kind: PortKind,
+    /// Peer underlay address for tunnels.
+    pub peer: Option<Ipv4Addr>,
+    /// TAP: its operational state (`up`, `down`, ...). Tunnel (GRE has no keepalive, so
+    /// this is from traffic): `active` (received within 60 s), `idle`, or `silent` (nothing
+    /// received since the port was added).
+    pub state: String,
+    /// Tunnels: where the peer came from: `flag`, `config` (file) or `runtime` (dnetctl).
+    pub origin: Option<String>,
+    /// Seconds since a frame was last received on the port (`None`: never).
+    pub last_rx_secs: Option<u64>,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Tunnels with `--stp`: spanning-tree role (`root`, `designated`, `alternate`, `backup`).
+    #[serde(default)]
+    pub stp_role: Option<String>,
+    /// Tunnels with `--stp`: `forwarding`, `learning` or `discarding`.
+    #[serde(default)]
+    pub stp_state: Option<String>,
+    /// Tunnels: the kernel's path MTU towards the peer (outer packets).
+    #[serde(default)]
+    pub path_mtu: Option<u32>,
+}
+
+/// Answer to `fdb show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbTable {
+    /// Aging time in seconds.
+    pub aging_secs: u64,
+    /// Entries, ordered by VLAN and MAC.
+    pub entries: Vec<FdbEntry>,
+}
+
+/// One learned station.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    /// MAC address, `02:77:00:00:00:01`.
+    pub mac: String,
+    /// VLAN id (0 untagged).
+    pub vlan: u16,
+    /// Port name.
+    pub port: String,
+    /// Port id.
+    pub port_id: u16,
+    /// Milliseconds since a frame from it was last seen.
+    pub age_ms: u64,
+}
+
+/// Answer to `conflicts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictList {
+    /// Newest first.
+    pub conflicts: Vec<ConflictEntry>,
+}
+
+/// An IPv4 address claimed (ARP sender address) by two MACs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictEntry {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// VLAN id (0 untagged).
+    pub vlan: u16,
+    /// The two claimants, earlier holder first.
+    pub claims: Vec<ClaimEntry>,
+    /// How often the address changed hands between them.
+    pub count: u64,
+    /// Milliseconds since first detected.
+    pub detected_age_ms: u64,
+    /// Milliseconds since last seen.
+    pub last_seen_age_ms: u64,
+}
+
+/// One MAC's claim in a [`ConflictEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimEntry {
+    /// Claiming MAC.
+    pub mac: String,
+    /// Port its ARP arrived on (where the station is).
+    pub port: String,
+    /// Milliseconds since it last claimed the address.
+    pub age_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The wire format, byte for byte: these lines were produced by the switch and dnetctl
+    //! before the protocol moved into this crate, so a change here breaks running peers.
+
+    use super::*;
+
+    fn addr(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// Serializes `v` and checks the exact line, then parses that line back to `v`.
+    fn assert_wire<T>(v: &T, line: &str)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        assert_eq!(serde_json::to_string(v).unwrap(), line);
+        assert_eq!(&serde_json::from_str::<T>(line).unwrap(), v);
+    }
+
+    #[test]
+    fn every_request_is_one_tagged_object() {
+        assert_wire(&Request::Stats, r#"{"cmd":"stats"}"#);
+        assert_wire(&Request::Show, r#"{"cmd":"show"}"#);
+        assert_wire(&Request::FdbShow, r#"{"cmd":"fdb_show"}"#);
+        assert_wire(
+            &Request::FdbFlush { port: None },
+            r#"{"cmd":"fdb_flush","port":null}"#,
+        );
+        assert_wire(
+            &Request::FdbFlush {
+                port: Some("dnet0".into()),
+            },
+            r#"{"cmd":"fdb_flush","port":"dnet0"}"#,
+        );
+        assert_wire(
+            &Request::PeerAdd {
+                addr: addr("10.200.0.2"),
+            },
+            r#"{"cmd":"peer_add","addr":"10.200.0.2"}"#,
+        );
+        assert_wire(
+            &Request::PeerDel {
+                addr: addr("10.200.0.2"),
+            },
+            r#"{"cmd":"peer_del","addr":"10.200.0.2"}"#,
+        );
+        assert_wire(&Request::Conflicts, r#"{"cmd":"conflicts"}"#);
+    }
+
+    #[test]
+    fn every_response_is_one_tagged_object() {
+        assert_wire(
+            &Response::Stats(Stats {
+                tap: "dnet0".into(),
+                mtu: 1462,
+                local: addr("10.200.0.1"),
+                workers: 2,
+                fdb_entries: 3,
+                ports: vec![
+                    PortStats {
+                        name: "dnet0".into(),
+                        kind: PortKind::Local,
+                        peer: None,
+                        rx_packets: 1,
+                        rx_bytes: 2,
+                        tx_packets: 3,
+                        tx_bytes: 4,
+                    },
+                    PortStats {
+                        name: "gre-10.200.0.2".into(),
+                        kind: PortKind::Tunnel,
+                        peer: Some(addr("10.200.0.2")),
+                        rx_packets: 5,
+                        rx_bytes: 6,
+                        tx_packets: 7,
+                        tx_bytes: 8,
+                    },
+                ],
+                drops: vec![DropCount {
+                    reason: "runt".into(),
+                    count: 9,
+                }],
+                events: vec![DropCount {
+                    reason: "mac_move".into(),
+                    count: 10,
+                }],
+            }),
+            r#"{"reply":"stats","tap":"dnet0","mtu":1462,"local":"10.200.0.1","workers":2,"fdb_entries":3,"ports":[{"name":"dnet0","kind":"local","peer":null,"rx_packets":1,"rx_bytes":2,"tx_packets":3,"tx_bytes":4},{"name":"gre-10.200.0.2","kind":"tunnel","peer":"10.200.0.2","rx_packets":5,"rx_bytes":6,"tx_packets":7,"tx_bytes":8}],"drops":[{"reason":"runt","count":9}],"events":[{"reason":"mac_move","count":10}]}"#,
+        );
+        assert_wire(
+            &Response::Show(Show {
+                tap: "dnet0".into(),
+                bridge: Some("br0".into()),
+                mtu: 1462,
+                local: addr("10.200.0.1"),
+                workers: 2,
+                gre: GreInfo {
+                    udp_port: Some(4754),
+                    key: Some(42),
+                    csum: true,
+                    seq: false,
+                    ttl: 64,
+                    tos: 0,
+                    df: true,
+                },
+                control_socket: "/run/dnet/dnet0.sock".into(),
+                metrics: None,
+                config_file: Some("/etc/dnet.toml".into()),
+                uptime_secs: 11,
+                fdb_entries: 3,
+                ports: vec![PortInfo {
+                    id: 1,
+                    name: "gre-10.200.0.2".into(),
+                    kind: PortKind::Tunnel,
+                    peer: Some(addr("10.200.0.2")),
+                    state: "active".into(),
+                    origin: Some("flag".into()),
+                    last_rx_secs: Some(0),
+                    rx_packets: 1,
+                    rx_bytes: 2,
+                    tx_packets: 3,
+                    tx_bytes: 4,
+                    stp_role: Some("root".into()),
+                    stp_state: Some("forwarding".into()),
+                    path_mtu: Some(1500),
+                }],
+                keepalive_ms: Some(1000),
+                stp: Some(StpInfo {
+                    bridge_id: "8000.02:00:00:00:00:01".into(),
+                    root_id: "8000.02:00:00:00:00:01".into(),
+                    is_root: true,
+                    root_cost: 0,
+                    root_port: None,
+                    topology_changes: 2,
+                    last_change_secs: Some(5),
+                }),
+            }),
+            r#"{"reply":"show","tap":"dnet0","bridge":"br0","mtu":1462,"local":"10.200.0.1","workers":2,"gre":{"udp_port":4754,"key":42,"csum":true,"seq":false,"ttl":64,"tos":0,"df":true},"control_socket":"/run/dnet/dnet0.sock","metrics":null,"config_file":"/etc/dnet.toml","uptime_secs":11,"fdb_entries":3,"ports":[{"id":1,"name":"gre-10.200.0.2","kind":"tunnel","peer":"10.200.0.2","state":"active","origin":"flag","last_rx_secs":0,"rx_packets":1,"rx_bytes":2,"tx_packets":3,"tx_bytes":4,"stp_role":"root","stp_state":"forwarding","path_mtu":1500}],"keepalive_ms":1000,"stp":{"bridge_id":"8000.02:00:00:00:00:01","root_id":"8000.02:00:00:00:00:01","is_root":true,"root_cost":0,"root_port":null,"topology_changes":2,"last_change_secs":5}}"#,
+        );
+        assert_wire(
+            &Response::Fdb(FdbTable {
+                aging_secs: 300,
+                entries: vec![FdbEntry {
+                    mac: "02:77:00:00:00:01".into(),
+                    vlan: 0,
+                    port: "dnet0".into(),
+                    port_id: 0,
+                    age_ms: 12,
+                }],
+            }),
+            r#"{"reply":"fdb","aging_secs":300,"entries":[{"mac":"02:77:00:00:00:01","vlan":0,"port":"dnet0","port_id":0,"age_ms":12}]}"#,
+        );
+        assert_wire(
+            &Response::FdbFlushed { removed: 4 },
+            r#"{"reply":"fdb_flushed","removed":4}"#,
+        );
+        assert_wire(
+            &Response::PeerAdded {
+                addr: addr("10.200.0.2"),
+                port: "gre-10.200.0.2".into(),
+                warnings: vec!["w".into()],
+            },
+            r#"{"reply":"peer_added","addr":"10.200.0.2","port":"gre-10.200.0.2","warnings":["w"]}"#,
+        );
+        assert_wire(
+            &Response::PeerRemoved {
+                addr: addr("10.200.0.2"),
+                port: "gre-10.200.0.2".into(),
+            },
+            r#"{"reply":"peer_removed","addr":"10.200.0.2","port":"gre-10.200.0.2"}"#,
+        );
+        assert_wire(
+            &Response::Conflicts(ConflictList {
+                conflicts: vec![ConflictEntry {
+                    ip: addr("10.77.0.9"),
+                    vlan: 0,
+                    claims: vec![
+                        ClaimEntry {
+                            mac: "02:77:00:00:00:01".into(),
+                            port: "dnet0".into(),
+                            age_ms: 1,
+                        },
+                        ClaimEntry {
+                            mac: "02:77:00:00:00:02".into(),
+                            port: "gre-10.200.0.2".into(),
+                            age_ms: 2,
+                        },
+                    ],
+                    count: 3,
+                    detected_age_ms: 4,
+                    last_seen_age_ms: 5,
+                }],
+            }),
+            r#"{"reply":"conflicts","conflicts":[{"ip":"10.77.0.9","vlan":0,"claims":[{"mac":"02:77:00:00:00:01","port":"dnet0","age_ms":1},{"mac":"02:77:00:00:00:02","port":"gre-10.200.0.2","age_ms":2}],"count":3,"detected_age_ms":4,"last_seen_age_ms":5}]}"#,
+        );
+        assert_wire(
+            &Response::Error {
+                message: "bad".into(),
+            },
+            r#"{"reply":"error","message":"bad"}"#,
+        );
+    }
+
+    /// A `show` reply as a switch wrote it before keepalives, STP, GRE-in-UDP and path MTU.
+    const SHOW_WITHOUT_OPTIONALS: &str = r#"{"reply":"show","tap":"dnet0","bridge":"br0","mtu":1462,"local":"10.200.0.1","workers":2,"gre":{"key":42,"csum":true,"seq":false,"ttl":64,"tos":0,"df":true},"control_socket":"/run/dnet/dnet0.sock","metrics":null,"config_file":"/etc/dnet.toml","uptime_secs":11,"fdb_entries":3,"ports":[{"id":1,"name":"gre-10.200.0.2","kind":"tunnel","peer":"10.200.0.2","state":"active","origin":"flag","last_rx_secs":0,"rx_packets":1,"rx_bytes":2,"tx_packets":3,"tx_bytes":4}]}"#;
+
+    #[test]
+    fn fields_added_later_may_be_absent() {
+        // A request or reply written before these fields existed still parses.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"fdb_flush"}"#).unwrap(),
+            Request::FdbFlush { port: None }
+        );
+        let Response::Show(show) =
+            serde_json::from_str::<Response>(SHOW_WITHOUT_OPTIONALS).unwrap()
+        else {
+            panic!("not a show reply");
+        };
+        assert_eq!(show.keepalive_ms, None);
+        assert_eq!(show.stp, None);
+        assert_eq!(show.gre.udp_port, None);
+        assert_eq!(show.ports[0].stp_role, None);
+        assert_eq!(show.ports[0].stp_state, None);
+        assert_eq!(show.ports[0].path_mtu, None);
+    }
+
+    #[test]
+    fn unknown_commands_and_missing_fields_are_refused() {
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"peer_add"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Request>(r#"{"cmd":"peer_add","addr":"10.200.0"}"#).is_err()
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"stats":null}"#).is_err());
+    }
+}
