@@ -154,3 +154,17 @@ write("gso", "tcp4-partial-csum", vnet(1, 0, 0, 0, 34, 16) + tcp4(1, 0x10, b"hel
 segs = [tcp4(1 + i * 1448, 0x10 if i < 3 else 0x18, bytes([i]) * 1448) for i in range(4)]
 write("gro", "tcp4-run", b"".join(struct.pack("<H", len(s)) + s for s in segs))
 write("gro", "mismatch", b"".join(struct.pack("<H", len(s)) + s for s in [segs[0], segs[2], arp, segs[1]]))
+
+# crypto: byte 0 picks the mode (see the top of fuzz_targets/crypto.rs).
+def rec16(seg, data):
+    return struct.pack("<HH", seg, len(data)) + data
+
+write("crypto", "raw-cleartext-and-junk", bytes([0]) + rec16(0, gre(arp, key=42)) + rec16(64, bytes([0x44, 7, 0, 0]) + bytes(140))
+      + rec16(1, bytes([0x41, 7, 0, 0]) + bytes(125)))
+write("crypto", "handshake-typed", bytes([1, 129, 1]) + bytes(128) + bytes([77, 3]) + bytes(76) + bytes([5, 0x42, 7, 0, 0, 9]))
+flips = struct.pack("<HB", 100, 0x01) + struct.pack("<HB", 0x8000, 2) + struct.pack("<HB", 0x8001, 5) + struct.pack("<HB", 0x8002, 3)
+write("crypto", "forged-run", bytes([2, 7]) + struct.pack("<H", 1448) + bytes([0x5a]) + flips)
+write("crypto", "forged-clean", bytes([2, 44]) + struct.pack("<H", 64) + bytes([0]))
+ops = [(6, 0), (1, 0), (3, 0), (2, 0), (3, 0), (1, 0), (3, 0), (5, 6), (3, 0), (0, 1200), (1, 0), (2, 0), (5, 7), (4, 0x1234),
+       (0, 6000), (1, 0), (2, 0), (3, 0), (3, 0)]
+write("crypto", "timers", bytes([3, 1]) + b"".join(struct.pack("<BH", o, a) for o, a in ops))

@@ -237,7 +237,7 @@ impl SwitchInfo {
             })
             .collect();
         let route = config::check_peer(peer, &configured, &SystemHost)?;
-        let df = self.settings.outer.map_or(true, |o| o.df);
+        let df = self.settings.outer.is_none_or(|o| o.df);
         let warnings =
             config::peer::route_warnings(addr, route, self.local, self.mtu, &self.settings.gre, df);
         let id = self.dataplane.add_peer(addr)?;
@@ -404,7 +404,7 @@ impl SwitchInfo {
                 seq: self.settings.gre.seq,
                 ttl: outer.map_or(64, |o| o.ttl),
                 tos: outer.map_or(0, |o| o.tos),
-                df: outer.map_or(true, |o| o.df),
+                df: outer.is_none_or(|o| o.df),
             },
             control_socket: self.settings.control_socket.clone(),
             metrics: self.settings.metrics.clone(),

@@ -142,7 +142,7 @@ impl Switch {
     fn stp_forwarding(&self, p: PortId) -> bool {
         self.stp
             .as_ref()
-            .map_or(true, |s| s.0.state(p) == stp::State::Forwarding)
+            .is_none_or(|s| s.0.state(p) == stp::State::Forwarding)
     }
 
     /// Forgets the stations learned on tunnels if the spanning tree asked for it since the
