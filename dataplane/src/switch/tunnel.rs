@@ -131,7 +131,13 @@ pub fn decap_gre<'a>(
         WireError::Routing => DropReason::GreRouting,
         WireError::UnknownProtocol => DropReason::GreProtocol,
         WireError::BadChecksum => DropReason::GreChecksum,
-        WireError::Truncated | WireError::BadIpv4 | WireError::Bpdu => DropReason::GreTruncated,
+        WireError::Truncated
+        | WireError::BadIpv4
+        | WireError::BadIpv6
+        | WireError::BadTcp
+        | WireError::BadTcpOption
+        | WireError::BadUdp
+        | WireError::Bpdu => DropReason::GreTruncated,
     })?;
     if repr.key.unwrap_or(0) != opts.key.unwrap_or(0) {
         return Err(DropReason::WrongKey);
