@@ -26,6 +26,8 @@ use super::{checksum, WireError};
 pub const HEADER_LEN: usize = 20;
 /// Longest header (data offset 15).
 pub const MAX_HEADER_LEN: usize = 60;
+/// Where the checksum field is in the header (a virtio-net header's `csum_offset` for TCP).
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
 /// Flag bits of [`Packet::flags`].
 pub mod flags {
@@ -315,6 +317,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let h = self.header_len();
         &mut self.buffer.as_mut()[h..]
+    }
+
+    /// Computes the checksum over the whole buffer with the IP layer's pseudo-header sum and
+    /// stores it.
+    #[inline]
+    pub fn fill_checksum(&mut self, pseudo_header_sum: u64) {
+        self.set_checksum(0);
+        let c = checksum::finish(checksum::accumulate(
+            pseudo_header_sum,
+            self.buffer.as_ref(),
+        ));
+        self.set_checksum(c);
     }
 
     /// Rewrites the value of the MSS option (the one [`Packet::mss`] reads) in place and
@@ -667,10 +681,9 @@ mod tests {
         let pseudo = |len: usize| 0x0a4d * 2 + 3 + 6 + len as u64;
         let mut b = SYN;
         let mut p = Packet::new_unchecked(&mut b[..]);
-        p.set_checksum(0);
-        let c = checksum::finish(checksum::accumulate(pseudo(40), p.header()));
-        p.set_checksum(c);
+        p.fill_checksum(pseudo(40));
         assert!(p.verify_checksum(pseudo(40)));
+        assert_eq!(p.checksum(), 0x546a);
         assert_eq!(p.set_mss(1360), Some(1460));
         assert_eq!(&b[20..24], &[2, 4, 0x05, 0x50]);
         let p = Packet::new_checked(&b[..]).unwrap();

@@ -11,6 +11,8 @@ use super::{checksum, WireError};
 
 /// Length of the header.
 pub const HEADER_LEN: usize = 8;
+/// Where the checksum field is in the header (a virtio-net header's `csum_offset` for UDP).
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
 mod field {
     use std::ops::Range;
