@@ -86,10 +86,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < MIN_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        if self.version() != 4 || self.header_len() < MIN_HEADER_LEN {
+        let hl = self.header_len();
+        if self.version() != 4 || hl < MIN_HEADER_LEN {
             return Err(WireError::BadIpv4);
         }
-        if b.len() < self.header_len() {
+        if b.len() < hl {
             return Err(WireError::Truncated);
         }
         Ok(())
@@ -103,11 +104,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < MIN_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        if self.version() != 4 || self.header_len() < MIN_HEADER_LEN {
+        let hl = self.header_len();
+        if self.version() != 4 || hl < MIN_HEADER_LEN {
             return Err(WireError::BadIpv4);
         }
         let total = self.total_len();
-        if total < self.header_len() {
+        if total < hl {
             return Err(WireError::BadIpv4);
         }
         if b.len() < total {
@@ -207,8 +209,21 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.u16_at(field::CHECKSUM)
     }
 
+    /// Does `other` carry the same header apart from the fields that change from packet to
+    /// packet of one flow: total length, identification and checksum? (What coalescing
+    /// compares; both views must have passed a check.)
+    #[inline(always)]
+    pub fn same_flow_fields<U: AsRef<[u8]>>(&self, other: &Packet<U>) -> bool {
+        let (a, b) = (self.header(), other.header());
+        a.len() == b.len()
+            && a[field::VER_IHL..=field::DSCP_ECN] == b[field::VER_IHL..=field::DSCP_ECN]
+            && a[field::FLG_OFF.start..=field::PROTOCOL]
+                == b[field::FLG_OFF.start..=field::PROTOCOL]
+            && a[field::SRC.start..] == b[field::SRC.start..]
+    }
+
     /// Does the header checksum verify?
-    #[inline]
+    #[inline(always)]
     pub fn verify_checksum(&self) -> bool {
         checksum::finish(checksum::accumulate(0, self.header())) == 0
     }
@@ -238,13 +253,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The whole header, options included.
-    #[inline]
+    #[inline(always)]
     pub fn header(&self) -> &[u8] {
         &self.buffer.as_ref()[..self.header_len()]
     }
 
     /// The options (the header after its fixed 20 bytes).
-    #[inline]
+    #[inline(always)]
     pub fn options(&self) -> &[u8] {
         &self.buffer.as_ref()[MIN_HEADER_LEN..self.header_len()]
     }
@@ -258,7 +273,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The bytes after the header, up to the end of the buffer, whatever the total length
     /// says (a super-frame's, or a truncated packet's).
-    #[inline]
+    #[inline(always)]
     pub fn rest(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
@@ -479,5 +494,29 @@ mod tests {
         let p = Packet::new_header_checked(&h[..]).unwrap();
         assert_eq!(p.options(), &[0, 0, 0, 0]);
         assert!(p.rest().is_empty());
+    }
+
+    #[test]
+    fn same_flow_fields_ignore_length_id_and_checksum() {
+        let a = Packet::new_unchecked(&SYN_HEADER[..]);
+        let mut h = SYN_HEADER;
+        let mut p = Packet::new_unchecked(&mut h[..]);
+        p.set_total_len(1500);
+        p.set_ident(7);
+        p.fill_checksum();
+        assert!(a.same_flow_fields(&Packet::new_unchecked(&h[..])));
+        for (i, v) in [(1, 0x04), (6, 0x00), (8, 63), (9, 17), (15, 9), (19, 9)] {
+            let mut o = h;
+            o[i] = v;
+            assert!(
+                !a.same_flow_fields(&Packet::new_unchecked(&o[..])),
+                "byte {i}"
+            );
+        }
+        // Options count too, and so does their length.
+        let mut long = [0u8; 24];
+        long[..20].copy_from_slice(&h);
+        long[0] = 0x46;
+        assert!(!a.same_flow_fields(&Packet::new_unchecked(&long[..])));
     }
 }

@@ -144,6 +144,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ipv6Addr::from(a)
     }
 
+    /// Does `other` carry the same fixed header apart from the payload length, the one field
+    /// that changes from packet to packet of one flow? (What coalescing compares.)
+    #[inline(always)]
+    pub fn same_flow_fields<U: AsRef<[u8]>>(&self, other: &Packet<U>) -> bool {
+        let (a, b) = (self.header(), other.header());
+        a[field::VER_TC_FLOW] == b[field::VER_TC_FLOW]
+            && a[field::NEXT_HEADER..] == b[field::NEXT_HEADER..]
+    }
+
     /// The sum of the transport pseudo-header (addresses, `next_header`, `len`; RFC 8200
     /// §8.1) for an upper-layer packet of `len` bytes: not folded, not complemented, ready
     /// for [`checksum::accumulate`] over the packet.
@@ -155,7 +164,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The fixed header.
-    #[inline]
+    #[inline(always)]
     pub fn header(&self) -> &[u8] {
         &self.buffer.as_ref()[..HEADER_LEN]
     }
@@ -169,7 +178,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The bytes after the fixed header, to the end of the buffer, whatever the payload
     /// length says.
-    #[inline]
+    #[inline(always)]
     pub fn rest(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
@@ -284,6 +293,23 @@ mod tests {
         p.set_dst("fd77::2".parse().unwrap());
         p.rest_mut()[..4].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
         assert_eq!(b, PKT);
+    }
+
+    #[test]
+    fn same_flow_fields_ignore_the_payload_length() {
+        let a = Packet::new_unchecked(&PKT[..]);
+        let mut b = PKT;
+        b[4..6].copy_from_slice(&[0x05, 0xa0]);
+        b[40..].fill(0); // payloads are not compared
+        assert!(a.same_flow_fields(&Packet::new_unchecked(&b[..])));
+        for i in [0, 3, 6, 7, 8, 39] {
+            let mut o = b;
+            o[i] ^= 1;
+            assert!(
+                !a.same_flow_fields(&Packet::new_unchecked(&o[..])),
+                "byte {i}"
+            );
+        }
     }
 
     #[test]

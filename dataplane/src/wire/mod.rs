@@ -3,6 +3,11 @@
 //!
 //! Contract (as in smoltcp): untrusted bytes go through `new_checked`; after it succeeds no
 //! accessor of that view panics.
+//!
+//! Accessors are `#[inline]`; the few the offloads call per frame (checksum verification,
+//! `header`, `rest`, `options`, `same_flow_fields`) are `#[inline(always)]`: LLVM left them out
+//! of line in `UdpGro::add` and `Gro::add`, which cost 5-10% per datagram (measured with
+//! callgrind and an interleaved A/B against the byte-offset code they replaced).
 
 pub mod arp;
 pub mod bpdu;

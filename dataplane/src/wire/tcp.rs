@@ -185,13 +185,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The whole header, options included.
-    #[inline]
+    #[inline(always)]
     pub fn header(&self) -> &[u8] {
         &self.buffer.as_ref()[..self.header_len()]
     }
 
     /// The option bytes, unparsed.
-    #[inline]
+    #[inline(always)]
     pub fn options(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
     }
@@ -203,21 +203,38 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The value of the MSS option: the first one, if no malformed option comes before it.
+    #[inline]
     pub fn mss(&self) -> Option<u16> {
         self.mss_at().map(|(_, v)| v)
     }
 
     /// Where the first MSS option's value is (offset in the header) and what it says.
+    #[inline]
     fn mss_at(&self) -> Option<(usize, u16)> {
-        let mut it = self.iter_options();
+        let mut it = RawOptions::new(self.options());
         loop {
-            let at = HEADER_LEN + it.pos;
             match it.next()? {
-                Ok(TcpOption::Mss(v)) => return Some((at + 2, v)),
+                Ok((at, kind::MSS, &[a, b])) => {
+                    return Some((HEADER_LEN + at + 2, u16::from_be_bytes([a, b])))
+                }
                 Ok(_) => {}
                 Err(_) => return None,
             }
         }
+    }
+
+    /// Does `other` carry the same header apart from the fields that change from segment to
+    /// segment of one flow: sequence number, flags, window and checksum? (What coalescing
+    /// compares: ports, acknowledgment number, data offset and reserved bits, urgent pointer
+    /// and options. Both views must have passed a check.)
+    #[inline(always)]
+    pub fn same_flow_fields<U: AsRef<[u8]>>(&self, other: &Packet<U>) -> bool {
+        let (a, b) = (self.header(), other.header());
+        a.len() == b.len()
+            && a[field::SRC_PORT.start..field::DST_PORT.end]
+                == b[field::SRC_PORT.start..field::DST_PORT.end]
+            && a[field::ACK.start..=field::DATA_OFF] == b[field::ACK.start..=field::DATA_OFF]
+            && a[field::URGENT.start..] == b[field::URGENT.start..]
     }
 
     /// The payload (after the header, to the end of the buffer).
@@ -228,7 +245,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Does the checksum verify over the whole buffer, given the IP layer's
     /// pseudo-header sum (`ipv4::Packet::pseudo_header_sum` / `ipv6::...`)?
-    #[inline]
+    #[inline(always)]
     pub fn verify_checksum(&self, pseudo_header_sum: u64) -> bool {
         checksum::finish(checksum::accumulate(
             pseudo_header_sum,
@@ -336,10 +353,26 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Returns the old value, or `None` (nothing written) when there is no MSS option.
     pub fn set_mss(&mut self, mss: u16) -> Option<u16> {
         let (at, old) = self.mss_at()?;
-        self.set_u16_at(at..at + 2, mss);
-        let c = checksum::update16(self.checksum(), old, mss);
-        self.set_checksum(c);
+        self.write_mss(at, old, mss);
         Some(old)
+    }
+
+    /// Lowers the MSS option to `max` if it says more (what a router clamping the MSS to its
+    /// path MTU does), like [`Packet::set_mss`]. Returns the new value when it rewrote one.
+    pub fn clamp_mss(&mut self, max: u16) -> Option<u16> {
+        let (at, old) = self.mss_at()?;
+        if old <= max {
+            return None;
+        }
+        self.write_mss(at, old, max);
+        Some(max)
+    }
+
+    #[inline]
+    fn write_mss(&mut self, at: usize, old: u16, new: u16) {
+        self.set_u16_at(at..at + 2, new);
+        let c = checksum::update16(self.checksum(), old, new);
+        self.set_checksum(c);
     }
 }
 
@@ -461,9 +494,7 @@ impl<'a> TcpOption<'a> {
 /// would never advance) is `Err(BadTcpOption)`. Never panics, whatever the bytes.
 #[derive(Debug, Clone)]
 pub struct OptionIter<'a> {
-    data: &'a [u8],
-    /// Offset of the next option in `data`.
-    pos: usize,
+    raw: RawOptions<'a>,
 }
 
 impl<'a> OptionIter<'a> {
@@ -471,9 +502,37 @@ impl<'a> OptionIter<'a> {
     #[inline]
     pub fn new(options: &'a [u8]) -> Self {
         OptionIter {
-            data: options,
-            pos: 0,
+            raw: RawOptions::new(options),
         }
+    }
+}
+
+impl<'a> Iterator for OptionIter<'a> {
+    type Item = Result<TcpOption<'a>, WireError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.raw.next()?.map(|(_, k, data)| match k {
+            kind::END => TcpOption::End,
+            kind::NOP => TcpOption::Nop,
+            _ => TcpOption::parse(k, data),
+        }))
+    }
+}
+
+/// The option walk under [`OptionIter`]: each option's offset, kind and data (after kind
+/// and length; empty for End and NOP), untyped.
+#[derive(Debug, Clone)]
+struct RawOptions<'a> {
+    data: &'a [u8],
+    /// Offset of the next option in `data`.
+    pos: usize,
+}
+
+impl<'a> RawOptions<'a> {
+    #[inline]
+    fn new(data: &'a [u8]) -> Self {
+        RawOptions { data, pos: 0 }
     }
 
     #[inline]
@@ -482,20 +541,22 @@ impl<'a> OptionIter<'a> {
     }
 }
 
-impl<'a> Iterator for OptionIter<'a> {
-    type Item = Result<TcpOption<'a>, WireError>;
+impl<'a> Iterator for RawOptions<'a> {
+    type Item = Result<(usize, u8, &'a [u8]), WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let rest = self.data.get(self.pos..)?;
+        let at = self.pos;
+        let rest = self.data.get(at..)?;
         let (&k, tail) = rest.split_first()?;
         match k {
             kind::END => {
                 self.stop();
-                Some(Ok(TcpOption::End))
+                Some(Ok((at, k, &[])))
             }
             kind::NOP => {
                 self.pos += 1;
-                Some(Ok(TcpOption::Nop))
+                Some(Ok((at, k, &[])))
             }
             _ => {
                 let Some(&len) = tail.first() else {
@@ -512,7 +573,7 @@ impl<'a> Iterator for OptionIter<'a> {
                     return Some(Err(WireError::Truncated));
                 };
                 self.pos += len;
-                Some(Ok(TcpOption::parse(k, opt)))
+                Some(Ok((at, k, opt)))
             }
         }
     }
@@ -590,6 +651,32 @@ mod tests {
         p.set_reserved(0x01);
         p.set_header_len(20);
         assert_eq!(b[12], 0x51);
+    }
+
+    #[test]
+    fn same_flow_fields_ignore_seq_flags_window_and_checksum() {
+        let a = Packet::new_unchecked(&SYN[..]);
+        let mut b = SYN;
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_seq_number(99);
+        p.set_flags(flags::ACK | flags::PSH);
+        p.set_window_len(1);
+        p.set_checksum(2);
+        assert!(a.same_flow_fields(&Packet::new_unchecked(&b[..])));
+        for i in [0, 3, 8, 11, 12, 18, 19, 20, 39] {
+            let mut o = b;
+            o[i] ^= 1;
+            assert!(
+                !a.same_flow_fields(&Packet::new_unchecked(&o[..])),
+                "byte {i}"
+            );
+        }
+        let mut short = SYN;
+        short[12] = 0x90; // 36 bytes of header
+        assert!(
+            !a.same_flow_fields(&Packet::new_unchecked(&short[..36])),
+            "header length"
+        );
     }
 
     #[test]
@@ -695,6 +782,13 @@ mod tests {
         let before = none;
         assert_eq!(Packet::new_unchecked(&mut none[..]).set_mss(1000), None);
         assert_eq!(none, before);
+        // clamp_mss lowers only: 1360 stays under 1400, and goes down to 1200.
+        let mut b2 = b;
+        let mut p = Packet::new_unchecked(&mut b2[..]);
+        assert_eq!(p.clamp_mss(1400), None);
+        assert_eq!(p.clamp_mss(1200), Some(1200));
+        assert_eq!(p.mss(), Some(1200));
+        assert!(p.verify_checksum(pseudo(40)));
         let mut bad = SYN;
         bad[20..24].copy_from_slice(&[1, 1, 3, 1]);
         bad[36..40].copy_from_slice(&[2, 4, 1, 0]);

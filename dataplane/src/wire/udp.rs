@@ -99,7 +99,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Does the checksum verify over the datagram (to the length field), given the IP
     /// layer's pseudo-header sum? A zero checksum field (none sent) counts as verified.
-    #[inline]
+    #[inline(always)]
     pub fn verify_checksum(&self, pseudo_header_sum: u64) -> bool {
         self.checksum() == 0
             || checksum::finish(checksum::accumulate(
