@@ -198,42 +198,13 @@ fn checksums_verify(f: &[u8], lay: &TcpLayout) -> bool {
 /// Do two segments' headers agree on everything but lengths, IPv4 id and checksum, sequence
 /// number, window and TCP checksum (and PSH, checked by the caller)? Both have layout `lay`.
 fn same_flow(a: &[u8], b: &[u8], lay: &TcpLayout) -> bool {
-    // The Ethernet headers are equal byte for byte: nothing in them varies along a flow.
-    let ip_ok = if lay.v6 {
-        let key = |p: crate::wire::ipv6::Packet<&[u8]>| {
-            (
-                p.traffic_class(),
-                p.flow_label(),
-                p.next_header(),
-                p.hop_limit(),
-                p.src(),
-                p.dst(),
-            )
-        };
-        key(lay.ipv6(a)) == key(lay.ipv6(b))
+    let ip = if lay.v6 {
+        lay.ipv6(a).same_flow_fields(&lay.ipv6(b))
     } else {
-        // Protocol (TCP), MF and the fragment offset (0) are known to be equal.
-        let key = |p: crate::wire::ipv4::Packet<&[u8]>| {
-            (
-                (p.dscp(), p.ecn(), p.reserved_flag(), p.dont_frag(), p.ttl()),
-                p.src(),
-                p.dst(),
-            )
-        };
-        let (x, y) = (lay.ipv4(a), lay.ipv4(b));
-        key(x) == key(y) && x.options() == y.options()
+        lay.ipv4(a).same_flow_fields(&lay.ipv4(b))
     };
-    let key = |p: &tcp::Packet<&[u8]>| {
-        (
-            p.src_port(),
-            p.dst_port(),
-            p.ack_number(),
-            p.reserved(),
-            p.urgent_ptr(),
-        )
-    };
-    let (x, y) = (lay.tcp(a), lay.tcp(b));
-    a[..lay.l3] == b[..lay.l3] && ip_ok && key(&x) == key(&y) && x.options() == y.options()
+    // The Ethernet headers are equal byte for byte: nothing in them varies along a flow.
+    a[..lay.l3] == b[..lay.l3] && ip && lay.tcp(a).same_flow_fields(&lay.tcp(b))
 }
 
 #[cfg(test)]
