@@ -141,16 +141,11 @@ pub fn clamp_mss(frame: &mut [u8], max_frame: usize) -> Option<u16> {
     clamp_syn(frame, max_frame, lay.v6, lay.l4)
 }
 
-/// The rare half of [`clamp_mss`]: the SYN's option walk and rewrite.
-#[cold]
+/// The rare half of [`clamp_mss`], out of line: the SYN's option walk and rewrite.
+#[inline(never)]
 fn clamp_syn(frame: &mut [u8], max_frame: usize, v6: bool, l4: usize) -> Option<u16> {
     let limit = mss_for(frame, max_frame, v6).min(usize::from(u16::MAX)) as u16;
-    let mut syn = tcp::Packet::new_unchecked(&mut frame[l4..]);
-    if syn.mss()? <= limit {
-        return None;
-    }
-    syn.set_mss(limit);
-    Some(limit)
+    tcp::Packet::new_unchecked(&mut frame[l4..]).clamp_mss(limit)
 }
 
 #[cfg(test)]

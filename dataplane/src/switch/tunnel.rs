@@ -168,9 +168,12 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
     match eth.ethertype() {
         ethertype::IPV4 => match ipv4::Packet::new_header_checked(eth.payload()) {
             Ok(ip) => {
+                // Source then destination, as on the wire (one little-endian word).
                 let (s, d) = (ip.src().octets(), ip.dst().octets());
-                h.mix(&[s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]]);
-                h.mix(&[ip.protocol()]);
+                h.mix_u64(
+                    u64::from(u32::from_le_bytes(s)) | (u64::from(u32::from_le_bytes(d)) << 32),
+                );
+                h.mix_u64(u64::from(ip.protocol()));
                 if !ip.is_fragment() {
                     if let Some(p) = ports(ip.protocol(), ip.rest()) {
                         h.mix_ports(p);
@@ -181,9 +184,11 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
         },
         ethertype::IPV6 => match ipv6::Packet::new_header_checked(eth.payload()) {
             Ok(ip) => {
-                h.mix(&ip.src().octets());
-                h.mix(&ip.dst().octets());
-                h.mix(&[ip.next_header()]);
+                for a in [ip.src().octets(), ip.dst().octets()] {
+                    h.mix_word([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+                    h.mix_word([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+                }
+                h.mix_u64(u64::from(ip.next_header()));
                 if let Some(p) = ports(ip.next_header(), ip.rest()) {
                     h.mix_ports(p);
                 }
@@ -195,35 +200,46 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
     fold(h.0)
 }
 
-/// The running state of [`flow_hash`].
+/// The running state of [`flow_hash`]: input is taken 8 bytes at a time, a shorter piece
+/// zero-padded to 8.
 struct FlowHasher(u64);
 
 impl FlowHasher {
-    /// Mixes `bytes` in, 8 at a time (the last word zero-padded).
+    /// Mixes in one 8-byte word.
+    #[inline]
+    fn mix_word(&mut self, w: [u8; 8]) {
+        self.mix_u64(u64::from_le_bytes(w));
+    }
+
+    /// Mixes in one 8-byte word, already read as little-endian.
+    #[inline]
+    fn mix_u64(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        self.0 ^= self.0 >> 32;
+    }
+
+    /// Mixes `bytes` in, 8 at a time.
     #[inline]
     fn mix(&mut self, bytes: &[u8]) {
         for c in bytes.chunks(8) {
             let mut w = [0u8; 8];
             w[..c.len()].copy_from_slice(c);
-            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-            self.0 ^= self.0 >> 32;
+            self.mix_word(w);
         }
     }
 
     /// Mixes in source and destination port, as they appear on the wire.
     #[inline]
     fn mix_ports(&mut self, (s, d): (u16, u16)) {
-        let (s, d) = (s.to_be_bytes(), d.to_be_bytes());
-        self.mix(&[s[0], s[1], d[0], d[1]]);
+        self.mix_u64(u64::from(s.swap_bytes()) | (u64::from(d.swap_bytes()) << 16));
     }
 
     /// Mixes in the destination and source MAC addresses, as they appear on the wire.
     #[inline]
     fn mix_macs(&mut self, eth: &Frame<&[u8]>) {
         let (d, s) = (eth.dst().0, eth.src().0);
-        self.mix(&[
-            d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
-        ]);
+        self.mix_word([d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1]]);
+        self.mix_word([s[2], s[3], s[4], s[5], 0, 0, 0, 0]);
     }
 }
 
