@@ -114,6 +114,16 @@ fn internet_checksum(c: &mut Criterion) {
             b.iter(|| dnet::wire::checksum::checksum(&[black_box(&data)]))
         });
     }
+    // The incremental update (RFC 1624) that replaces a full sum when one field changes.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("update16", |b| {
+        b.iter(|| dnet::wire::checksum::update16(black_box(0xdd2f), black_box(0x5555), 0x3285))
+    });
+    g.bench_function("update32", |b| {
+        b.iter(|| {
+            dnet::wire::checksum::update32(black_box(0xdd2f), black_box(0x0102_0304), 0x0a0b_0c0d)
+        })
+    });
     g.finish();
 }
 
