@@ -15,9 +15,12 @@ pub mod udp_gro;
 use crate::wire::ethernet::{ethertype, Frame, TAGGED_HEADER_LEN};
 use crate::wire::{ipv4, ipv6, tcp};
 
+// IPv6's next header and IPv4's protocol share one number space (IANA "Assigned Internet
+// Protocol Numbers"), so ipv4::PROTO_TCP serves both below.
+
 /// Longest header run of a TCP frame: Ethernet + one tag (18), IPv4 with options (60) or IPv6
 /// (40), TCP with options (60).
-pub const MAX_HEADERS: usize = TAGGED_HEADER_LEN + 60 + tcp::MAX_HEADER_LEN;
+pub const MAX_HEADERS: usize = TAGGED_HEADER_LEN + ipv4::MAX_HEADER_LEN + tcp::MAX_HEADER_LEN;
 
 /// Where the layers of an Ethernet / IPv4-or-IPv6 / TCP frame start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,9 +39,8 @@ pub struct TcpLayout {
 /// (no extension headers), or is a fragment, or its headers do not fit.
 ///
 /// The IP lengths are not checked (a super-frame's may not be final): the IP header passed
-/// `check_header_len` and the TCP header `check_len`, so the views [`TcpLayout::ipv4`],
-/// [`TcpLayout::ipv6`] and [`TcpLayout::tcp`] build over `f` (or over a copy of its headers)
-/// are in bounds.
+/// `check_header_len` and the TCP header `check_len`, so the views the offloads build from
+/// the layout over `f` (or over a copy of its headers) are in bounds.
 #[inline]
 pub fn tcp_layout(f: &[u8]) -> Option<TcpLayout> {
     let eth = Frame::new_checked(f).ok()?;

@@ -47,6 +47,8 @@ mod flag {
 
 /// Minimum header length.
 pub const MIN_HEADER_LEN: usize = 20;
+/// Longest header (IHL 15: 40 bytes of options).
+pub const MAX_HEADER_LEN: usize = 60;
 
 /// A zero-copy view of an IPv4 packet.
 #[derive(Debug, Clone, Copy)]
