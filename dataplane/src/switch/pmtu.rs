@@ -221,6 +221,17 @@ mod tests {
         let mut v6 = syn_with_mss(0, true);
         assert_eq!(clamp_mss(&mut v6, 1000), None);
     }
+
+    #[test]
+    fn clamps_an_mss_option_at_an_odd_offset() {
+        // NOP, MSS 1422, then NOPs: the MSS value straddles two 16-bit checksum words.
+        let mut f = tcp4(1, 0x02, &[]);
+        f[34 + 20..34 + 32].copy_from_slice(&[1, 2, 4, 0x05, 0x8e, 1, 1, 1, 1, 1, 1, 1]);
+        fix_checksums(&mut f);
+        assert_eq!(clamp_mss(&mut f, 1376), Some(1322));
+        assert_eq!(&f[34 + 21..34 + 25], &[2, 4, 0x05, 0x2a]);
+        assert!(checksums_ok(&f), "incremental checksum across two words");
+    }
 }
 
 /// What the I/O edge does with a frame for a tunnel (see [`super::Switch::fit`]).

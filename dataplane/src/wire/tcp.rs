@@ -371,6 +371,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     fn write_mss(&mut self, at: usize, old: u16, new: u16) {
         self.set_u16_at(at..at + 2, new);
+        // The checksum sums 16-bit words from the start of the header. Options need no
+        // alignment, so the value may straddle two words (NOP, then MSS): its bytes then
+        // count swapped (RFC 1071 §2(B)), and so must the update.
+        let (old, new) = if at % 2 == 0 {
+            (old, new)
+        } else {
+            (old.swap_bytes(), new.swap_bytes())
+        };
         let c = checksum::update16(self.checksum(), old, new);
         self.set_checksum(c);
     }
@@ -789,6 +797,18 @@ mod tests {
         assert_eq!(p.clamp_mss(1200), Some(1200));
         assert_eq!(p.mss(), Some(1200));
         assert!(p.verify_checksum(pseudo(40)));
+        // An MSS option at an odd offset (after one NOP), found by fuzzing: the value
+        // straddles two checksum words, and the checksum must still verify.
+        let mut odd = SYN;
+        odd[20..28].copy_from_slice(&[1, 2, 4, 0x05, 0xb4, 1, 1, 1]);
+        let mut p = Packet::new_unchecked(&mut odd[..]);
+        p.fill_checksum(pseudo(40));
+        assert_eq!(p.set_mss(1360), Some(1460));
+        assert_eq!(&odd[21..25], &[2, 4, 0x05, 0x50]);
+        let mut p = Packet::new_unchecked(&mut odd[..]);
+        assert!(p.verify_checksum(pseudo(40)), "odd offset");
+        assert_eq!(p.clamp_mss(1000), Some(1000));
+        assert!(p.verify_checksum(pseudo(40)), "odd offset, clamped");
         let mut bad = SYN;
         bad[20..24].copy_from_slice(&[1, 1, 3, 1]);
         bad[36..40].copy_from_slice(&[2, 4, 1, 0]);
