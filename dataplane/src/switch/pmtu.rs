@@ -145,6 +145,7 @@ pub fn clamp_mss(frame: &mut [u8], max_frame: usize) -> Option<u16> {
 #[inline(never)]
 fn clamp_syn(frame: &mut [u8], max_frame: usize, v6: bool, l4: usize) -> Option<u16> {
     let limit = mss_for(frame, max_frame, v6).min(usize::from(u16::MAX)) as u16;
+    // tcp_layout checked this header (check_len), so the view's accessors are in bounds.
     tcp::Packet::new_unchecked(&mut frame[l4..]).clamp_mss(limit)
 }
 
