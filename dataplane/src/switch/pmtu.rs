@@ -17,8 +17,9 @@
 
 use super::PortId;
 use crate::offload::tcp_layout;
-use crate::wire::ethernet::Frame;
+use crate::wire::ethernet::{self, Frame};
 use crate::wire::icmp::{classify, Inner};
+use crate::wire::{ipv4, ipv6, tcp};
 
 /// Lowest path MTU believed (RFC 791's minimum datagram every host must accept).
 pub const MIN_PMTU: u32 = 576;
@@ -119,51 +120,33 @@ pub fn decide(frame: &[u8], wire_len: usize, max_frame: usize) -> Fit {
 /// The largest TCP MSS for a frame shaped like `frame` that fits in `max_frame` bytes:
 /// `max_frame` less the Ethernet, IP (20 or 40) and basic TCP (20) headers.
 pub fn mss_for(frame: &[u8], max_frame: usize, v6: bool) -> usize {
-    let eth = Frame::new_checked(frame).map_or(14, |e| e.header_len());
-    max_frame.saturating_sub(eth + if v6 { 40 } else { 20 } + 20)
+    let eth = Frame::new_checked(frame).map_or(ethernet::HEADER_LEN, |e| e.header_len());
+    let ip = if v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::MIN_HEADER_LEN
+    };
+    max_frame.saturating_sub(eth + ip + tcp::HEADER_LEN)
 }
 
 /// If `frame` is a TCP SYN (IPv4 or IPv6) whose MSS option exceeds what fits in `max_frame`,
 /// lowers it and fixes the TCP checksum incrementally (RFC 1624). Returns the new MSS when it
 /// rewrote one.
+#[inline]
 pub fn clamp_mss(frame: &mut [u8], max_frame: usize) -> Option<u16> {
     let lay = tcp_layout(frame)?;
-    let flags = frame[lay.l4 + 13];
-    if flags & 0x02 == 0 {
+    if lay.tcp(frame).flags() & tcp::flags::SYN == 0 {
         return None;
     }
-    let limit = mss_for(frame, max_frame, lay.v6).min(usize::from(u16::MAX)) as u16;
-    let mut i = lay.l4 + 20;
-    while i < lay.payload {
-        match frame[i] {
-            0 => return None,
-            1 => i += 1,
-            kind => {
-                let len = usize::from(*frame.get(i + 1)?);
-                if len < 2 || i + len > lay.payload {
-                    return None;
-                }
-                if kind == 2 && len == 4 {
-                    let old = u16::from_be_bytes([frame[i + 2], frame[i + 3]]);
-                    if old <= limit {
-                        return None;
-                    }
-                    frame[i + 2..i + 4].copy_from_slice(&limit.to_be_bytes());
-                    let at = lay.l4 + 16;
-                    let hc = u16::from_be_bytes([frame[at], frame[at + 1]]);
-                    // HC' = ~(~HC + ~m + m')
-                    let mut s = u32::from(!hc) + u32::from(!old) + u32::from(limit);
-                    while s > 0xffff {
-                        s = (s & 0xffff) + (s >> 16);
-                    }
-                    frame[at..at + 2].copy_from_slice(&(!(s as u16)).to_be_bytes());
-                    return Some(limit);
-                }
-                i += len;
-            }
-        }
-    }
-    None
+    clamp_syn(frame, max_frame, lay.v6, lay.l4)
+}
+
+/// The rare half of [`clamp_mss`], out of line: the SYN's option walk and rewrite.
+#[inline(never)]
+fn clamp_syn(frame: &mut [u8], max_frame: usize, v6: bool, l4: usize) -> Option<u16> {
+    let limit = mss_for(frame, max_frame, v6).min(usize::from(u16::MAX)) as u16;
+    // tcp_layout checked this header (check_len), so the view's accessors are in bounds.
+    tcp::Packet::new_unchecked(&mut frame[l4..]).clamp_mss(limit)
 }
 
 #[cfg(test)]
@@ -239,6 +222,17 @@ mod tests {
         let mut v6 = syn_with_mss(0, true);
         assert_eq!(clamp_mss(&mut v6, 1000), None);
     }
+
+    #[test]
+    fn clamps_an_mss_option_at_an_odd_offset() {
+        // NOP, MSS 1422, then NOPs: the MSS value straddles two 16-bit checksum words.
+        let mut f = tcp4(1, 0x02, &[]);
+        f[34 + 20..34 + 32].copy_from_slice(&[1, 2, 4, 0x05, 0x8e, 1, 1, 1, 1, 1, 1, 1]);
+        fix_checksums(&mut f);
+        assert_eq!(clamp_mss(&mut f, 1376), Some(1322));
+        assert_eq!(&f[34 + 21..34 + 25], &[2, 4, 0x05, 0x2a]);
+        assert!(checksums_ok(&f), "incremental checksum across two words");
+    }
 }
 
 /// What the I/O edge does with a frame for a tunnel (see [`super::Switch::fit`]).
@@ -298,7 +292,7 @@ impl super::Switch {
                 Outcome::Drop
             }
             Fit::Icmp => {
-                let hl = Frame::new_checked(frame).map_or(14, |e| e.header_len());
+                let hl = Frame::new_checked(frame).map_or(ethernet::HEADER_LEN, |e| e.header_len());
                 let mtu = max.saturating_sub(hl).min(usize::from(u16::MAX)) as u16;
                 match crate::wire::icmp::too_big(frame, mtu, reply) {
                     Some(n) => {
