@@ -12,15 +12,15 @@
 //!   MTUs be read again ([`PmtuSchedule`]).
 
 use super::outbox::{Dest, Outbox};
+use super::sink::SendOutcome;
 use super::sink::{Sink, TapWriteError, TunnelMsg};
 use super::timers::PmtuSchedule;
-use super::{NetId, SendOutcome};
 use crate::offload::gro::{Add, Gro};
 use crate::offload::udp_gro::UdpGro;
 use crate::offload::{self, MAX_HEADERS};
 use crate::switch::pmtu::Outcome;
 use crate::switch::tunnel::{self, GreOptions};
-use crate::switch::{Action, Counters, DropReason, Event, PortId, PortKind, Switch};
+use crate::switch::{Action, Counters, DropReason, Event, NetId, PortId, PortKind, Switch};
 use crate::wire::vnet::{self, VnetHdr};
 use crate::wire::{gre, icmp};
 use std::net::SocketAddrV4;

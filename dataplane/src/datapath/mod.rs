@@ -30,6 +30,7 @@ pub mod timers;
 #[cfg(test)]
 mod tests;
 
+pub use crate::switch::NetId;
 pub use outbox::Dest;
 pub use sink::{Flushed, SendOutcome, Sink, TapWriteError, TunnelMsg, OUTER_IP_UDP};
 
@@ -48,9 +49,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use timers::{PmtuSchedule, AGING_MS, STP_TICK_MS};
-
-/// Index of an overlay network within a switch (0: the first, or only, one).
-pub type NetId = u16;
 
 /// A datagram from a tunnel socket.
 #[derive(Clone, Copy, Debug)]

@@ -15,7 +15,7 @@
 //! ([`clamp_mss`]). Outer DF off for the whole switch (`--mtu` above what fits) turns the check
 //! off: everything is fragmented by the kernel.
 
-use super::PortId;
+use super::{Counters, DropReason, Event, PortId};
 use crate::offload::tcp_layout;
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::icmp::{classify, Inner};
@@ -235,7 +235,7 @@ mod tests {
     }
 }
 
-/// What the I/O edge does with a frame for a tunnel (see [`super::Switch::fit`]).
+/// What the I/O edge does with a frame for a tunnel (see [`PathMtu::fit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Send as usual.
@@ -249,46 +249,25 @@ pub enum Outcome {
     Drop,
 }
 
-impl super::Switch {
-    /// Sets the outer header size (IPv4 + GRE) and whether outer DF is set; forgets known path
-    /// MTUs.
-    pub fn set_outer(&mut self, overhead: usize, df: bool) {
-        self.pmtu = PathMtu::new(overhead, df);
-    }
-
-    /// Records the path MTU toward tunnel `port` (at least [`MIN_PMTU`]); returns the previous
-    /// value if it changed (0 if none was known). A change of a known value is counted.
-    pub fn set_path_mtu(&mut self, port: PortId, mtu: u32) -> Option<u32> {
-        let old = self.pmtu.set(port, mtu);
-        if matches!(old, Some(o) if o != 0) {
-            self.counters.event(super::Event::PathMtuChange);
-        }
-        old
-    }
-
-    /// The path MTU toward `port`, if known.
-    pub fn path_mtu(&self, port: PortId) -> Option<u32> {
-        self.pmtu.get(port)
-    }
-
-    /// The longest inner frame that may enter tunnel `port` unfragmented (`usize::MAX` if
-    /// unknown or outer DF is off).
-    #[inline]
-    pub fn max_tunnel_frame(&self, port: PortId) -> usize {
-        self.pmtu.max_frame(port)
-    }
-
+impl PathMtu {
     /// Decides for `frame` going into tunnel `port` as inner frames of `wire_len` bytes, and
-    /// counts the outcome. For [`Outcome::Reply`], the ICMP error addressed to the sender is in
-    /// `reply` (at least [`crate::wire::icmp::MAX_REPLY`] bytes). A frame that ought to be
-    /// answered but cannot be (e.g. it is an ICMP error itself) is fragmented instead, so
-    /// nothing is lost silently.
-    pub fn fit(&self, port: PortId, frame: &[u8], wire_len: usize, reply: &mut [u8]) -> Outcome {
-        let max = self.pmtu.max_frame(port);
+    /// counts the outcome in `counters`. For [`Outcome::Reply`], the ICMP error addressed to
+    /// the sender is in `reply` (at least [`crate::wire::icmp::MAX_REPLY`] bytes). A frame
+    /// that ought to be answered but cannot be (e.g. it is an ICMP error itself) is
+    /// fragmented instead, so nothing is lost silently.
+    pub fn fit(
+        &self,
+        port: PortId,
+        frame: &[u8],
+        wire_len: usize,
+        reply: &mut [u8],
+        counters: &Counters,
+    ) -> Outcome {
+        let max = self.max_frame(port);
         match decide(frame, wire_len, max) {
             Fit::Send => Outcome::Send,
             Fit::Drop => {
-                self.counters.dropped(super::DropReason::TooBigGroup);
+                counters.dropped(DropReason::TooBigGroup);
                 Outcome::Drop
             }
             Fit::Icmp => {
@@ -296,32 +275,19 @@ impl super::Switch {
                 let mtu = max.saturating_sub(hl).min(usize::from(u16::MAX)) as u16;
                 match crate::wire::icmp::too_big(frame, mtu, reply) {
                     Some(n) => {
-                        self.counters.dropped(super::DropReason::TooBigIcmp);
+                        counters.dropped(DropReason::TooBigIcmp);
                         Outcome::Reply(n)
                     }
                     None => {
-                        self.counters.event(super::Event::Fragmented);
+                        counters.event(Event::Fragmented);
                         Outcome::Fragment
                     }
                 }
             }
             Fit::Fragment => {
-                self.counters.event(super::Event::Fragmented);
+                counters.event(Event::Fragmented);
                 Outcome::Fragment
             }
-        }
-    }
-
-    /// With `--clamp-mss` ([`super::Config::clamp_mss`]): lowers the MSS of a TCP SYN in
-    /// `frame` to fit the narrowest known tunnel path.
-    #[inline]
-    pub fn clamp_mss(&self, frame: &mut [u8]) -> Option<u16> {
-        if !self.cfg.clamp_mss {
-            return None;
-        }
-        match self.pmtu.min_max_frame() {
-            usize::MAX => None,
-            m => clamp_mss(frame, m),
         }
     }
 }
