@@ -14,6 +14,7 @@ pub mod bpdu;
 pub mod checksum;
 pub mod ethernet;
 pub mod gre;
+pub mod hello;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
