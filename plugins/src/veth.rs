@@ -31,12 +31,12 @@ pub enum VethError {
         name: String,
     },
     /// A netlink request failed.
-    #[error("{step}: {source}")]
+    #[error("{step}: {error}")]
     Netlink {
         /// What was being done, naming the interface.
         step: String,
         /// The kernel's error (printed above, hence not also returned by `source()`).
-        source: NlError,
+        error: NlError,
     },
 }
 
@@ -61,7 +61,7 @@ pub struct Plug<'a> {
 
 fn nl_step(step: impl Into<String>) -> impl FnOnce(NlError) -> VethError {
     let step = step.into();
-    move |source| VethError::Netlink { step, source }
+    move |error| VethError::Netlink { step, error }
 }
 
 /// Creates the veth pair of `p`, with the host end a port of the bridge and up; returns the
@@ -81,7 +81,7 @@ pub fn plug(nl: &mut Netlink, p: &Plug<'_>) -> Result<u32, VethError> {
         } else {
             VethError::Netlink {
                 step: format!("creating veth pair {} / {}", p.host_if, p.peer_if),
-                source: e,
+                error: e,
             }
         });
     }
@@ -90,7 +90,7 @@ pub fn plug(nl: &mut Netlink, p: &Plug<'_>) -> Result<u32, VethError> {
         Ok(None) => {
             return Err(VethError::Netlink {
                 step: format!("finding the new veth {}", p.host_if),
-                source: std::io::Error::from_raw_os_error(libc::ENODEV).into(),
+                error: std::io::Error::from_raw_os_error(libc::ENODEV).into(),
             })
         }
         Err(e) => return Err(nl_step(format!("finding the new veth {}", p.host_if))(e)),
@@ -212,6 +212,21 @@ mod tests {
         assert!(derived_ifname("dnh", "../../x\n")
             .bytes()
             .all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn netlink_errors_state_their_cause_once() {
+        use std::error::Error as _;
+        let e = VethError::Netlink {
+            step: "adding dnh0 to bridge br-blue".into(),
+            error: std::io::Error::from_raw_os_error(libc::ENODEV).into(),
+        };
+        assert!(e.source().is_none());
+        assert!(
+            e.to_string()
+                .starts_with("adding dnh0 to bridge br-blue: No such device"),
+            "{e}"
+        );
     }
 
     #[test]

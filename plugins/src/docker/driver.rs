@@ -97,9 +97,9 @@ impl Links for NetlinkLinks {
         self.nl
             .link_by_name(bridge)
             .map(|l| l.is_some())
-            .map_err(|source| VethError::Netlink {
+            .map_err(|error| VethError::Netlink {
                 step: format!("looking up bridge {bridge}"),
-                source,
+                error,
             })
     }
 
@@ -158,12 +158,24 @@ pub enum DriverError {
     /// A request the driver understands but cannot honour.
     #[error("dnet: {0}")]
     Refused(String),
-    /// The backend refused.
+    /// The backend refused (its message is the whole story, so it is not also a `source()`).
     #[error("dnet: {0}")]
-    Backend(#[from] BackendError),
-    /// A veth step failed.
+    Backend(BackendError),
+    /// A veth step failed (likewise).
     #[error("dnet: {0}")]
-    Veth(#[from] VethError),
+    Veth(VethError),
+}
+
+impl From<BackendError> for DriverError {
+    fn from(e: BackendError) -> Self {
+        DriverError::Backend(e)
+    }
+}
+
+impl From<VethError> for DriverError {
+    fn from(e: VethError) -> Self {
+        DriverError::Veth(e)
+    }
 }
 
 impl DriverError {
