@@ -569,7 +569,7 @@ impl Admin {
                     match self.layout.classify(network, key) {
                         Some(NetworkKey::Range(seg)) => {
                             if let Ok((r, h)) = validate_claim(seg, kv.value(), &config) {
-                                if h == host && held.map_or(true, |(old, _)| r < old) {
+                                if h == host && held.is_none_or(|(old, _)| r < old) {
                                     held = Some((r, kv));
                                 }
                             }
@@ -760,7 +760,7 @@ impl Admin {
                         allocated: r.allocated,
                     })
                 })
-                .filter(|a| host.map_or(true, |h| a.host == h))
+                .filter(|a| host.is_none_or(|h| a.host == h))
                 .collect();
             out.sort_by_key(|a| a.address);
             Ok(out)

@@ -181,8 +181,8 @@ impl Running {
         let cfg = &r.dataplane;
         let dataplane = Dataplane::start(cfg).context("starting the data path")?;
         log_dataplane(&dataplane, r);
-        if let Some(br) = &cfg.bridge {
-            warn_bridge_mtu(br, &dataplane.tap, cfg.mtu, r.overhead);
+        if let Some(br) = &cfg.networks[0].bridge {
+            warn_bridge_mtu(br, &dataplane.tap, cfg.networks[0].mtu, r.overhead);
         }
         let socket = s
             .control_socket
@@ -190,11 +190,11 @@ impl Running {
             .unwrap_or_else(|| dnet_proto::default_socket_path(&dataplane.tap).into());
         let info = Arc::new(SwitchInfo::new(
             dataplane.tap.clone(),
-            cfg.mtu,
+            cfg.networks[0].mtu,
             cfg.local,
             dataplane.control.clone(),
             SwitchSettings {
-                bridge: cfg.bridge.clone(),
+                bridge: cfg.networks[0].bridge.clone(),
                 gre: cfg.gre,
                 outer: Some(cfg.outer),
                 control_socket: socket.display().to_string(),
@@ -231,7 +231,7 @@ impl Running {
             log::info!("flood limit {pps} frames/s per port");
         }
         log_protection(&dataplane, r);
-        let links = LinkWatch::new(&dataplane.tap, cfg.bridge.as_deref());
+        let links = LinkWatch::new(&dataplane.tap, cfg.networks[0].bridge.as_deref());
         if let Some(f) = &mut fleet {
             f.apply_to(info.clone())?;
         }
@@ -332,10 +332,11 @@ fn log_dataplane(dp: &Dataplane, r: &Resolved) {
     log::info!(
         "TAP {} up, MTU {} (underlay MTU {} − {} bytes of encapsulation){}",
         dp.tap,
-        cfg.mtu,
+        cfg.networks[0].mtu,
         r.underlay_mtu,
         r.overhead,
-        cfg.bridge
+        cfg.networks[0]
+            .bridge
             .as_deref()
             .map(|b| format!(", attached to bridge {b}"))
             .unwrap_or_default()
@@ -343,10 +344,11 @@ fn log_dataplane(dp: &Dataplane, r: &Resolved) {
     log::info!(
         "underlay {} → peers {}; {}, key {}, csum {}, seq {}, ttl {}, tos {}, DF {}; {} worker(s), TAP offloads {}",
         cfg.local,
-        if cfg.peers.is_empty() {
+        if cfg.networks[0].peers.is_empty() {
             "from etcd only".to_string()
         } else {
-            cfg.peers
+            cfg.networks[0]
+                .peers
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
@@ -373,7 +375,7 @@ fn log_dataplane(dp: &Dataplane, r: &Resolved) {
 
 /// Keepalives, loop guard, MSS clamping and the spanning tree.
 fn log_protection(dp: &Dataplane, r: &Resolved) {
-    let core = &r.dataplane.core;
+    let core = &r.dataplane.networks[0].core;
     let live = core.liveness;
     log::info!(
         "keepalives {}; loop guard {}; MSS clamping {}; {}; path MTU learned per peer",

@@ -7,7 +7,7 @@ use super::input::Input;
 use super::peer::{check_peer, PeerError};
 use super::settings::{tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
 use crate::io::gre_socket::OuterOptions;
-use crate::io::DataplaneConfig;
+use crate::io::{DataplaneConfig, NetworkConfig};
 use crate::switch;
 use crate::wire::ethernet;
 use std::net::Ipv4Addr;
@@ -218,11 +218,7 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
         ..switch::Config::default()
     };
     let dataplane = DataplaneConfig {
-        tap: s.tap.clone(),
-        bridge: s.bridge.as_ref().map(|b| b.value.clone()),
-        mtu,
         local,
-        peers,
         gre: s.gre,
         outer: OuterOptions {
             ttl: s.ttl,
@@ -230,8 +226,20 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
             df,
         },
         workers,
-        core,
         offload: s.offload,
+        networks: vec![NetworkConfig {
+            // The etcd network's name; unnamed with peers given by hand.
+            name: s
+                .fleet
+                .as_ref()
+                .map_or_else(String::new, |f| f.network.value.clone()),
+            tap: s.tap.clone(),
+            bridge: s.bridge.as_ref().map(|b| b.value.clone()),
+            mtu,
+            key: s.gre.key,
+            peers,
+            core,
+        }],
     };
     Ok(Resolved {
         dataplane,
@@ -309,13 +317,14 @@ mod tests {
         )
         .unwrap();
         let d = &r.dataplane;
+        let net = &d.networks[0];
         assert_eq!(d.local, Ipv4Addr::new(10, 200, 0, 1));
-        assert_eq!((d.mtu, r.underlay_mtu, r.overhead), (1458, 1500, 42));
+        assert_eq!((net.mtu, r.underlay_mtu, r.overhead), (1458, 1500, 42));
         assert_eq!(d.workers, 2);
-        assert_eq!(d.core.flood_limit_pps, Some(501));
-        assert!(d.core.stp.is_some() && !d.core.split_horizon && d.core.loop_guard);
+        assert_eq!(net.core.flood_limit_pps, Some(501));
+        assert!(net.core.stp.is_some() && !net.core.split_horizon && net.core.loop_guard);
         assert!(d.outer.df && r.warnings.is_empty());
-        assert_eq!(d.bridge.as_deref(), Some("br0"));
+        assert_eq!(net.bridge.as_deref(), Some("br0"));
         // Too big an MTU fragments rather than black-holes, and says so.
         let r = resolve(
             &settings(Options {
@@ -420,8 +429,8 @@ mod tests {
         ] {
             let r = resolve(&fleet_settings(etcd, None), &host).unwrap();
             assert_eq!(r.dataplane.local, Ipv4Addr::new(10, 200, 0, 1), "{etcd}");
-            assert_eq!((r.dataplane.mtu, r.underlay_mtu), (1462, 1500));
-            assert!(r.dataplane.peers.is_empty());
+            assert_eq!((r.dataplane.networks[0].mtu, r.underlay_mtu), (1462, 1500));
+            assert!(r.dataplane.networks[0].peers.is_empty());
         }
         let e = resolve(
             &fleet_settings("http://10.9.9.9:2379,http://10.200.0.1:2379", None),
@@ -438,7 +447,7 @@ mod tests {
             &host,
         )
         .unwrap();
-        assert_eq!((r.dataplane.mtu, r.underlay_mtu), (1462, 1500));
+        assert_eq!((r.dataplane.networks[0].mtu, r.underlay_mtu), (1462, 1500));
         assert!(
             r.warnings[0].starts_with("--local 10.200.0.1: no --peer, and no route to etcd"),
             "{:?}",
@@ -459,7 +468,10 @@ mod tests {
         .unwrap();
         let r = resolve(&s, &FakeHost::new()).unwrap();
         assert_eq!(r.dataplane.gre.udp_port, Some(4754));
-        assert_eq!((r.dataplane.gre.key, r.dataplane.mtu), (Some(7), 1400));
+        assert_eq!(
+            (r.dataplane.gre.key, r.dataplane.networks[0].mtu),
+            (Some(7), 1400)
+        );
         let e = s
             .apply_network(&super::super::NetworkSettings {
                 name: "blue".into(),

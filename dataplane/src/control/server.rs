@@ -261,7 +261,7 @@ impl SwitchInfo {
             })
             .collect();
         let route = config::check_peer(peer, &configured, &SystemHost)?;
-        let df = self.settings.outer.map_or(true, |o| o.df);
+        let df = self.settings.outer.is_none_or(|o| o.df);
         let warnings =
             config::peer::route_warnings(addr, route, self.local, self.mtu, &self.settings.gre, df);
         let id = self.dataplane.add_peer(addr)?;
@@ -429,7 +429,7 @@ impl SwitchInfo {
                 seq: self.settings.gre.seq,
                 ttl: outer.map_or(64, |o| o.ttl),
                 tos: outer.map_or(0, |o| o.tos),
-                df: outer.map_or(true, |o| o.df),
+                df: outer.is_none_or(|o| o.df),
             },
             control_socket: self.settings.control_socket.clone(),
             metrics: self.settings.metrics.clone(),
@@ -516,10 +516,19 @@ impl SwitchInfo {
         })
     }
 
-    /// Sums the workers' counters into a [`Stats`] snapshot.
+    /// Sums the workers' counters into a [`Stats`] snapshot. Drops and events that belong to
+    /// no one network (an unknown GRE key, a sender that is no network's peer) are counted
+    /// with the network's own.
     pub fn stats(&self) -> Stats {
         let counters = &self.dataplane.counters;
         let sum = |f: &dyn Fn(&Counters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
+        let with_global = |f: &dyn Fn(&Counters) -> u64| {
+            counters
+                .iter()
+                .chain(&self.dataplane.global)
+                .map(|c| f(c))
+                .sum::<u64>()
+        };
         let ports = self
             .dataplane
             .ports()
@@ -560,14 +569,14 @@ impl SwitchInfo {
                 .iter()
                 .map(|d| DropCount {
                     reason: d.name().to_string(),
-                    count: sum(&|c| c.drops[*d as usize].get()),
+                    count: with_global(&|c| c.drops[*d as usize].get()),
                 })
                 .collect(),
             events: Event::ALL
                 .iter()
                 .map(|e| DropCount {
                     reason: e.name().to_string(),
-                    count: sum(&|c| c.events[*e as usize].get()),
+                    count: with_global(&|c| c.events[*e as usize].get()),
                 })
                 .collect(),
         }

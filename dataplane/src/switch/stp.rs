@@ -689,7 +689,7 @@ impl Stp {
         // One event may be reported by several BPDUs: count it once per hello time.
         if self
             .last_change
-            .map_or(true, |t| now >= t + self.cfg.hello_ms)
+            .is_none_or(|t| now >= t + self.cfg.hello_ms)
         {
             self.topology_changes += 1;
             match from {
