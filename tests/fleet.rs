@@ -352,7 +352,9 @@ fn etcd_outage_keeps_traffic_and_a_ninth_host_joins_after() {
     for sw in &switches {
         let f = fleet(sw);
         assert!(
-            f.unreachable_secs.is_some_and(|s| s >= 60),
+            // Since when: about since etcd was killed (whole seconds, sampled).
+            f.unreachable_secs
+                .is_some_and(|s| s + 2 >= down.elapsed().as_secs()),
             "switch in {}: {f:?}",
             sw.ns
         );
@@ -361,7 +363,7 @@ fn etcd_outage_keeps_traffic_and_a_ninth_host_joins_after() {
             &tb.host(sw.host).ns,
             &["show", "--socket", &sw.socket.display().to_string()],
         );
-        assert!(text.contains("UNREACHABLE for 1m"), "{text}");
+        assert!(text.contains("UNREACHABLE for "), "{text}");
     }
 
     etcd.restart(0);
