@@ -2,6 +2,7 @@
 
 mod attach_cmd;
 mod demo;
+mod network_cmd;
 mod stats_cmd;
 mod switch_cmds;
 
@@ -32,6 +33,7 @@ enum Cmd {
     Fdb(switch_cmds::FdbArgs),
     Peer(switch_cmds::PeerArgs),
     Conflicts(switch_cmds::ConflictsArgs),
+    Network(network_cmd::NetworkArgs),
     /// Print a shell completion script, e.g. `dnetctl completions bash > /etc/bash_completion.d/dnetctl`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Fdb(a) => switch_cmds::run_fdb(a),
         Cmd::Peer(a) => switch_cmds::run_peer(a),
         Cmd::Conflicts(a) => switch_cmds::run_conflicts(a),
+        Cmd::Network(a) => network_cmd::run(a),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -53,8 +53,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// Poll period of the wait loops (process exit, control socket).
 const POLL: Duration = Duration::from_millis(20);
-/// Largest host count: addresses are `.1` to `.N` and letters `a` onwards.
-const MAX_HOSTS: usize = 26;
+/// Largest host count: addresses are `.1` to `.N` and letters `a` to `z`, then `A` to `Z`
+/// (the fleet benchmark runs 32 hosts).
+const MAX_HOSTS: usize = 52;
 
 /// Distinguishes testbeds of one process (tests run in parallel threads).
 static TESTBED_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -424,6 +425,42 @@ impl Process {
         fs::read_to_string(&self.log)
             .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log.display()))
     }
+
+    /// Sends `sig` to the process if it is still running (no-op once exited).
+    pub fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let mut res = lock(&self.res);
+        let Some(c) = res.find_child(self.pid) else {
+            return Err(Error::TornDown);
+        };
+        if let Ok(None) = c.try_wait() {
+            // SAFETY: kill(2) on our own unreaped child (see Resources::teardown).
+            if unsafe { libc::kill(self.pid as libc::pid_t, sig) } != 0 {
+                return Err(Error::io(
+                    format!("kill({}, {sig})", self.pid),
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the process (SIGKILL) and reaps it, e.g. to stop a service mid-test.
+    pub fn kill(&self) -> Result<ExitStatus> {
+        self.signal(libc::SIGKILL)?;
+        let deadline = Instant::now() + TERM_GRACE;
+        loop {
+            if let Some(st) = self.try_status()? {
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("exit of pid {} in {} after SIGKILL", self.pid, self.ns),
+                    timeout: TERM_GRACE,
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
 }
 
 /// The RAII guard owning a whole simulated network. Dropping it (also during a panic) kills
@@ -442,7 +479,7 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// Builds `n` hosts (2 to 26), each with one container, joined by an underlay.
+    /// Builds `n` hosts (2 to 52), each with one container, joined by an underlay.
     ///
     /// Fails with [`Error::SwitchNotFound`] before touching the system if the `dnet-switch`
     /// binary is missing, so a forgotten build is reported first and cheaply.
@@ -499,7 +536,11 @@ impl Testbed {
         }
         let hosts = (0..n)
             .map(|i| {
-                let letter = (b'a' + i as u8) as char;
+                let letter = if i < 26 {
+                    (b'a' + i as u8) as char
+                } else {
+                    (b'A' + (i - 26) as u8) as char
+                };
                 Host {
                     index: i,
                     letter,
@@ -703,6 +744,20 @@ impl Testbed {
         Ok(name)
     }
 
+    /// Adds `addr/24` to the shared underlay segment (three or more hosts: the underlay
+    /// bridge's namespace) and returns that namespace: the place for a service every host
+    /// reaches on the underlay, such as etcd at 10.200.0.100. Adding it twice is no error.
+    pub fn add_underlay_address(&self, addr: Ipv4Addr) -> Result<String> {
+        let Some(u) = &self.underlay_ns else {
+            return Err(Error::Invalid(
+                "an underlay address needs the shared underlay of three or more hosts".into(),
+            ));
+        };
+        // `replace`: adding it again (a service restarted) is not an error.
+        ipn(u, &format!("addr replace {addr}/24 dev {UNDERLAY_BRIDGE}"))?;
+        Ok(u.clone())
+    }
+
     /// Scratch directory holding switch logs (removed on teardown unless `DNET_KEEP_LOGS`).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -803,6 +858,9 @@ impl Testbed {
             full.current_dir(d);
         }
         let pid = self.spawn_logged(full, &log, label, ns, None)?;
+        // `ip netns exec` enters the namespace after it starts: return once the process is
+        // in it, so a caller that names the process (`pid:N`) finds it there.
+        wait_in_netns(pid, ns)?;
         Ok(Process {
             pid,
             ns: ns.to_string(),
@@ -887,6 +945,28 @@ impl Testbed {
 impl Drop for Testbed {
     fn drop(&mut self) {
         lock(&self.res).teardown(std::thread::panicking());
+    }
+}
+
+/// Polls until process `pid` is in network namespace `ns` (or has exited).
+fn wait_in_netns(pid: u32, ns: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let want = fs::metadata(format!("/run/netns/{ns}"))
+        .map_err(|e| Error::io(format!("stat /run/netns/{ns}"), e))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match fs::metadata(format!("/proc/{pid}/ns/net")) {
+            Ok(m) if m.dev() == want.dev() && m.ino() == want.ino() => return Ok(()),
+            // Gone already: nothing to wait for (its log says why).
+            Err(_) => return Ok(()),
+            Ok(_) if Instant::now() >= deadline => {
+                return Err(Error::Timeout {
+                    what: format!("process {pid} entering namespace {ns}"),
+                    timeout: Duration::from_secs(5),
+                })
+            }
+            Ok(_) => std::thread::sleep(POLL),
+        }
     }
 }
 

@@ -12,41 +12,79 @@
 //!   MTUs be read again ([`PmtuSchedule`]).
 
 use super::outbox::{Dest, Outbox};
+use super::sink::SendOutcome;
 use super::sink::{Sink, TapWriteError, TunnelMsg};
 use super::timers::PmtuSchedule;
-use super::SendOutcome;
 use crate::offload::gro::{Add, Gro};
 use crate::offload::udp_gro::UdpGro;
 use crate::offload::{self, MAX_HEADERS};
 use crate::switch::pmtu::Outcome;
 use crate::switch::tunnel::{self, GreOptions};
-use crate::switch::{Action, DropReason, Event, PortId, PortKind, Switch};
+use crate::switch::{Action, Counters, DropReason, Event, NetId, PortId, PortKind, Switch};
 use crate::wire::vnet::{self, VnetHdr};
 use crate::wire::{gre, icmp};
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-
-/// Outer IPv4 + UDP header bytes of a GRE-in-UDP datagram.
-pub const OUTER_IP_UDP: usize = 28;
 
 /// An all-zero virtio-net header: nothing for the kernel to do.
 const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
 
-/// Frames from tunnels bound for the TAP, coalesced while one receive burst is handled: a TCP
-/// run and a UDP run, each of one flow.
+/// Frames from tunnels bound for a TAP, coalesced while one receive burst is handled: a TCP
+/// run and a UDP run, each of one flow, all of one network.
 #[derive(Default)]
 pub struct TapRuns<'a> {
+    net: Option<NetId>,
     tcp: Gro<'a>,
     udp: UdpGro<'a>,
 }
 
-/// Per-worker sending state.
+/// One network's side of a send: its switch (ports, path MTUs, counters), its GRE options
+/// (key) and its sequence numbers.
+#[derive(Clone, Copy)]
+pub struct NetView<'s> {
+    /// Which network.
+    pub id: NetId,
+    /// Its switch core.
+    pub sw: &'s Switch,
+    /// Its GRE header options.
+    pub gre: &'s GreOptions,
+    /// Its per-port GRE sequence numbers, shared by the workers (only used with `--seq`).
+    pub seq: &'s [AtomicU32],
+    /// Every network's counters, by network id (a flush counts the messages of all).
+    pub all: &'s [Arc<Counters>],
+    /// The switch-wide counters (what belongs to no one network).
+    pub global: &'s Counters,
+}
+
+impl NetView<'_> {
+    /// The GRE header for the next message to `port`.
+    #[inline]
+    pub fn repr(&self, port: PortId) -> gre::Repr {
+        let seq = if self.gre.seq {
+            self.seq
+                .get(usize::from(port))
+                .map_or(0, |s| s.fetch_add(1, Ordering::Relaxed))
+        } else {
+            0
+        };
+        self.gre.repr(seq)
+    }
+
+    /// Where tunnel `port`'s peer listens.
+    #[inline]
+    pub fn dest(&self, port: PortId) -> Option<SocketAddrV4> {
+        match self.sw.port(port) {
+            Some(PortKind::Tunnel(a)) => Some(SocketAddrV4::new(a, self.gre.udp_port.unwrap_or(0))),
+            _ => None,
+        }
+    }
+}
+
+/// Per-worker sending state, shared by its networks.
 pub struct Egress {
     /// Worker index, for logs.
     id: usize,
-    gre: GreOptions,
-    /// Per-port GRE sequence numbers, shared by the workers (only used with `--seq`).
-    seq: Arc<[AtomicU32]>,
     /// Frames of different flows leave from different sockets (GRE-in-UDP source ports).
     spread_flows: bool,
     /// TAP frames carry a virtio-net header.
@@ -62,19 +100,10 @@ pub struct Egress {
 
 impl Egress {
     /// Sending state for worker `id`.
-    pub fn new(
-        id: usize,
-        gre: GreOptions,
-        seq: Arc<[AtomicU32]>,
-        vnet: bool,
-        udp_coalesce: bool,
-        pmtu: PmtuSchedule,
-    ) -> Egress {
+    pub fn new(id: usize, udp: bool, vnet: bool, udp_coalesce: bool, pmtu: PmtuSchedule) -> Egress {
         Egress {
             id,
-            gre,
-            seq,
-            spread_flows: gre.udp_port.is_some(),
+            spread_flows: udp,
             vnet,
             udp_coalesce: vnet && udp_coalesce,
             outbox: Outbox::default(),
@@ -82,30 +111,13 @@ impl Egress {
         }
     }
 
-    /// The GRE header for the next message to `port`.
-    #[inline]
-    fn repr(&self, port: PortId) -> gre::Repr {
-        let seq = if self.gre.seq {
-            self.seq
-                .get(usize::from(port))
-                .map_or(0, |s| s.fetch_add(1, Ordering::Relaxed))
-        } else {
-            0
-        };
-        self.gre.repr(seq)
-    }
-
-    /// The GRE header for a frame the core made (see [`super::Core::poll_transmit`]).
-    pub fn control_repr(&self, port: PortId) -> gre::Repr {
-        self.repr(port)
-    }
-
-    /// Sends `frame` (from `ingress`) wherever `action` says. `gso` describes a TCP super-frame
-    /// from the TAP, which tunnels get as segments that fit their path.
+    /// Sends `frame` (from `ingress`) wherever `action` says, within network `n`. `gso`
+    /// describes a TCP super-frame from the TAP, which tunnels get as segments that fit their
+    /// path.
     #[inline]
     pub fn output<'a, S: Sink<'a>>(
         &mut self,
-        sw: &Switch,
+        n: NetView<'_>,
         ingress: PortId,
         action: Action,
         frame: &'a [u8],
@@ -114,10 +126,10 @@ impl Egress {
     ) {
         match action {
             Action::Drop(_) => {}
-            Action::Forward(p) => self.output_one(sw, ingress, p, frame, gso, out),
+            Action::Forward(p) => self.output_one(n, ingress, p, frame, gso, out),
             Action::Flood => {
-                for p in sw.flood_targets(ingress) {
-                    self.output_one(sw, ingress, p, frame, gso, out);
+                for p in n.sw.flood_targets(ingress) {
+                    self.output_one(n, ingress, p, frame, gso, out);
                 }
             }
         }
@@ -126,36 +138,36 @@ impl Egress {
     #[inline]
     fn output_one<'a, S: Sink<'a>>(
         &mut self,
-        sw: &Switch,
+        n: NetView<'_>,
         ingress: PortId,
         port: PortId,
         frame: &'a [u8],
         gso: Option<&VnetHdr>,
         out: &mut S,
     ) {
-        match sw.port(port) {
-            Some(PortKind::Local) => self.write_tap_frame(sw, frame, out),
+        match n.sw.port(port) {
+            Some(PortKind::Local) => self.write_tap_frame(n, frame, out),
             Some(PortKind::Tunnel(_)) => match gso {
                 None => {
                     let mut fragmentable = false;
-                    if frame.len() > sw.max_tunnel_frame(port) {
-                        match self.oversize(sw, ingress, port, frame) {
+                    if frame.len() > n.sw.max_tunnel_frame(port) {
+                        match self.oversize(n, ingress, port, frame) {
                             Some(f) => fragmentable = f,
                             None => return,
                         }
                     }
                     let flow = self.flow(frame);
-                    self.queue_tunnel(sw, port, flow, &[], frame, fragmentable, out);
+                    self.queue_tunnel(n, port, flow, &[], frame, fragmentable, out);
                 }
                 Some(h) => {
-                    let h = fit_gso(sw, port, frame, h);
+                    let h = fit_gso(n.sw, port, frame, h);
                     // Every segment is of the super-frame's flow.
                     let flow = self.flow(frame);
                     let r = offload::gso::segment(frame, &h, |headers, payload| {
-                        self.queue_tunnel(sw, port, flow, headers, payload, false, out);
+                        self.queue_tunnel(n, port, flow, headers, payload, false, out);
                     });
                     if r.is_err() {
-                        sw.counters().dropped(DropReason::BadOffload);
+                        n.sw.counters().dropped(DropReason::BadOffload);
                     }
                 }
             },
@@ -177,7 +189,7 @@ impl Egress {
     #[allow(clippy::too_many_arguments)]
     fn queue_tunnel<'a, S: Sink<'a>>(
         &mut self,
-        sw: &Switch,
+        n: NetView<'_>,
         port: PortId,
         flow: u32,
         headers: &[u8],
@@ -185,12 +197,18 @@ impl Egress {
         fragmentable: bool,
         out: &mut S,
     ) {
+        let Some(dest) = n.dest(port) else {
+            return;
+        };
         if out.tunnel_full() {
-            self.flush(sw, out);
+            self.flush(n.all, n.global, out);
         }
         let msg = TunnelMsg {
+            net: n.id,
             port,
-            gre: self.repr(port),
+            dest,
+            path_mtu: n.sw.path_mtu(port),
+            gre: n.repr(port),
             headers,
             flow,
             fragmentable,
@@ -204,25 +222,25 @@ impl Egress {
     #[cold]
     fn oversize(
         &mut self,
-        sw: &Switch,
+        n: NetView<'_>,
         ingress: PortId,
         port: PortId,
         frame: &[u8],
     ) -> Option<bool> {
         let mut reply = [0u8; icmp::MAX_REPLY];
-        match sw.fit(port, frame, frame.len(), &mut reply) {
+        match n.sw.fit(port, frame, frame.len(), &mut reply) {
             Outcome::Send => Some(false),
             Outcome::Fragment => Some(true),
             Outcome::Drop => None,
-            Outcome::Reply(n) => {
-                let dest = match sw.port(ingress) {
+            Outcome::Reply(len) => {
+                let dest = match n.sw.port(ingress) {
                     Some(PortKind::Local) => Some(Dest::Tap),
                     Some(PortKind::Tunnel(_)) => Some(Dest::Tunnel { fragmentable: true }),
                     None => None,
                 };
                 if let Some(d) = dest {
-                    if !self.outbox.push(ingress, d, true, &reply[..n]) {
-                        sw.counters().dropped(DropReason::TxQueueFull);
+                    if !self.outbox.push(n.id, ingress, d, true, &reply[..len]) {
+                        n.sw.counters().dropped(DropReason::TxQueueFull);
                     }
                 }
                 None
@@ -230,30 +248,35 @@ impl Egress {
         }
     }
 
-    /// Writes one frame to the TAP as is (behind an empty virtio-net header when offloads are
-    /// on).
+    /// Writes one frame to network `n`'s TAP as is (behind an empty virtio-net header when
+    /// offloads are on).
     #[inline]
-    pub fn write_tap_frame<'a, S: Sink<'a>>(&mut self, sw: &Switch, frame: &[u8], out: &mut S) {
+    pub fn write_tap_frame<'a, S: Sink<'a>>(&mut self, n: NetView<'_>, frame: &[u8], out: &mut S) {
         let head: &[u8] = if self.vnet { &NO_OFFLOAD } else { &[] };
-        match out.write_tap(head, &[frame]) {
-            Ok(()) => sw.counters().tx(0, frame.len()),
-            Err(_) => sw.counters().dropped(DropReason::TapWriteError),
+        match out.write_tap(n.id, head, &[frame]) {
+            Ok(()) => n.sw.counters().tx(0, frame.len()),
+            Err(_) => n.sw.counters().dropped(DropReason::TapWriteError),
         }
     }
 
-    /// A frame from a tunnel, for the TAP: coalesced into `runs` if it continues one (TCP
-    /// segments, or UDP datagrams of one flow, when offloads are on), else written after
-    /// whatever `runs` held. Returns false when it was not taken (the caller sends it as
+    /// A frame from a tunnel, for network `n`'s TAP: coalesced into `runs` if it continues
+    /// one (TCP segments, or UDP datagrams of one flow, when offloads are on), else written
+    /// after whatever `runs` held. Returns false when it was not taken (the caller sends it as
     /// usual, after the runs were written).
     pub fn coalesce<'a, S: Sink<'a>>(
         &mut self,
-        sw: &Switch,
+        n: NetView<'_>,
         frame: &'a [u8],
         runs: &mut TapRuns<'a>,
         out: &mut S,
     ) -> bool {
         if !self.vnet {
             return false;
+        }
+        if runs.net != Some(n.id) {
+            // Runs hold one network's frames.
+            self.write_runs(n.all, runs, out);
+            runs.net = Some(n.id);
         }
         let udp = self.udp_coalesce;
         let mut add = runs.tcp.add(frame);
@@ -263,35 +286,43 @@ impl Egress {
         match add {
             Add::Added => true,
             Add::Mismatch => {
-                self.write_runs(sw, runs, out);
+                self.write_runs(n.all, runs, out);
+                runs.net = Some(n.id);
                 runs.tcp.add(frame) == Add::Added || (udp && runs.udp.add(frame) == Add::Added)
             }
             Add::Alone => {
-                self.write_runs(sw, runs, out);
+                self.write_runs(n.all, runs, out);
                 false
             }
         }
     }
 
-    /// Writes the coalesced runs in `runs` (if any) to the TAP, one frame each.
+    /// Writes the coalesced runs in `runs` (if any) to their network's TAP, one frame each;
+    /// `all` are the networks' counters, by id.
     pub fn write_runs<'a, S: Sink<'a>>(
         &mut self,
-        sw: &Switch,
+        all: &[Arc<Counters>],
         runs: &mut TapRuns<'_>,
         out: &mut S,
     ) {
+        let Some(net) = runs.net.take() else {
+            return;
+        };
+        let Some(counters) = all.get(usize::from(net)) else {
+            return;
+        };
         let mut head = [0u8; vnet::LEN + MAX_HEADERS];
         if !runs.tcp.is_empty() {
             let (hl, parts) = runs.tcp.finish(&mut head);
             // A failed write is counted there.
-            let _ = write_run(sw, &head[..hl], parts, out);
+            let _ = write_run(counters, net, &head[..hl], parts, out);
         }
         if !runs.udp.is_empty() {
             let (hl, parts) = runs.udp.finish(&mut head);
-            let n = parts.len();
-            match write_run(sw, &head[..hl], parts, out) {
-                Ok(()) if n > 1 => sw.counters().event(Event::UdpCoalesced),
-                Err(TapWriteError::Refused) if n > 1 => {
+            let k = parts.len();
+            match write_run(counters, net, &head[..hl], parts, out) {
+                Ok(()) if k > 1 => counters.event(Event::UdpCoalesced),
+                Err(TapWriteError::Refused) if k > 1 => {
                     self.udp_coalesce = false;
                     log::warn!(
                         "worker {}: the TAP refused a UDP GSO frame; writing UDP datagrams one \
@@ -304,19 +335,23 @@ impl Egress {
         }
     }
 
-    /// Sends what the sink holds for the tunnels and counts the outcomes.
-    pub fn flush<'a, S: Sink<'a>>(&mut self, sw: &Switch, out: &mut S) {
+    /// Sends what the sink holds for the tunnels and counts each outcome on its network's
+    /// counters (`all`, by network id), and GSO messages on the switch-wide `global` ones.
+    pub fn flush<'a, S: Sink<'a>>(
+        &mut self,
+        all: &[Arc<Counters>],
+        global: &Counters,
+        out: &mut S,
+    ) {
         if out.tunnel_empty() {
             return;
         }
-        let c = sw.counters();
         let mut too_big = false;
-        let f = out.flush_tunnels(
-            |port, len| {
-                sw.path_mtu(port)
-                    .is_none_or(|m| len + OUTER_IP_UDP <= m as usize)
-            },
-            |port, len, r| match r {
+        let f = out.flush_tunnels(|net, port, len, r| {
+            let Some(c) = all.get(usize::from(net)) else {
+                return;
+            };
+            match r {
                 SendOutcome::Sent => c.tx(port, len),
                 SendOutcome::TooBig => {
                     c.dropped(DropReason::TooBig);
@@ -324,31 +359,33 @@ impl Egress {
                 }
                 SendOutcome::QueueFull => c.dropped(DropReason::TxQueueFull),
                 SendOutcome::Error => c.dropped(DropReason::TxError),
-            },
-        );
-        c.events_add(Event::UdpGsoSent, f.gso_messages);
+            }
+        });
+        global.events_add(Event::UdpGsoSent, f.gso_messages);
         if too_big || f.gso_too_big {
             self.pmtu.too_big();
         }
     }
 }
 
-/// Writes a run's headers (`head`, virtio-net header first) and payloads as one frame, counted
-/// as the segments that arrived, so counters read the same with offloads off.
+/// Writes a run's headers (`head`, virtio-net header first) and payloads as one frame to
+/// network `net`'s TAP, counted as the segments that arrived, so counters read the same with
+/// offloads off.
 fn write_run<'a, S: Sink<'a>>(
-    sw: &Switch,
+    counters: &Counters,
+    net: NetId,
     head: &[u8],
     parts: &[&[u8]],
     out: &mut S,
 ) -> Result<(), TapWriteError> {
     let per_part = head.len() - vnet::LEN;
     let wire: usize = parts.iter().map(|p| per_part + p.len()).sum();
-    let r = out.write_tap(head, parts);
+    let r = out.write_tap(net, head, parts);
     match r {
-        Ok(()) => sw.counters().tx_many(0, parts.len() as u64, wire),
+        Ok(()) => counters.tx_many(0, parts.len() as u64, wire),
         Err(_) => {
             for _ in parts {
-                sw.counters().dropped(DropReason::TapWriteError);
+                counters.dropped(DropReason::TapWriteError);
             }
         }
     }

@@ -13,6 +13,11 @@
 //! deadline, read a burst, feed it to the core, send what it returns, drain the `poll_*`
 //! queues.
 //!
+//! One core serves every overlay network of the switch ([`NetId`]): each network has its own
+//! TAP, GRE key, [`crate::switch::Switch`] (ports, MAC table, counters) and peers; the
+//! tunnel sockets are shared, and a datagram's GRE key says which network it belongs to. No
+//! frame crosses between networks.
+//!
 //! Inside, [`crate::switch::Switch`] makes the forwarding decision and holds the MAC table;
 //! [`egress`] turns decisions into messages; [`outbox`] holds the frames the core made;
 //! [`timers`] says when periodic work is due.
@@ -25,21 +30,22 @@ pub mod timers;
 #[cfg(test)]
 mod tests;
 
+pub use crate::switch::NetId;
 pub use outbox::Dest;
-pub use sink::{Flushed, SendOutcome, Sink, TapWriteError, TunnelMsg};
+pub use sink::{Flushed, SendOutcome, Sink, TapWriteError, TunnelMsg, OUTER_IP_UDP};
 
 use crate::offload;
 use crate::switch::fdb::Entry;
 use crate::switch::ratelimit::LogLimiter;
 use crate::switch::tunnel::{self, GreOptions, PeerTable};
 use crate::switch::{
-    self, arp_watch, liveness, stp, Action, Counters, DropReason, Event, FdbKey, Millis, PortId,
-    PortKind, Switch, SyncUpdate,
+    self, arp_watch, liveness, loopguard, stp, Action, Counters, DropReason, Event, FdbKey, Millis,
+    PortId, PortKind, Switch, SyncUpdate,
 };
 use crate::wire::vnet::{self, VnetHdr};
 use crate::wire::{bpdu, gre, ipv4};
-use egress::{Egress, TapRuns};
-use std::net::Ipv4Addr;
+use egress::{Egress, NetView, TapRuns};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use timers::{PmtuSchedule, AGING_MS, STP_TICK_MS};
@@ -62,10 +68,14 @@ pub struct Datagram<'a> {
 /// A frame the core made, to be sent now (from [`Core::poll_transmit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
+    /// The network it belongs to.
+    pub net: NetId,
     /// The port it leaves by.
     pub port: PortId,
     /// The TAP, or a tunnel (with outer DF off or not).
     pub dest: Dest,
+    /// For a tunnel: where the peer listens.
+    pub to: SocketAddrV4,
     /// For a tunnel: the GRE header to put first.
     pub gre: gre::Repr,
     /// Bytes of the frame, at the start of the buffer given to `poll_transmit`.
@@ -74,7 +84,7 @@ pub struct Transmit {
     pub counted: bool,
 }
 
-/// One worker's MAC table, copied for display.
+/// One worker's MAC table of one network, copied for display.
 #[derive(Debug, Clone)]
 pub struct FdbDump {
     /// The worker's clock when copied.
@@ -83,28 +93,24 @@ pub struct FdbDump {
     pub entries: Vec<(FdbKey, Entry)>,
 }
 
-/// State the cores of one switch share.
+/// State the cores of one switch share for one network.
 #[derive(Clone, Debug)]
-pub struct Shared {
+pub struct NetShared {
     /// Per-port GRE sequence numbers (`--seq`).
     pub seq: Arc<[AtomicU32]>,
-    /// Bumped when any worker sees a send refused as too big, so every worker re-reads the
-    /// path MTUs.
-    pub pmtu_refusals: Arc<AtomicU64>,
     /// Peer liveness (`--keepalive`).
     pub liveness: Arc<liveness::Shared>,
     /// The spanning tree (`--stp`).
     pub stp: Option<Arc<stp::Shared>>,
     /// Tunnels the loop guard blocked.
-    pub loop_guard: Arc<switch::loopguard::Shared>,
+    pub loop_guard: Arc<loopguard::Shared>,
 }
 
-impl Shared {
+impl NetShared {
     /// Fresh shared state, with the spanning tree `stp` if any.
-    pub fn new(stp: Option<Arc<stp::Shared>>) -> Shared {
-        Shared {
+    pub fn new(stp: Option<Arc<stp::Shared>>) -> NetShared {
+        NetShared {
             seq: (0..switch::MAX_PORTS).map(|_| AtomicU32::new(0)).collect(),
-            pmtu_refusals: Arc::new(AtomicU64::new(0)),
             liveness: Arc::new(liveness::Shared::default()),
             stp,
             loop_guard: Arc::default(),
@@ -112,188 +118,319 @@ impl Shared {
     }
 }
 
+/// State the cores of one switch share.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// Per network, by [`NetId`].
+    pub nets: Vec<NetShared>,
+    /// Bumped when any worker sees a send refused as too big, so every worker re-reads the
+    /// path MTUs.
+    pub pmtu_refusals: Arc<AtomicU64>,
+}
+
+impl Shared {
+    /// Shared state for networks with these spanning trees (one entry per network).
+    pub fn new(stps: Vec<Option<Arc<stp::Shared>>>) -> Shared {
+        Shared {
+            nets: stps.into_iter().map(NetShared::new).collect(),
+            pmtu_refusals: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Settings of one network within a core.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Its GRE key (`None` and 0 are the same network, as in OVS). Keys are distinct.
+    pub key: Option<u32>,
+    /// Its switch core's settings.
+    pub switch: switch::Config,
+}
+
 /// Settings of one core.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Worker index; worker 0 leads (keepalive state machine, spanning-tree timers).
     pub id: usize,
-    /// The switch core's settings.
-    pub switch: switch::Config,
-    /// GRE options (and GRE-in-UDP when `udp_port` is set).
+    /// GRE options every network shares (GRE-in-UDP when `udp_port` is set, checksums,
+    /// sequence numbers); each network's key comes from [`NetConfig`].
     pub gre: GreOptions,
     /// Outer DF is set (else frames are never checked against the path MTU).
     pub df: bool,
     /// TAP frames carry a virtio-net header (offloads on).
     pub vnet: bool,
-    /// The TAP takes UDP GSO frames, so runs of datagrams may be written as one.
+    /// The TAPs take UDP GSO frames, so runs of datagrams may be written as one.
     pub udp_coalesce: bool,
+    /// The networks, by [`NetId`]; at least one.
+    pub nets: Vec<NetConfig>,
+}
+
+/// One network inside a core.
+struct Net {
+    switch: Switch,
+    counters: Arc<Counters>,
+    peers: PeerTable,
+    gre: GreOptions,
+    seq: Arc<[AtomicU32]>,
+    stp_leader: bool,
+    next_stp: Millis,
+    /// The loop guard blocked a tunnel: the local bridge should forget what it learned on
+    /// the TAP.
+    bridge_flush: bool,
 }
 
 /// One worker's core.
 pub struct Core {
     id: usize,
-    switch: Switch,
+    nets: Vec<Net>,
+    /// Each network's counters, by id (the egress counts sends on them).
+    counters: Vec<Arc<Counters>>,
+    /// What belongs to no one network: datagrams with an unknown key, from no network's
+    /// peer, malformed before their key could be read; UDP GSO/GRO events.
+    global: Arc<Counters>,
+    /// GRE key → network, sorted by key.
+    by_key: Vec<(u32, NetId)>,
     egress: Egress,
-    counters: Arc<Counters>,
-    peers: PeerTable,
-    gre: GreOptions,
+    udp: bool,
     vnet: bool,
     next_aging: Millis,
-    next_stp: Millis,
-    stp_leader: bool,
-    sync_out: Vec<SyncUpdate>,
+    sync_out: Vec<(NetId, SyncUpdate)>,
     sync_next: usize,
-    pmtu_queries: Vec<(PortId, Ipv4Addr)>,
-    /// The loop guard blocked a tunnel: the local bridge should forget what it learned on
-    /// the TAP.
-    bridge_flush: bool,
+    pmtu_queries: Vec<(NetId, PortId, Ipv4Addr)>,
     /// Keeps logs about dropped packets to a few lines a second.
     drop_log: LogLimiter,
 }
 
 impl Core {
-    /// A core with the local port (0) and no tunnels; it writes its counters to `counters`.
-    pub fn new(cfg: Config, shared: &Shared, counters: Arc<Counters>) -> Core {
-        let mut sw = Switch::new(cfg.switch, counters.clone());
-        sw.set_outer(cfg.gre.overhead(), cfg.df);
-        sw.set_liveness(shared.liveness.clone(), cfg.id == 0);
-        sw.set_loop_guard(shared.loop_guard.clone());
-        if let Some(s) = &shared.stp {
-            sw.set_stp(s.clone());
+    /// A core with each network's local port (0) and no tunnels. It writes each network's
+    /// counters to `counters` (by id) and what belongs to no network to `global`.
+    ///
+    /// # Panics
+    /// If `cfg.nets`, `shared.nets` and `counters` differ in length, or two networks share a
+    /// key (the caller validates the configuration).
+    pub fn new(
+        cfg: Config,
+        shared: &Shared,
+        counters: Vec<Arc<Counters>>,
+        global: Arc<Counters>,
+    ) -> Core {
+        assert_eq!(
+            cfg.nets.len(),
+            shared.nets.len(),
+            "one shared state per network"
+        );
+        assert_eq!(
+            cfg.nets.len(),
+            counters.len(),
+            "one counter set per network"
+        );
+        let mut by_key = Vec::new();
+        let mut nets = Vec::new();
+        for (i, ((nc, sh), c)) in cfg.nets.iter().zip(&shared.nets).zip(&counters).enumerate() {
+            let gre = GreOptions {
+                key: nc.key,
+                ..cfg.gre
+            };
+            let mut sw = Switch::new(nc.switch.clone(), c.clone());
+            sw.set_outer(gre.overhead(), cfg.df);
+            sw.set_liveness(sh.liveness.clone(), cfg.id == 0);
+            sw.set_loop_guard(sh.loop_guard.clone());
+            if let Some(s) = &sh.stp {
+                sw.set_stp(s.clone());
+            }
+            sw.set_port(0, PortKind::Local);
+            by_key.push((nc.key.unwrap_or(0), i as NetId));
+            nets.push(Net {
+                switch: sw,
+                counters: c.clone(),
+                peers: PeerTable::default(),
+                gre,
+                seq: sh.seq.clone(),
+                stp_leader: cfg.id == 0 && sh.stp.is_some(),
+                next_stp: 0,
+                bridge_flush: false,
+            });
         }
-        sw.set_port(0, PortKind::Local);
+        by_key.sort_unstable();
+        assert!(
+            by_key.windows(2).all(|w| w[0].0 != w[1].0),
+            "two networks with one key"
+        );
         Core {
             id: cfg.id,
-            stp_leader: cfg.id == 0 && shared.stp.is_some(),
-            switch: sw,
+            nets,
+            counters,
+            global,
+            by_key,
             egress: Egress::new(
                 cfg.id,
-                cfg.gre,
-                shared.seq.clone(),
+                cfg.gre.udp_port.is_some(),
                 cfg.vnet,
                 cfg.udp_coalesce,
                 PmtuSchedule::new(shared.pmtu_refusals.clone()),
             ),
-            counters,
-            peers: PeerTable::default(),
-            gre: cfg.gre,
+            udp: cfg.gre.udp_port.is_some(),
             vnet: cfg.vnet,
             next_aging: 0,
-            next_stp: 0,
             sync_out: Vec::with_capacity(1024),
             sync_next: 0,
             pmtu_queries: Vec::new(),
-            bridge_flush: false,
             drop_log: LogLimiter::new(5, 10_000),
         }
     }
 
-    /// The switch core (MAC table, ports, path MTUs), read-only.
-    pub fn switch(&self) -> &Switch {
-        &self.switch
+    /// How many networks it serves.
+    pub fn nets(&self) -> usize {
+        self.nets.len()
     }
 
-    /// The counters this core writes.
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
+    /// Network `net`'s switch core (MAC table, ports, path MTUs), read-only.
+    ///
+    /// # Panics
+    /// If there is no network `net`.
+    pub fn switch(&self, net: NetId) -> &Switch {
+        &self.nets[usize::from(net)].switch
     }
 
-    /// Adds (`Some`) or removes (`None`) port `id`. A port's counters start from zero.
-    pub fn set_port(&mut self, id: PortId, kind: Option<PortKind>) {
-        if let Some(PortKind::Tunnel(old)) = self.switch.port(id) {
-            self.peers.remove(old);
+    /// Network `net`'s counters.
+    ///
+    /// # Panics
+    /// If there is no network `net`.
+    pub fn counters(&self, net: NetId) -> &Arc<Counters> {
+        &self.counters[usize::from(net)]
+    }
+
+    /// The switch-wide counters (what belongs to no one network).
+    pub fn global_counters(&self) -> &Arc<Counters> {
+        &self.global
+    }
+
+    /// Adds (`Some`) or removes (`None`) port `id` of network `net`. A port's counters start
+    /// from zero.
+    pub fn set_port(&mut self, net: NetId, id: PortId, kind: Option<PortKind>) {
+        let Some(n) = self.nets.get_mut(usize::from(net)) else {
+            return;
+        };
+        if let Some(PortKind::Tunnel(old)) = n.switch.port(id) {
+            n.peers.remove(old);
         }
         match kind {
             Some(k) => {
-                if let Some(c) = self.counters.ports.get(usize::from(id)) {
+                if let Some(c) = n.counters.ports.get(usize::from(id)) {
                     c.reset();
                 }
                 if let PortKind::Tunnel(addr) = k {
-                    self.peers.insert(addr, id);
+                    n.peers.insert(addr, id);
                 }
-                self.switch.set_port(id, k);
+                n.switch.set_port(id, k);
             }
-            None => self.switch.remove_port(id),
+            None => n.switch.remove_port(id),
         }
     }
 
-    /// Forgets the stations learned on `port` (all when `None`); returns how many.
-    pub fn flush_fdb(&mut self, port: Option<PortId>) -> usize {
-        self.switch.flush(port)
+    /// Forgets the stations network `net` learned on `port` (all when `None`); returns how
+    /// many.
+    pub fn flush_fdb(&mut self, net: NetId, port: Option<PortId>) -> usize {
+        self.nets
+            .get_mut(usize::from(net))
+            .map_or(0, |n| n.switch.flush(port))
     }
 
-    /// A copy of the MAC table, as of `now`.
-    pub fn fdb_dump(&self, now: Millis) -> FdbDump {
+    /// A copy of network `net`'s MAC table, as of `now`.
+    pub fn fdb_dump(&self, net: NetId, now: Millis) -> FdbDump {
         FdbDump {
             now,
-            entries: self.switch.fdb().iter().collect(),
+            entries: self
+                .nets
+                .get(usize::from(net))
+                .map(|n| n.switch.fdb().iter().collect())
+                .unwrap_or_default(),
         }
     }
 
-    /// A copy of the ARP watcher's claims and conflicts, as of `now`.
-    pub fn conflicts(&self, now: Millis) -> arp_watch::ArpDump {
-        self.switch.arp_watch().dump(now)
+    /// A copy of network `net`'s ARP watcher's claims and conflicts, as of `now`.
+    pub fn conflicts(&self, net: NetId, now: Millis) -> arp_watch::ArpDump {
+        match self.nets.get(usize::from(net)) {
+            Some(n) => n.switch.arp_watch().dump(now),
+            None => arp_watch::ArpWatch::new().dump(now),
+        }
     }
 
-    /// Handles frames read from the TAP (each behind its virtio-net header when offloads are
-    /// on) and sends what they become through `out`. Frames are modified in place (checksums
-    /// completed, MSS clamped).
+    /// Handles frames read from network `net`'s TAP (each behind its virtio-net header when
+    /// offloads are on) and sends what they become through `out`. Frames are modified in
+    /// place (checksums completed, MSS clamped).
     pub fn handle_tap_frames<'a, S: Sink<'a>>(
         &mut self,
         now: Millis,
+        net: NetId,
         frames: impl IntoIterator<Item = &'a mut [u8]>,
         out: &mut S,
     ) {
-        for f in frames {
-            self.tap_frame(now, f, out);
+        if usize::from(net) >= self.nets.len() {
+            return;
         }
-        self.egress.flush(&self.switch, out);
-        self.bridge_flush |= self.switch.take_loop_blocked();
+        for f in frames {
+            self.tap_frame(now, net, f, out);
+        }
+        self.egress.flush(&self.counters, &self.global, out);
+        let n = &mut self.nets[usize::from(net)];
+        n.bridge_flush |= n.switch.take_loop_blocked();
     }
 
     #[inline]
-    fn tap_frame<'a, S: Sink<'a>>(&mut self, now: Millis, slot: &'a mut [u8], out: &mut S) {
+    fn tap_frame<'a, S: Sink<'a>>(
+        &mut self,
+        now: Millis,
+        net: NetId,
+        slot: &'a mut [u8],
+        out: &mut S,
+    ) {
+        let i = usize::from(net);
         let (frame, gso): (&'a [u8], Option<VnetHdr>) = if self.vnet {
             let Ok(h) = VnetHdr::parse(slot) else {
-                self.counters.dropped(DropReason::BadOffload);
+                self.counters[i].dropped(DropReason::BadOffload);
                 return;
             };
             let frame: &'a mut [u8] = &mut slot[vnet::LEN..];
             if h.gso_kind() == vnet::gso::NONE {
                 if offload::gso::complete_checksum(frame, &h).is_err() {
-                    self.counters.dropped(DropReason::BadOffload);
+                    self.counters[i].dropped(DropReason::BadOffload);
                     return;
                 }
-                self.switch.clamp_mss(frame);
+                self.nets[i].switch.clamp_mss(frame);
                 (frame, None)
             } else {
                 (frame, Some(h))
             }
         } else {
-            self.switch.clamp_mss(slot);
+            self.nets[i].switch.clamp_mss(slot);
             (slot, None)
         };
-        if self.switch.stp().is_some() && bpdu::is_bpdu(frame) {
+        let sw = &mut self.nets[i].switch;
+        if sw.stp().is_some() && bpdu::is_bpdu(frame) {
             // The TAP is an edge port: a bridge behind it does not join the tree.
-            self.counters.dropped(DropReason::EdgeBpdu);
+            self.counters[i].dropped(DropReason::EdgeBpdu);
             return;
         }
-        let v = self.switch.handle(now, 0, frame);
+        let v = sw.handle(now, 0, frame);
         if let Some(h) = &gso {
             // The core counted one frame; count the segments it stands for instead.
-            if let Some((n, wire)) = offload::gso::wire_size(frame, h) {
-                self.counters
-                    .rx_many(0, n - 1, wire.saturating_sub(frame.len()));
+            if let Some((k, wire)) = offload::gso::wire_size(frame, h) {
+                self.counters[i].rx_many(0, k - 1, wire.saturating_sub(frame.len()));
             }
         }
-        self.publish(v.sync);
+        if let Some(u) = v.sync {
+            self.sync_out.push((net, u));
+        }
+        let view = net_view(&self.nets, &self.counters, &self.global, net);
         self.egress
-            .output(&self.switch, 0, v.action, frame, gso.as_ref(), out);
+            .output(view, 0, v.action, frame, gso.as_ref(), out);
     }
 
     /// Handles a burst of datagrams from the tunnel socket and sends what they become through
-    /// `out`. Consecutive frames of one flow for the TAP are coalesced into one super-frame
-    /// when offloads are on, which is why this takes a whole burst.
+    /// `out`. Each datagram's GRE key picks its network. Consecutive frames of one flow for a
+    /// TAP are coalesced into one super-frame when offloads are on, which is why this takes a
+    /// whole burst.
     pub fn handle_tunnel_datagrams<'a, S: Sink<'a>>(
         &mut self,
         now: Millis,
@@ -301,105 +438,151 @@ impl Core {
         out: &mut S,
     ) {
         let mut runs = TapRuns::default();
-        let udp = self.gre.udp_port.is_some();
         for d in datagrams {
             if d.truncated {
-                self.counters.dropped(DropReason::Oversize);
+                self.global.dropped(DropReason::Oversize);
                 continue;
             }
-            if !udp {
-                match tunnel::decap(d.data, &self.peers, &self.gre) {
-                    Ok((port, frame)) => self.tunnel_frame(now, port, frame, &mut runs, out),
+            if !self.udp {
+                match tunnel::open_ipv4(d.data) {
+                    Ok((src, gre_bytes)) => self.gre_packet(now, src, gre_bytes, &mut runs, out),
                     Err(why) => self.gre_drop(now, d.data, why),
                 }
                 continue;
             }
             if d.data.is_empty() {
-                self.counters.dropped(DropReason::GreTruncated);
+                self.global.dropped(DropReason::GreTruncated);
                 continue;
             }
             let seg = match d.segment_size {
                 Some(s) if s < d.data.len() => {
-                    self.counters.event(Event::UdpGroReceived);
+                    self.global.event(Event::UdpGroReceived);
                     s
                 }
                 _ => d.data.len(),
             };
             for chunk in d.data.chunks(seg) {
-                match tunnel::decap_gre(d.source, chunk, &self.peers, &self.gre) {
-                    Ok((port, frame)) => self.tunnel_frame(now, port, frame, &mut runs, out),
-                    Err(why) => self.counters.dropped(why),
-                }
+                self.gre_packet(now, d.source, chunk, &mut runs, out);
             }
         }
-        self.egress.write_runs(&self.switch, &mut runs, out);
-        self.egress.flush(&self.switch, out);
-        self.bridge_flush |= self.switch.take_loop_blocked();
+        self.egress.write_runs(&self.counters, &mut runs, out);
+        self.egress.flush(&self.counters, &self.global, out);
+        for n in &mut self.nets {
+            n.bridge_flush |= n.switch.take_loop_blocked();
+        }
     }
 
-    /// One inner frame from tunnel `port`: a hello, a BPDU, or data to forward.
+    /// One GRE packet from `src`: its key picks the network, its source the tunnel port.
+    #[inline]
+    fn gre_packet<'a, S: Sink<'a>>(
+        &mut self,
+        now: Millis,
+        src: Ipv4Addr,
+        gre_bytes: &'a [u8],
+        runs: &mut TapRuns<'a>,
+        out: &mut S,
+    ) {
+        // Check the sender before spending a checksum on its packet.
+        if !self.nets.iter().any(|n| n.peers.get(src).is_some()) {
+            self.gre_drop_from(now, src, DropReason::UnknownPeer);
+            return;
+        }
+        let (key, frame) = match tunnel::open_gre(gre_bytes) {
+            Ok(x) => x,
+            Err(why) => return self.gre_drop_from(now, src, why),
+        };
+        let Ok(k) = self.by_key.binary_search_by_key(&key, |e| e.0) else {
+            return self.gre_drop_from(now, src, DropReason::WrongKey);
+        };
+        let net = self.by_key[k].1;
+        let Some(port) = self.nets[usize::from(net)].peers.get(src) else {
+            // A peer of another network, using this network's key.
+            self.counters[usize::from(net)].dropped(DropReason::UnknownPeer);
+            return;
+        };
+        self.tunnel_frame(now, net, port, frame, runs, out);
+    }
+
+    /// One inner frame from tunnel `port` of network `net`: a hello, a BPDU, or data to
+    /// forward.
     #[inline]
     fn tunnel_frame<'a, S: Sink<'a>>(
         &mut self,
         now: Millis,
+        net: NetId,
         port: PortId,
         frame: &'a [u8],
         runs: &mut TapRuns<'a>,
         out: &mut S,
     ) {
-        if self.switch.keepalive_rx(now, port, frame) {
+        let i = usize::from(net);
+        let sw = &mut self.nets[i].switch;
+        if sw.keepalive_rx(now, port, frame) {
             return;
         }
-        if self.switch.stp().is_some() && bpdu::is_bpdu(frame) {
-            self.stp_rx(now, port, frame);
+        if sw.stp().is_some() && bpdu::is_bpdu(frame) {
+            self.stp_rx(now, net, port, frame);
             return;
         }
-        let v = self.switch.handle(now, port, frame);
-        self.publish(v.sync);
-        let to_tap =
-            matches!(v.action, Action::Forward(p) if self.switch.port(p) == Some(PortKind::Local));
+        let v = sw.handle(now, port, frame);
+        let to_tap = matches!(v.action, Action::Forward(p) if sw.port(p) == Some(PortKind::Local));
+        if let Some(u) = v.sync {
+            self.sync_out.push((net, u));
+        }
+        let view = net_view(&self.nets, &self.counters, &self.global, net);
         if to_tap {
-            if self.egress.coalesce(&self.switch, frame, runs, out) {
+            if self.egress.coalesce(view, frame, runs, out) {
                 return;
             }
         } else {
             // Anything else keeps its place after the frames received before it.
-            self.egress.write_runs(&self.switch, runs, out);
+            self.egress.write_runs(&self.counters, runs, out);
         }
-        self.egress
-            .output(&self.switch, port, v.action, frame, None, out);
+        let view = net_view(&self.nets, &self.counters, &self.global, net);
+        self.egress.output(view, port, v.action, frame, None, out);
     }
 
-    /// A BPDU arrived on tunnel `port`: run the tree and queue what it answers.
-    fn stp_rx(&mut self, now: Millis, port: PortId, frame: &[u8]) {
-        let Some(sh) = self.switch.stp().cloned() else {
+    /// A BPDU arrived on tunnel `port` of network `net`: run the tree and queue what it
+    /// answers.
+    fn stp_rx(&mut self, now: Millis, net: NetId, port: PortId, frame: &[u8]) {
+        let i = usize::from(net);
+        let Some(sh) = self.nets[i].switch.stp().cloned() else {
             return;
         };
-        self.counters.event(Event::BpduRx);
-        if let Some(c) = self.counters.ports.get(usize::from(port)) {
+        let counters = &self.counters[i];
+        counters.event(Event::BpduRx);
+        if let Some(c) = counters.ports.get(usize::from(port)) {
             c.rx_control.add(1);
         }
-        let (egress, counters) = (&mut self.egress, &self.counters);
+        let egress = &mut self.egress;
         let ok = sh.with(|s| {
             let ok = s.receive(now, port, frame);
-            s.drain(|p, f| queue_control(egress, counters, p, f));
+            s.drain(|p, f| queue_control(egress, counters, net, p, f));
             ok
         });
         if !ok {
-            self.counters.dropped(DropReason::BadBpdu);
+            counters.dropped(DropReason::BadBpdu);
         }
-        self.switch.stp_sync();
+        self.nets[i].switch.stp_sync();
     }
 
     fn gre_drop(&mut self, now: Millis, packet: &[u8], why: DropReason) {
-        self.counters.dropped(why);
+        let src = ipv4::Packet::new_checked(packet).map(|p| p.src()).ok();
+        self.log_drop(now, src, why);
+    }
+
+    fn gre_drop_from(&mut self, now: Millis, src: Ipv4Addr, why: DropReason) {
+        self.log_drop(now, Some(src), why);
+    }
+
+    fn log_drop(&mut self, now: Millis, src: Option<Ipv4Addr>, why: DropReason) {
+        self.global.dropped(why);
         if log::log_enabled!(log::Level::Debug) {
             if let Some(k) = self.drop_log.allow(now) {
-                let src = ipv4::Packet::new_checked(packet)
-                    .map_or_else(|_| "?".to_string(), |p| p.src().to_string());
                 log::debug!(
-                    "worker {}: dropped a GRE packet from {src}: {}{}",
+                    "worker {}: dropped a GRE packet from {}: {}{}",
                     self.id,
+                    src.map_or_else(|| "?".to_string(), |a| a.to_string()),
                     why.name(),
                     LogLimiter::suffix(k)
                 );
@@ -407,27 +590,25 @@ impl Core {
         }
     }
 
-    #[inline]
-    fn publish(&mut self, u: Option<SyncUpdate>) {
-        if let Some(u) = u {
-            self.sync_out.push(u);
+    /// A learning update from another worker, for network `net`.
+    pub fn handle_sync(&mut self, net: NetId, u: SyncUpdate) {
+        if let Some(n) = self.nets.get_mut(usize::from(net)) {
+            n.switch.apply_sync(u);
         }
     }
 
-    /// A learning update from another worker.
-    pub fn handle_sync(&mut self, u: SyncUpdate) {
-        self.switch.apply_sync(u);
-    }
-
-    /// The kernel's path MTU toward tunnel `port`, as asked by
+    /// The kernel's path MTU toward tunnel `port` of network `net`, as asked by
     /// [`Core::poll_path_mtu_query`].
-    pub fn handle_path_mtu(&mut self, port: PortId, mtu: u32) {
-        let Some(PortKind::Tunnel(addr)) = self.switch.port(port) else {
+    pub fn handle_path_mtu(&mut self, net: NetId, port: PortId, mtu: u32) {
+        let Some(n) = self.nets.get_mut(usize::from(net)) else {
             return;
         };
-        if let Some(old) = self.switch.set_path_mtu(port, mtu) {
-            let mtu = self.switch.path_mtu(port).unwrap_or(mtu);
-            if old != 0 && self.id == 0 {
+        let Some(PortKind::Tunnel(addr)) = n.switch.port(port) else {
+            return;
+        };
+        if let Some(old) = n.switch.set_path_mtu(port, mtu) {
+            let mtu = n.switch.path_mtu(port).unwrap_or(mtu);
+            if old != 0 && self.id == 0 && net == 0 {
                 log::info!("path MTU to peer {addr}: {old} -> {mtu}");
             } else {
                 log::debug!("worker {}: path MTU to peer {addr}: {mtu}", self.id);
@@ -443,7 +624,9 @@ impl Core {
         if !t.counted {
             return;
         }
-        let c = &self.counters;
+        let Some(c) = self.counters.get(usize::from(t.net)) else {
+            return;
+        };
         match (outcome, t.dest) {
             (SendOutcome::Sent, _) => c.tx(t.port, t.len),
             (_, Dest::Tap) => c.dropped(DropReason::TapWriteError),
@@ -453,52 +636,63 @@ impl Core {
         }
     }
 
-    /// Periodic work due at `now`: MAC aging, keepalives, the spanning tree's timers, path
-    /// MTU re-reads, and acting on what the other workers changed in the shared tree. Cheap
+    /// Periodic work due at `now`: MAC aging, keepalives, the spanning trees' timers, path
+    /// MTU re-reads, and acting on what the other workers changed in the shared trees. Cheap
     /// when nothing is due, so it may be called every turn of the event loop.
     pub fn handle_timeout(&mut self, now: Millis) {
-        self.switch.stp_sync();
-        if now >= self.next_aging {
-            self.switch.handle_timeout(now);
+        let aging = now >= self.next_aging;
+        if aging {
             self.next_aging = now + AGING_MS;
         }
-        if self.egress.pmtu.due(now) {
+        let refresh = self.egress.pmtu.due(now);
+        if refresh {
             self.egress.pmtu.refreshed(now);
             self.pmtu_queries.clear();
-            for id in 0..switch::MAX_PORTS {
-                if let Some(PortKind::Tunnel(a)) = self.switch.port(id as PortId) {
-                    self.pmtu_queries.push((id as PortId, a));
+        }
+        for (i, n) in self.nets.iter_mut().enumerate() {
+            let net = i as NetId;
+            n.switch.stp_sync();
+            if aging {
+                n.switch.handle_timeout(now);
+            }
+            if refresh {
+                for id in 0..switch::MAX_PORTS {
+                    if let Some(PortKind::Tunnel(a)) = n.switch.port(id as PortId) {
+                        self.pmtu_queries.push((net, id as PortId, a));
+                    }
                 }
             }
-        }
-        if self.switch.liveness_due().is_some_and(|d| now >= d) {
-            let (egress, counters) = (&mut self.egress, &self.counters);
-            self.switch
-                .liveness_tick(now, |p, f| queue_control(egress, counters, p, f));
-            // A peer declared down may have changed the tree: send its news now.
-            self.next_stp = self.next_stp.min(now);
-        }
-        if self.stp_leader && now >= self.next_stp {
-            if let Some(sh) = self.switch.stp().cloned() {
-                let (egress, counters) = (&mut self.egress, &self.counters);
-                sh.with(|s| {
-                    s.tick(now);
-                    s.drain(|p, f| queue_control(egress, counters, p, f));
-                });
-                self.switch.stp_sync();
+            if n.switch.liveness_due().is_some_and(|d| now >= d) {
+                let (egress, counters) = (&mut self.egress, &n.counters);
+                n.switch
+                    .liveness_tick(now, |p, f| queue_control(egress, counters, net, p, f));
+                // A peer declared down may have changed the tree: send its news now.
+                n.next_stp = n.next_stp.min(now);
             }
-            self.next_stp = now + STP_TICK_MS;
+            if n.stp_leader && now >= n.next_stp {
+                if let Some(sh) = n.switch.stp().cloned() {
+                    let (egress, counters) = (&mut self.egress, &n.counters);
+                    sh.with(|s| {
+                        s.tick(now);
+                        s.drain(|p, f| queue_control(egress, counters, net, p, f));
+                    });
+                    n.switch.stp_sync();
+                }
+                n.next_stp = now + STP_TICK_MS;
+            }
         }
     }
 
     /// When [`Core::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Millis {
         let mut t = self.next_aging.min(self.egress.pmtu.deadline());
-        if let Some(d) = self.switch.liveness_due() {
-            t = t.min(d);
-        }
-        if self.stp_leader {
-            t = t.min(self.next_stp);
+        for n in &self.nets {
+            if let Some(d) = n.switch.liveness_due() {
+                t = t.min(d);
+            }
+            if n.stp_leader {
+                t = t.min(n.next_stp);
+            }
         }
         t
     }
@@ -509,21 +703,29 @@ impl Core {
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         loop {
             let q = self.egress.outbox.pop(buf)?;
-            if self.switch.port(q.port).is_none() {
+            let Some(n) = self.nets.get(usize::from(q.net)) else {
                 continue;
-            }
+            };
+            let to = match n.switch.port(q.port) {
+                None => continue,
+                Some(PortKind::Local) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                Some(PortKind::Tunnel(a)) => SocketAddrV4::new(a, n.gre.udp_port.unwrap_or(0)),
+            };
+            let view = net_view(&self.nets, &self.counters, &self.global, q.net);
             return Some(Transmit {
+                net: q.net,
                 port: q.port,
                 dest: q.dest,
-                gre: self.egress.control_repr(q.port),
+                to,
+                gre: view.repr(q.port),
                 len: q.len,
                 counted: q.counted,
             });
         }
     }
 
-    /// The next learning update to hand to every other worker.
-    pub fn poll_sync(&mut self) -> Option<SyncUpdate> {
+    /// The next learning update to hand to every other worker, with its network.
+    pub fn poll_sync(&mut self) -> Option<(NetId, SyncUpdate)> {
         let u = self.sync_out.get(self.sync_next).copied();
         match u {
             Some(_) => self.sync_next += 1,
@@ -535,25 +737,47 @@ impl Core {
         u
     }
 
-    /// True once after the loop guard blocked a tunnel. The stations the local bridge (e.g.
-    /// `docker0`) learned on the TAP are then reached another way, around the loop; until
-    /// the bridge forgets them it keeps sending their frames into the TAP, where the blocked
-    /// tunnel drops them. So the edge flushes the bridge's entries for the TAP.
-    pub fn poll_bridge_flush(&mut self) -> bool {
-        std::mem::take(&mut self.bridge_flush)
-    }
-
     /// The next tunnel whose path MTU the edge should read from the kernel and hand back with
     /// [`Core::handle_path_mtu`].
-    pub fn poll_path_mtu_query(&mut self) -> Option<(PortId, Ipv4Addr)> {
+    pub fn poll_path_mtu_query(&mut self) -> Option<(NetId, PortId, Ipv4Addr)> {
         self.pmtu_queries.pop()
+    }
+
+    /// A network whose loop guard blocked a tunnel since the last call. The stations its
+    /// local bridge (e.g. `docker0`) learned on the TAP are then reached another way, around
+    /// the loop; until the bridge forgets them it keeps sending their frames into the TAP,
+    /// where the blocked tunnel drops them. So the edge flushes the bridge's entries for that
+    /// network's TAP.
+    pub fn poll_bridge_flush(&mut self) -> Option<NetId> {
+        let i = self.nets.iter().position(|n| n.bridge_flush)?;
+        self.nets[i].bridge_flush = false;
+        Some(i as NetId)
     }
 }
 
-/// Queues a control frame (hello or BPDU) for tunnel `p`, counting BPDUs sent and frames the
-/// outbox had no room for.
-fn queue_control(egress: &mut Egress, counters: &Counters, p: PortId, f: &[u8]) {
+/// Network `net`'s side of a send (borrowing only what the egress does not own).
+fn net_view<'s>(
+    nets: &'s [Net],
+    counters: &'s [Arc<Counters>],
+    global: &'s Counters,
+    net: NetId,
+) -> NetView<'s> {
+    let n = &nets[usize::from(net)];
+    NetView {
+        id: net,
+        sw: &n.switch,
+        gre: &n.gre,
+        seq: &n.seq,
+        all: counters,
+        global,
+    }
+}
+
+/// Queues a control frame (hello or BPDU) for tunnel `p` of network `net`, counting BPDUs sent
+/// and frames the outbox had no room for.
+fn queue_control(egress: &mut Egress, counters: &Counters, net: NetId, p: PortId, f: &[u8]) {
     if !egress.outbox.push(
+        net,
         p,
         Dest::Tunnel {
             fragmentable: false,

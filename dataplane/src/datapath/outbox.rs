@@ -2,6 +2,7 @@
 //! discovery — waiting for the I/O edge to take them with `Core::poll_transmit`. They are
 //! few (a handful per second, or one per oversize frame), so they are copied.
 
+use crate::switch::NetId;
 use crate::switch::PortId;
 
 /// Where a queued frame goes.
@@ -19,7 +20,9 @@ pub enum Dest {
 /// One queued frame, as [`Outbox::pop`] returns it (its bytes are in the caller's buffer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Queued {
-    /// The port.
+    /// The network.
+    pub net: NetId,
+    /// The port within it.
     pub port: PortId,
     /// Where it goes.
     pub dest: Dest,
@@ -47,7 +50,14 @@ pub struct Outbox {
 impl Outbox {
     /// Queues a copy of `frame`; false (nothing queued) when the outbox is full or the frame
     /// longer than [`MAX_FRAME`].
-    pub fn push(&mut self, port: PortId, dest: Dest, counted: bool, frame: &[u8]) -> bool {
+    pub fn push(
+        &mut self,
+        net: NetId,
+        port: PortId,
+        dest: Dest,
+        counted: bool,
+        frame: &[u8],
+    ) -> bool {
         if frame.len() > MAX_FRAME {
             return false;
         }
@@ -60,6 +70,7 @@ impl Outbox {
             return false;
         }
         let q = Queued {
+            net,
             port,
             dest,
             counted,
@@ -101,8 +112,9 @@ mod tests {
         let mut o = Outbox::default();
         let mut buf = [0u8; 16];
         for round in 0..3u8 {
-            assert!(o.push(1, Dest::Tap, true, &[round, 1]));
+            assert!(o.push(0, 1, Dest::Tap, true, &[round, 1]));
             assert!(o.push(
+                0,
                 2,
                 Dest::Tunnel { fragmentable: true },
                 false,
@@ -129,15 +141,15 @@ mod tests {
         let big = vec![0u8; MAX_FRAME];
         let fit = LIMIT / MAX_FRAME;
         for _ in 0..fit {
-            assert!(o.push(1, Dest::Tap, false, &big));
+            assert!(o.push(0, 1, Dest::Tap, false, &big));
         }
-        assert!(!o.push(1, Dest::Tap, false, &big));
-        assert!(!o.push(1, Dest::Tap, false, &vec![0u8; MAX_FRAME + 1]));
+        assert!(!o.push(0, 1, Dest::Tap, false, &big));
+        assert!(!o.push(0, 1, Dest::Tap, false, &vec![0u8; MAX_FRAME + 1]));
         let mut buf = vec![0u8; MAX_FRAME];
         assert!(o.pop(&mut buf).is_some());
         // Space comes back once everything queued has been taken.
-        assert!(!o.push(1, Dest::Tap, false, &big));
+        assert!(!o.push(0, 1, Dest::Tap, false, &big));
         while o.pop(&mut buf).is_some() {}
-        assert!(o.push(1, Dest::Tap, false, &big));
+        assert!(o.push(0, 1, Dest::Tap, false, &big));
     }
 }

@@ -6,14 +6,27 @@
 //! the sink keeps it until [`Sink::flush_tunnels`]. So whatever buffers the edge uses, the
 //! borrow checker proves they outlive the send.
 
+use crate::switch::NetId;
 use crate::switch::PortId;
 use crate::wire::gre;
+use std::net::SocketAddrV4;
+
+/// Outer IPv4 + UDP header bytes of a GRE-in-UDP datagram: a run of datagrams fits a path
+/// when each datagram plus this fits its MTU.
+pub const OUTER_IP_UDP: usize = 28;
 
 /// One message for a tunnel, as the core decided it.
 #[derive(Clone, Copy, Debug)]
 pub struct TunnelMsg<'h> {
-    /// The tunnel port (the edge maps it to the peer's address).
+    /// The network it belongs to (comes back with the outcome).
+    pub net: NetId,
+    /// The tunnel port within that network (comes back with the outcome).
     pub port: PortId,
+    /// Where the peer listens (its underlay address, and the GRE-in-UDP port).
+    pub dest: SocketAddrV4,
+    /// The path MTU toward the peer, if known: a GSO run of datagrams must fit it whole
+    /// (the kernel cannot fragment one).
+    pub path_mtu: Option<u32>,
     /// The GRE header to put first.
     pub gre: gre::Repr,
     /// Bytes that go between the GRE header and the payload (a segment's own Ethernet, IP
@@ -70,16 +83,17 @@ pub trait Sink<'a> {
     /// No tunnel message is waiting.
     fn tunnel_empty(&self) -> bool;
 
-    /// Sends every queued tunnel message; calls `done(port, inner length, outcome)` once per
-    /// message. Runs of equal-sized GRE-in-UDP datagrams may leave as one GSO message if
-    /// `fits(port, datagram length)` says they fit the path.
-    fn flush_tunnels(
-        &mut self,
-        fits: impl Fn(PortId, usize) -> bool,
-        done: impl FnMut(PortId, usize, SendOutcome),
-    ) -> Flushed;
+    /// Sends every queued tunnel message; calls `done(net, port, inner length, outcome)` once
+    /// per message. Runs of equal-sized GRE-in-UDP datagrams to one peer may leave as one GSO
+    /// message where each datagram plus [`OUTER_IP_UDP`] fits the message's `path_mtu`.
+    fn flush_tunnels(&mut self, done: impl FnMut(NetId, PortId, usize, SendOutcome)) -> Flushed;
 
-    /// Writes one frame to the TAP now, made of `head` (the virtio-net header, if the TAP has
-    /// one, and any rebuilt headers) followed by `payloads`.
-    fn write_tap(&mut self, head: &[u8], payloads: &[&[u8]]) -> Result<(), TapWriteError>;
+    /// Writes one frame to network `net`'s TAP now, made of `head` (the virtio-net header, if
+    /// the TAP has one, and any rebuilt headers) followed by `payloads`.
+    fn write_tap(
+        &mut self,
+        net: NetId,
+        head: &[u8],
+        payloads: &[&[u8]],
+    ) -> Result<(), TapWriteError>;
 }

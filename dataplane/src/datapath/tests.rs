@@ -60,10 +60,15 @@ fn cip(h: usize) -> Ipv4Addr {
 
 /// What a sink was given: tunnel messages (port, outer DF off, GRE bytes) and TAP frames.
 #[derive(Default)]
+#[allow(clippy::type_complexity)]
 struct MemSink {
-    queued: Vec<(PortId, bool, Vec<u8>, usize)>,
+    queued: Vec<(NetId, PortId, bool, Vec<u8>, usize, Option<u32>)>,
     sent: Vec<(PortId, bool, Vec<u8>)>,
+    /// The network of each `sent` message.
+    sent_net: Vec<NetId>,
     tap: Vec<Vec<u8>>,
+    /// The network (TAP) of each `tap` frame.
+    tap_net: Vec<NetId>,
     /// Room before the core must flush.
     cap: usize,
     /// What every send fares (default: sent).
@@ -89,7 +94,8 @@ impl<'a> Sink<'a> for MemSink {
         g.extend_from_slice(msg.headers);
         g.extend_from_slice(payload);
         let inner = msg.headers.len() + payload.len();
-        self.queued.push((msg.port, msg.fragmentable, g, inner));
+        self.queued
+            .push((msg.net, msg.port, msg.fragmentable, g, inner, msg.path_mtu));
     }
 
     fn tunnel_full(&self) -> bool {
@@ -102,28 +108,34 @@ impl<'a> Sink<'a> for MemSink {
 
     fn flush_tunnels(
         &mut self,
-        fits: impl Fn(PortId, usize) -> bool,
-        mut done: impl FnMut(PortId, usize, SendOutcome),
+        mut done: impl FnMut(NetId, PortId, usize, SendOutcome),
     ) -> Flushed {
-        for (port, frag, bytes, inner) in self.queued.drain(..) {
-            if !fits(port, bytes.len()) {
+        for (net, port, frag, bytes, inner, mtu) in self.queued.drain(..) {
+            if mtu.is_some_and(|m| bytes.len() + OUTER_IP_UDP > m as usize) {
                 self.unfit.push(bytes.len());
             }
             let r = self.outcome.unwrap_or(SendOutcome::Sent);
-            done(port, inner, r);
+            done(net, port, inner, r);
             if r == SendOutcome::Sent {
                 self.sent.push((port, frag, bytes));
+                self.sent_net.push(net);
             }
         }
         Flushed::default()
     }
 
-    fn write_tap(&mut self, head: &[u8], payloads: &[&[u8]]) -> Result<(), TapWriteError> {
+    fn write_tap(
+        &mut self,
+        net: NetId,
+        head: &[u8],
+        payloads: &[&[u8]],
+    ) -> Result<(), TapWriteError> {
         let mut f = head.to_vec();
         for p in payloads {
             f.extend_from_slice(p);
         }
         self.tap.push(f);
+        self.tap_net.push(net);
         Ok(())
     }
 }
@@ -145,15 +157,17 @@ struct Net {
 fn config(h: usize, udp: bool, f: &dyn Fn(&mut Config)) -> Config {
     let mut c = Config {
         id: 0,
-        switch: switch::Config::default(),
         gre: GreOptions {
             udp_port: udp.then_some(tunnel::GRE_IN_UDP_PORT),
-            key: Some(42),
             ..Default::default()
         },
         df: true,
         vnet: false,
         udp_coalesce: false,
+        nets: vec![NetConfig {
+            key: Some(42),
+            switch: switch::Config::default(),
+        }],
     };
     let _ = h;
     f(&mut c);
@@ -167,12 +181,12 @@ impl Net {
         #[allow(clippy::needless_range_loop)]
         for h in 0..n {
             let c = config(h, udp, f);
-            let stp = c
+            let stp = c.nets[0]
                 .switch
                 .stp
                 .map(|s| Arc::new(stp::Shared::new(s, mac(h, 0xfe))));
-            let shared = Shared::new(stp.clone());
-            let mut core = Core::new(c, &shared, Arc::new(Counters::default()));
+            let shared = Shared::new(vec![stp.clone()]);
+            let mut core = Core::new(c, &shared, vec![Arc::default()], Arc::default());
             let mut next: PortId = 1;
             for &(a, b) in links {
                 let k = if a == h {
@@ -186,7 +200,7 @@ impl Net {
                 if let Some(s) = &stp {
                     s.with(|t| t.add_port(next));
                 }
-                core.set_port(next, Some(PortKind::Tunnel(host(k))));
+                core.set_port(0, next, Some(PortKind::Tunnel(host(k))));
                 next += 1;
             }
             cores.push(core);
@@ -243,7 +257,7 @@ impl Net {
     fn tap_reads(&mut self, h: usize, frame: &[u8]) {
         let mut f = frame.to_vec();
         let mut out = MemSink::new();
-        self.cores[h].handle_tap_frames(self.now, [&mut f[..]], &mut out);
+        self.cores[h].handle_tap_frames(self.now, 0, [&mut f[..]], &mut out);
         self.tap[h].append(&mut out.tap);
         self.deliver(h, out.sent);
         self.pump();
@@ -279,12 +293,15 @@ impl Net {
         }
     }
 
+    /// Drops of host `h`, its network's and the switch-wide ones.
     fn drops(&self, h: usize, why: DropReason) -> u64 {
-        self.cores[h].counters().drops[why as usize].get()
+        let c = &self.cores[h];
+        c.counters(0).drops[why as usize].get() + c.global_counters().drops[why as usize].get()
     }
 
     fn events(&self, h: usize, what: Event) -> u64 {
-        self.cores[h].counters().events[what as usize].get()
+        let c = &self.cores[h];
+        c.counters(0).events[what as usize].get() + c.global_counters().events[what as usize].get()
     }
 }
 
@@ -313,11 +330,11 @@ fn two_cores_learn_flood_and_forward_over_either_encapsulation() {
         net.tap_reads(0, &uni);
         assert_eq!(net.tap[1].len(), 2);
         assert_eq!(net.tap[1][1], uni);
-        let c = net.cores[0].counters();
+        let c = net.cores[0].counters(0);
         assert_eq!(c.ports[1].tx_packets.get(), 2);
         assert_eq!(c.ports[1].rx_packets.get(), 1);
         assert_eq!(c.events[Event::Flood as usize].get(), 1);
-        let fdb = net.cores[0].fdb_dump(net.now);
+        let fdb = net.cores[0].fdb_dump(0, net.now);
         assert!(fdb
             .entries
             .iter()
@@ -390,8 +407,8 @@ fn frames_from_strangers_and_with_the_wrong_key_are_dropped_and_counted() {
 #[test]
 fn a_bpdu_from_the_tap_is_an_edge_bpdu_with_stp() {
     let mut net = Net::new(2, &[(0, 1)], true, &|c| {
-        c.switch.stp = Some(Default::default());
-        c.switch.split_horizon = false;
+        c.nets[0].switch.stp = Some(Default::default());
+        c.nets[0].switch.split_horizon = false;
     });
     let bpdu = eth([0x01, 0x80, 0xc2, 0, 0, 0], mac(0, 9), 0x0026, &[0x42; 46]);
     net.tap_reads(0, &bpdu);
@@ -437,13 +454,13 @@ fn a_tcp_super_frame_is_cut_to_fit_the_path_and_coalesced_back_at_the_far_end() 
         .concat(),
     );
     // The path to b is 1400: inner frames may be 1400 - 20 (IPv4) - 8 (UDP) - 8 (GRE + key).
-    net.cores[0].handle_path_mtu(1, 1400);
+    net.cores[0].handle_path_mtu(0, 1, 1400);
     let max_inner = 1400 - 20 - 8 - 8;
     let payload: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut sf = super_frame(0, 1, &payload, 1448);
     let mut out = MemSink::new();
     out.cap = 128;
-    net.cores[0].handle_tap_frames(0, [&mut sf[..]], &mut out);
+    net.cores[0].handle_tap_frames(0, 0, [&mut sf[..]], &mut out);
     assert!(
         out.unfit.is_empty(),
         "segments that do not fit: {:?}",
@@ -459,7 +476,7 @@ fn a_tcp_super_frame_is_cut_to_fit_the_path_and_coalesced_back_at_the_far_end() 
         );
     }
     // Every segment counts as one frame sent; rx counts the segments too.
-    let c = net.cores[0].counters();
+    let c = net.cores[0].counters(0);
     assert_eq!(c.ports[1].tx_packets.get(), out.sent.len() as u64);
     assert_eq!(
         c.ports[0].rx_packets.get(),
@@ -482,13 +499,13 @@ fn a_tcp_super_frame_is_cut_to_fit_the_path_and_coalesced_back_at_the_far_end() 
 fn an_oversize_df_frame_is_answered_with_icmp_and_others_are_sent_fragmentable() {
     let mut net = Net::new(2, &[(0, 1)], true, &|_| {});
     net.tap_reads(1, &udp_frame(1, mac(0, 1), cip(0), 64, true));
-    net.cores[0].handle_path_mtu(1, 1400);
+    net.cores[0].handle_path_mtu(0, 1, 1400);
     // 1462-byte frame with DF: ICMP frag-needed back out of the TAP, nothing into the tunnel.
     let big_df = udp_frame(0, mac(1, 1), cip(1), 1428, true);
     assert_eq!(big_df.len(), 1462);
     let mut f = big_df.clone();
     let mut out = MemSink::new();
-    net.cores[0].handle_tap_frames(0, [&mut f[..]], &mut out);
+    net.cores[0].handle_tap_frames(0, 0, [&mut f[..]], &mut out);
     assert!(out.sent.is_empty());
     let mut buf = vec![0u8; outbox::MAX_FRAME];
     let t = net.cores[0].poll_transmit(&mut buf).expect("an ICMP error");
@@ -509,7 +526,7 @@ fn an_oversize_df_frame_is_answered_with_icmp_and_others_are_sent_fragmentable()
     let mut f = udp_frame(0, mac(1, 1), cip(1), 1428, false);
     let mut big_bcast = udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 1428, false);
     let mut out = MemSink::new();
-    net.cores[0].handle_tap_frames(0, [&mut f[..], &mut big_bcast[..]], &mut out);
+    net.cores[0].handle_tap_frames(0, 0, [&mut f[..], &mut big_bcast[..]], &mut out);
     assert_eq!(out.sent.len(), 1);
     assert!(out.sent[0].1, "sent fragmentable");
     assert_eq!(net.events(0, Event::Fragmented), 1);
@@ -521,29 +538,29 @@ fn path_mtus_are_read_at_start_every_5_s_and_soon_after_a_refusal() {
     let mut net = Net::new(2, &[(0, 1)], true, &|_| {});
     let core = &mut net.cores[0];
     core.handle_timeout(0);
-    assert_eq!(core.poll_path_mtu_query(), Some((1, host(1))));
+    assert_eq!(core.poll_path_mtu_query(), Some((0, 1, host(1))));
     assert_eq!(core.poll_path_mtu_query(), None);
-    core.handle_path_mtu(1, 1500);
+    core.handle_path_mtu(0, 1, 1500);
     assert_eq!(core.poll_timeout(), timers::AGING_MS, "aging comes first");
     core.handle_timeout(1_000);
     assert_eq!(core.poll_path_mtu_query(), None, "not due yet");
     core.handle_timeout(5_000);
-    assert_eq!(core.poll_path_mtu_query(), Some((1, host(1))));
+    assert_eq!(core.poll_path_mtu_query(), Some((0, 1, host(1))));
     // A send refused as too big brings the next read to 20 ms after the last one.
     let mut f = udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 64, false);
     let mut out = MemSink::new();
     out.outcome = Some(SendOutcome::TooBig);
-    core.handle_tap_frames(5_001, [&mut f[..]], &mut out);
-    assert_eq!(core.counters().drops[DropReason::TooBig as usize].get(), 1);
+    core.handle_tap_frames(5_001, 0, [&mut f[..]], &mut out);
+    assert_eq!(core.counters(0).drops[DropReason::TooBig as usize].get(), 1);
     assert_eq!(core.poll_timeout(), 5_000 + timers::PMTU_RETRY_MS);
     core.handle_timeout(5_020);
-    assert_eq!(core.poll_path_mtu_query(), Some((1, host(1))));
+    assert_eq!(core.poll_path_mtu_query(), Some((0, 1, host(1))));
     // A smaller path is believed (never below 576) and counted as a change.
-    core.handle_path_mtu(1, 1400);
-    core.handle_path_mtu(1, 100);
-    assert_eq!(core.switch().path_mtu(1), Some(576));
+    core.handle_path_mtu(0, 1, 1400);
+    core.handle_path_mtu(0, 1, 100);
+    assert_eq!(core.switch(0).path_mtu(1), Some(576));
     assert_eq!(
-        core.counters().events[Event::PathMtuChange as usize].get(),
+        core.counters(0).events[Event::PathMtuChange as usize].get(),
         2
     );
 }
@@ -551,7 +568,7 @@ fn path_mtus_are_read_at_start_every_5_s_and_soon_after_a_refusal() {
 #[test]
 fn keepalives_bring_peers_up_and_silence_takes_one_down_with_its_macs() {
     let mut net = Net::new(2, &[(0, 1)], true, &|c| {
-        c.switch.liveness = liveness::Config {
+        c.nets[0].switch.liveness = liveness::Config {
             interval_ms: 100,
             multiplier: 3,
         };
@@ -559,30 +576,30 @@ fn keepalives_bring_peers_up_and_silence_takes_one_down_with_its_macs() {
     net.run_until(250, 10);
     for h in 0..2 {
         assert_eq!(
-            net.cores[h].switch().liveness().state(1),
+            net.cores[h].switch(0).liveness().state(1),
             PeerState::Up,
             "host {h}"
         );
     }
     // a learns b's container behind the tunnel.
     net.tap_reads(1, &udp_frame(1, [0xff; 6], Ipv4Addr::BROADCAST, 64, false));
-    assert_eq!(net.cores[0].switch().fdb().len(), 1);
+    assert_eq!(net.cores[0].switch(0).fdb().len(), 1);
     // b goes silent: a declares it down within 3 intervals (+ one check period) and forgets
     // the MACs it learned through it.
     net.cut[1][0] = true;
     let silent_from = net.now;
-    while net.cores[0].switch().liveness().state(1) == PeerState::Up {
+    while net.cores[0].switch(0).liveness().state(1) == PeerState::Up {
         assert!(net.now < silent_from + 1_000, "never declared down");
         net.run_until(net.now + 5, 5);
     }
     let took = net.now - silent_from;
     assert!((300..=400).contains(&took), "declared down after {took} ms");
     assert_eq!(net.events(0, Event::PeerDown), 1);
-    assert_eq!(net.cores[0].switch().fdb().len(), 0);
+    assert_eq!(net.cores[0].switch(0).fdb().len(), 0);
     // b speaks again: up at its next hello.
     net.cut[1][0] = false;
     net.run_until(net.now + 150, 10);
-    assert_eq!(net.cores[0].switch().liveness().state(1), PeerState::Up);
+    assert_eq!(net.cores[0].switch(0).liveness().state(1), PeerState::Up);
     assert_eq!(net.events(0, Event::PeerUp), 2);
 }
 
@@ -591,7 +608,7 @@ fn forwarding_ends(net: &Net) -> usize {
     net.cores
         .iter()
         .map(|c| {
-            let st = c.switch().stp().unwrap().with(|s| s.status());
+            let st = c.switch(0).stp().unwrap().with(|s| s.status());
             st.ports
                 .iter()
                 .filter(|p| p.state == stp::State::Forwarding)
@@ -603,8 +620,8 @@ fn forwarding_ends(net: &Net) -> usize {
 #[test]
 fn three_cores_in_a_ring_block_one_tunnel_end_and_route_around_a_cut() {
     let mut net = Net::new(3, &[(0, 1), (1, 2), (0, 2)], true, &|c| {
-        c.switch.stp = Some(Default::default());
-        c.switch.split_horizon = false;
+        c.nets[0].switch.stp = Some(Default::default());
+        c.nets[0].switch.split_horizon = false;
     });
     net.run_until(3_000, 100);
     assert_eq!(
@@ -635,10 +652,10 @@ fn three_cores_in_a_ring_block_one_tunnel_end_and_route_around_a_cut() {
 fn learning_updates_are_polled_once_each() {
     let mut net = Net::new(2, &[(0, 1)], true, &|_| {});
     net.tap_reads(0, &udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 64, false));
-    let u = net.cores[0]
+    let (n, u) = net.cores[0]
         .poll_sync()
         .expect("a new station is announced");
-    assert_eq!((u.port, u.key.mac()), (0, MacAddr(mac(0, 1))));
+    assert_eq!((n, u.port, u.key.mac()), (0, 0, MacAddr(mac(0, 1))));
     assert_eq!(net.cores[0].poll_sync(), None);
     // Another worker's update is applied.
     let other = SyncUpdate {
@@ -646,20 +663,20 @@ fn learning_updates_are_polled_once_each() {
         port: 1,
         seen: 0,
     };
-    net.cores[0].handle_sync(other);
-    assert_eq!(net.cores[0].switch().fdb().len(), 2);
+    net.cores[0].handle_sync(0, other);
+    assert_eq!(net.cores[0].switch(0).fdb().len(), 2);
 }
 
 #[test]
 fn a_removed_port_takes_its_queued_frames_and_peer_with_it() {
     let mut net = Net::new(2, &[(0, 1)], true, &|c| {
-        c.switch.liveness = liveness::Config {
+        c.nets[0].switch.liveness = liveness::Config {
             interval_ms: 100,
             multiplier: 3,
         };
     });
     net.cores[0].handle_timeout(0);
-    net.cores[0].set_port(1, None);
+    net.cores[0].set_port(0, 1, None);
     let mut buf = vec![0u8; outbox::MAX_FRAME];
     assert_eq!(
         net.cores[0].poll_transmit(&mut buf),
@@ -686,7 +703,7 @@ fn a_removed_port_takes_its_queued_frames_and_peer_with_it() {
 
 #[test]
 fn a_loop_the_guard_blocks_asks_the_edge_to_flush_the_bridge_once() {
-    let mut net = Net::new(2, &[(0, 1)], true, &|c| c.switch.loop_guard = true);
+    let mut net = Net::new(2, &[(0, 1)], true, &|c| c.nets[0].switch.loop_guard = true);
     let looping = udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 64, false);
     let from_tunnel = [&[0x20u8, 0, 0x65, 0x58, 0, 0, 0, 42][..], &looping].concat();
     let core = &mut net.cores[0];
@@ -694,7 +711,7 @@ fn a_loop_the_guard_blocks_asks_the_edge_to_flush_the_bridge_once() {
     for t in 0..switch::loopguard::THRESHOLD as u64 {
         // The same station, seen from the TAP and back from the tunnel: a loop.
         let mut f = looping.clone();
-        core.handle_tap_frames(t * 10, [&mut f[..]], &mut out);
+        core.handle_tap_frames(t * 10, 0, [&mut f[..]], &mut out);
         let d = Datagram {
             source: host(1),
             data: &from_tunnel,
@@ -703,7 +720,123 @@ fn a_loop_the_guard_blocks_asks_the_edge_to_flush_the_bridge_once() {
         };
         core.handle_tunnel_datagrams(t * 10 + 1, [d], &mut out);
     }
-    assert!(core.switch().loop_blocked(1));
-    assert!(core.poll_bridge_flush(), "flush the bridge's TAP entries");
-    assert!(!core.poll_bridge_flush(), "once");
+    assert!(core.switch(0).loop_blocked(1));
+    assert_eq!(
+        core.poll_bridge_flush(),
+        Some(0),
+        "flush the bridge's TAP entries"
+    );
+    assert_eq!(core.poll_bridge_flush(), None, "once");
+}
+
+/// Host `h` with networks blue (key 1, peers `blue`) and red (key 2, peers `red`).
+fn two_network_core(h: usize, blue: &[usize], red: &[usize]) -> Core {
+    let cfg = Config {
+        id: 0,
+        gre: GreOptions {
+            udp_port: Some(tunnel::GRE_IN_UDP_PORT),
+            ..Default::default()
+        },
+        df: true,
+        vnet: false,
+        udp_coalesce: false,
+        nets: [1, 2]
+            .iter()
+            .map(|k| NetConfig {
+                key: Some(*k),
+                switch: switch::Config::default(),
+            })
+            .collect(),
+    };
+    let shared = Shared::new(vec![None, None]);
+    let mut core = Core::new(
+        cfg,
+        &shared,
+        vec![Arc::default(), Arc::default()],
+        Arc::default(),
+    );
+    for (net, peers) in [blue, red].iter().enumerate() {
+        for (i, p) in peers.iter().enumerate() {
+            core.set_port(
+                net as NetId,
+                i as PortId + 1,
+                Some(PortKind::Tunnel(host(*p))),
+            );
+        }
+    }
+    let _ = h;
+    core
+}
+
+fn gre_in_udp(key: u32, frame: &[u8]) -> Vec<u8> {
+    [&[0x20u8, 0, 0x65, 0x58][..], &key.to_be_bytes(), frame].concat()
+}
+
+#[test]
+fn networks_side_by_side_never_see_each_others_frames() {
+    let mut a = two_network_core(0, &[1, 2], &[1]);
+    let mut b = two_network_core(1, &[0], &[0]);
+    // A broadcast on a's blue TAP reaches b's blue TAP, and red not at all.
+    let bcast = udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 80, false);
+    let mut f = bcast.clone();
+    let mut out = MemSink::new();
+    a.handle_tap_frames(0, 0, [&mut f[..]], &mut out);
+    assert_eq!(out.sent.len(), 2, "to blue's two peers");
+    assert!(out.sent_net.iter().all(|n| *n == 0));
+    let to_b: Vec<&Vec<u8>> = out.sent.iter().filter(|m| m.0 == 1).map(|m| &m.2).collect();
+    assert_eq!(
+        &to_b[0][..4],
+        &[0x20, 0, 0x65, 0x58],
+        "a GRE header with a key"
+    );
+    assert_eq!(&to_b[0][4..8], &1u32.to_be_bytes(), "blue's key");
+    let mut got = MemSink::new();
+    let d = Datagram {
+        source: host(0),
+        data: to_b[0],
+        segment_size: None,
+        truncated: false,
+    };
+    b.handle_tunnel_datagrams(0, [d], &mut got);
+    assert_eq!(got.tap, vec![bcast.clone()]);
+    assert_eq!(got.tap_net, vec![0], "blue's TAP");
+    assert_eq!(b.switch(0).fdb().len(), 1);
+    assert_eq!(b.switch(1).fdb().len(), 0, "red learned nothing");
+    assert_eq!(b.counters(1).ports[0].tx_packets.get(), 0);
+
+    // The same station on red is another station: each network has its own table.
+    let mut f = bcast.clone();
+    let mut out = MemSink::new();
+    a.handle_tap_frames(0, 1, [&mut f[..]], &mut out);
+    assert_eq!(out.sent.len(), 1, "red has one peer");
+    assert_eq!(&out.sent[0].2[4..8], &2u32.to_be_bytes(), "red's key");
+    assert_eq!(a.switch(0).fdb().len(), 1);
+    assert_eq!(a.switch(1).fdb().len(), 1);
+
+    // A key no network has is dropped and counted switch-wide; so is a sender that is no
+    // network's peer. A blue-only peer (host 2) using red's key is no peer of red.
+    let unknown_key = gre_in_udp(7, &bcast);
+    let from_red = gre_in_udp(2, &bcast);
+    let mut out = MemSink::new();
+    fn dg(src: usize, data: &[u8]) -> Datagram<'_> {
+        Datagram {
+            source: host(src),
+            data,
+            segment_size: None,
+            truncated: false,
+        }
+    }
+    a.handle_tunnel_datagrams(
+        0,
+        [dg(1, &unknown_key), dg(9, &from_red), dg(2, &from_red)],
+        &mut out,
+    );
+    assert!(out.tap.is_empty(), "nothing delivered: {:?}", out.tap_net);
+    let g = a.global_counters();
+    assert_eq!(g.drops[DropReason::WrongKey as usize].get(), 1);
+    assert_eq!(g.drops[DropReason::UnknownPeer as usize].get(), 1);
+    assert_eq!(
+        a.counters(1).drops[DropReason::UnknownPeer as usize].get(),
+        1
+    );
 }

@@ -12,7 +12,7 @@ pub use sys::netdev;
 pub mod watch;
 pub mod worker;
 
-use crate::datapath::{self, Core, FdbDump};
+use crate::datapath::{self, Core, FdbDump, NetId};
 use crate::switch::tunnel::GreOptions;
 use crate::switch::{self, Counters, Millis, PortId, PortKind};
 use crossbeam_channel::Sender;
@@ -27,29 +27,41 @@ use worker::WorkerCommand;
 /// Everything needed to bring the data path up (already validated by [`crate::config`]).
 #[derive(Clone, Debug)]
 pub struct DataplaneConfig {
+    /// Underlay source address.
+    pub local: Ipv4Addr,
+    /// GRE options every network shares (encapsulation, checksums, sequence numbers); each
+    /// network has its own key.
+    pub gre: GreOptions,
+    /// Outer IPv4 options.
+    pub outer: OuterOptions,
+    /// Worker threads.
+    pub workers: usize,
+    /// Ask the kernel for TCP super-frames and partial checksums on the TAPs (segmented and
+    /// coalesced in userspace, see [`crate::offload`]).
+    pub offload: bool,
+    /// Plain GRE through packet rings on the underlay device (`--packet-rings`).
+    pub rings: ring::RingMode,
+    /// The overlay networks this switch serves, at least one, with distinct keys and TAPs.
+    pub networks: Vec<NetworkConfig>,
+}
+
+/// One overlay network of a switch: its own layer-2 segment.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// Its name (empty for the unnamed network of a switch given peers by hand).
+    pub name: String,
     /// TAP name (may hold a `%d` template).
     pub tap: String,
     /// Bridge to attach the TAP to.
     pub bridge: Option<String>,
     /// TAP MTU.
     pub mtu: u32,
-    /// Underlay source address.
-    pub local: Ipv4Addr,
+    /// Its GRE key (`None` and 0 are the same network).
+    pub key: Option<u32>,
     /// Peer underlay addresses; peer `i` is port `i + 1`.
     pub peers: Vec<Ipv4Addr>,
-    /// GRE options.
-    pub gre: GreOptions,
-    /// Outer IPv4 options.
-    pub outer: OuterOptions,
-    /// Worker threads.
-    pub workers: usize,
     /// Switch core settings.
     pub core: switch::Config,
-    /// Ask the kernel for TCP super-frames and partial checksums on the TAP (segmented and
-    /// coalesced in userspace, see [`crate::offload`]).
-    pub offload: bool,
-    /// Plain GRE through packet rings on the underlay device (`--packet-rings`).
-    pub rings: ring::RingMode,
 }
 
 /// Errors bringing the data path up.
@@ -67,20 +79,29 @@ pub enum StartError {
     /// Too many peers.
     #[error("{0} peers configured; at most {max} are supported", max = switch::MAX_PORTS - 1)]
     TooManyPeers(usize),
+    /// No network, or more than a switch can tell apart.
+    #[error("{0} networks configured: give 1 to {max}", max = MAX_NETWORKS)]
+    Networks(usize),
     /// Thread or poll setup.
     #[error("starting worker threads: {0}")]
     Thread(std::io::Error),
 }
 
+/// Most networks one switch serves.
+pub const MAX_NETWORKS: usize = 64;
+
 /// A running data path. Dropping it stops the workers ([`Dataplane::stop`]).
 pub struct Dataplane {
-    /// The TAP's actual name.
+    /// The first network's TAP's actual name.
     pub tap: String,
     /// Whether TAP offloads took effect.
     pub offload: bool,
-    /// Handle for run-time changes and queries (shared with the control socket).
+    /// The first network's handle for run-time changes and queries.
     pub control: Arc<DataplaneControl>,
+    /// Every network's handle, by [`NetId`].
+    pub networks: Vec<Arc<DataplaneControl>>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
+    wakers: Vec<Arc<mio::Waker>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -101,11 +122,21 @@ pub enum ControlError {
     Timeout,
 }
 
-/// The control plane's view of a running data path: ports, counters, and channels to the
-/// workers. Requests reach workers between bursts; the forwarding path never waits for it.
+/// The control plane's view of one network of a running data path: ports, counters, and
+/// channels to the workers. Requests reach workers between bursts; the forwarding path never
+/// waits for it.
 pub struct DataplaneControl {
-    /// Each worker's counters (sum them for totals).
+    /// Which network.
+    pub net: NetId,
+    /// Its name (empty for the unnamed network of a switch given peers by hand).
+    pub name: String,
+    /// Its TAP's actual name.
+    pub tap: String,
+    /// Each worker's counters of this network (sum them for totals).
     pub counters: Vec<Arc<Counters>>,
+    /// Each worker's switch-wide counters: what belongs to no one network (the same in every
+    /// network's handle).
+    pub global: Vec<Arc<Counters>>,
     ports: Mutex<Vec<Option<PortKind>>>,
     cmds: Vec<Sender<WorkerCommand>>,
     wakers: Vec<Arc<mio::Waker>>,
@@ -169,6 +200,7 @@ impl DataplaneControl {
             stp.with(|s| s.add_port(id));
         }
         self.broadcast(|| WorkerCommand::SetPort {
+            net: self.net,
             id,
             kind: Some(kind),
         });
@@ -188,7 +220,11 @@ impl DataplaneControl {
             let now = self.epoch.elapsed().as_millis() as Millis;
             stp.with(|s| s.remove_port(now, id));
         }
-        self.broadcast(|| WorkerCommand::SetPort { id, kind: None });
+        self.broadcast(|| WorkerCommand::SetPort {
+            net: self.net,
+            id,
+            kind: None,
+        });
         Ok(id)
     }
 
@@ -197,6 +233,7 @@ impl DataplaneControl {
     pub fn flush_fdb(&self, port: Option<PortId>) -> Result<usize, ControlError> {
         let (tx, rx) = crossbeam_channel::bounded(self.cmds.len());
         self.broadcast(|| WorkerCommand::FlushFdb {
+            net: self.net,
             port,
             reply: tx.clone(),
         });
@@ -214,7 +251,10 @@ impl DataplaneControl {
     /// age of each entry in ms.
     pub fn fdb(&self) -> Result<Vec<(switch::FdbKey, PortId, u64)>, ControlError> {
         let (tx, rx) = crossbeam_channel::bounded::<FdbDump>(self.cmds.len());
-        self.broadcast(|| WorkerCommand::DumpFdb { reply: tx.clone() });
+        self.broadcast(|| WorkerCommand::DumpFdb {
+            net: self.net,
+            reply: tx.clone(),
+        });
         let mut merged = std::collections::BTreeMap::new();
         for _ in 0..self.cmds.len() {
             let d = rx
@@ -239,7 +279,10 @@ impl DataplaneControl {
     /// [`switch::arp_watch::merge`]), with the clock they are relative to (the latest worker's).
     pub fn conflicts(&self) -> Result<(Vec<switch::arp_watch::Conflict>, Millis), ControlError> {
         let (tx, rx) = crossbeam_channel::bounded(self.cmds.len());
-        self.broadcast(|| WorkerCommand::DumpConflicts { reply: tx.clone() });
+        self.broadcast(|| WorkerCommand::DumpConflicts {
+            net: self.net,
+            reply: tx.clone(),
+        });
         let mut dumps = Vec::with_capacity(self.cmds.len());
         for _ in 0..self.cmds.len() {
             dumps.push(
@@ -253,47 +296,85 @@ impl DataplaneControl {
 }
 
 impl Dataplane {
-    /// Creates the TAP (with one queue per worker), configures it, opens the sockets and
-    /// starts the workers. On error everything made so far is released (the TAP goes away
-    /// with its last queue).
+    /// Creates each network's TAP (with one queue per worker), configures it, opens the
+    /// sockets and starts the workers. On error everything made so far is released (a TAP
+    /// goes away with its last queue).
     pub fn start(cfg: &DataplaneConfig) -> Result<Dataplane, StartError> {
-        if cfg.peers.len() >= switch::MAX_PORTS {
-            return Err(StartError::TooManyPeers(cfg.peers.len()));
+        let k = cfg.networks.len();
+        if k == 0 || k > MAX_NETWORKS {
+            return Err(StartError::Networks(k));
+        }
+        if let Some(nc) = cfg
+            .networks
+            .iter()
+            .find(|n| n.peers.len() >= switch::MAX_PORTS)
+        {
+            return Err(StartError::TooManyPeers(nc.peers.len()));
         }
         let n = cfg.workers.max(1);
-        let (name, queues, offloads) = tap::create(&cfg.tap, n, cfg.offload)?;
+        let mut names = Vec::with_capacity(k);
+        // queues[worker][network]
+        let mut queues: Vec<Vec<tap::TapQueue>> = (0..n).map(|_| Vec::with_capacity(k)).collect();
+        let mut offloads = tap::Offloads {
+            on: cfg.offload,
+            udp_gso_write: true,
+        };
+        for nc in &cfg.networks {
+            let (name, qs, got) = tap::create(&nc.tap, n, cfg.offload)?;
+            offloads.on &= got.on;
+            offloads.udp_gso_write &= got.udp_gso_write;
+            if got.on && !got.udp_gso_write {
+                log::info!("TAP {name}: this kernel takes no UDP GSO frames (Linux < 6.2); UDP datagrams go to it one by one");
+            }
+            netdev::set_mtu(&name, nc.mtu)?;
+            if let Some(br) = &nc.bridge {
+                netdev::bridge_add(br, &name)?;
+            }
+            netdev::set_up(&name)?;
+            for (w, q) in qs.into_iter().enumerate() {
+                queues[w].push(q);
+            }
+            names.push(name);
+        }
+        if !offloads.on && cfg.offload {
+            // Offloads are all or nothing across the TAPs (one virtio-net header setting per
+            // worker); a TAP that refused them makes every TAP run without.
+            return Err(StartError::Tap(tap::TapError::MixedOffloads));
+        }
         let vnet = offloads.on;
-        if vnet && !offloads.udp_gso_write {
-            log::info!("TAP {name}: this kernel takes no UDP GSO frames (Linux < 6.2); UDP datagrams go to it one by one");
-        }
-        netdev::set_mtu(&name, cfg.mtu)?;
-        if let Some(br) = &cfg.bridge {
-            netdev::bridge_add(br, &name)?;
-        }
-        netdev::set_up(&name)?;
 
-        let mut ports = vec![PortKind::Local];
-        ports.extend(cfg.peers.iter().map(|p| PortKind::Tunnel(*p)));
+        let ports: Vec<Vec<PortKind>> = cfg
+            .networks
+            .iter()
+            .map(|nc| {
+                std::iter::once(PortKind::Local)
+                    .chain(nc.peers.iter().map(|p| PortKind::Tunnel(*p)))
+                    .collect()
+            })
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let chans: Vec<_> = (0..n)
             .map(|_| crossbeam_channel::bounded(worker::SYNC_QUEUE))
             .collect();
-        let stp = match cfg.core.stp {
-            Some(c) => {
-                // The bridge id needs a MAC of this switch's own: the TAP's.
-                let mac = netdev::hwaddr(&name)?;
-                let sh = Arc::new(switch::stp::Shared::new(c, mac));
-                sh.with(|s| {
-                    for id in 1..ports.len() {
-                        s.add_port(id as PortId);
-                    }
-                });
-                Some(sh)
-            }
-            None => None,
-        };
-        let shared = datapath::Shared::new(stp.clone());
+        let mut stps = Vec::with_capacity(k);
+        for (i, nc) in cfg.networks.iter().enumerate() {
+            stps.push(match nc.core.stp {
+                Some(c) => {
+                    // The bridge id needs a MAC of this switch's own: the TAP's.
+                    let mac = netdev::hwaddr(&names[i])?;
+                    let sh = Arc::new(switch::stp::Shared::new(c, mac));
+                    sh.with(|s| {
+                        for id in 1..ports[i].len() {
+                            s.add_port(id as PortId);
+                        }
+                    });
+                    Some(sh)
+                }
+                None => None,
+            });
+        }
+        let shared = datapath::Shared::new(stps);
         let ring_dev = ring_device(cfg);
         let mut rx_rings = match &ring_dev {
             Some(dev) if cfg.rings.rx => open_rx_rings(cfg, dev, n),
@@ -303,8 +384,10 @@ impl Dataplane {
         let mut workers = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         let mut cmds = Vec::with_capacity(n);
-        let mut counters = Vec::with_capacity(n);
-        for (id, q) in queues.into_iter().enumerate() {
+        // counters[network][worker]
+        let mut counters: Vec<Vec<Arc<Counters>>> = (0..k).map(|_| Vec::with_capacity(n)).collect();
+        let mut global = Vec::with_capacity(n);
+        for (id, qs) in queues.into_iter().enumerate() {
             let share = (n > 1).then_some((n as u32, id as u32));
             let socks = Sockets::open(cfg.local, cfg.outer, share, cfg.gre.udp_port)?;
             if socks.is_udp() {
@@ -313,25 +396,32 @@ impl Dataplane {
                     socks.source_ports()
                 );
             }
-            let c = Arc::new(Counters::default());
+            let per_net: Vec<Arc<Counters>> = (0..k).map(|_| Arc::default()).collect();
+            let g: Arc<Counters> = Arc::default();
             let mut core = Core::new(
                 datapath::Config {
                     id,
-                    switch: cfg.core.clone(),
                     gre: cfg.gre,
                     df: cfg.outer.df,
                     vnet,
                     udp_coalesce: offloads.udp_gso_write,
+                    nets: cfg
+                        .networks
+                        .iter()
+                        .map(|nc| datapath::NetConfig {
+                            key: nc.key,
+                            switch: nc.core.clone(),
+                        })
+                        .collect(),
                 },
                 &shared,
-                c.clone(),
+                per_net.clone(),
+                g.clone(),
             );
-            let mut dest = worker::no_destinations();
-            for (pid, k) in ports.iter().enumerate().skip(1) {
-                if let PortKind::Tunnel(addr) = k {
-                    dest[pid] = gre_socket::dest(*addr, &cfg.gre);
+            for (net, ps) in ports.iter().enumerate() {
+                for (pid, kind) in ps.iter().enumerate().skip(1) {
+                    core.set_port(net as NetId, pid as PortId, Some(*kind));
                 }
-                core.set_port(pid as PortId, Some(*k));
             }
             let ring_rx = rx_rings.next();
             if let (Some(r), Some(dev)) = (&ring_rx, &ring_dev) {
@@ -339,7 +429,7 @@ impl Dataplane {
             }
             let ring_tx = match &ring_dev {
                 Some(dev) if cfg.rings.tx => {
-                    ring::RingTx::open(dev, cfg.local, cfg.outer, c.clone(), id)
+                    ring::RingTx::open(dev, cfg.local, cfg.outer, g.clone(), id)
                         .map_err(|e| {
                             log::warn!("worker {id}: {e}; sending through the raw GRE socket")
                         })
@@ -364,13 +454,11 @@ impl Dataplane {
             cmds.push(cmd_tx);
             workers.push(worker::Worker {
                 id,
-                tap: q,
-                tap_name: name.clone(),
+                taps: qs,
+                tap_names: names.clone(),
                 vnet,
                 socks,
                 core,
-                gre: cfg.gre,
-                dest,
                 cmd_rx,
                 sync_rx: chans[id].1.clone(),
                 sync_tx: (0..n)
@@ -384,32 +472,64 @@ impl Dataplane {
                 ring_rx,
             });
             wakers.push(waker);
-            counters.push(c);
+            for (net, c) in per_net.into_iter().enumerate() {
+                counters[net].push(c);
+            }
+            global.push(g);
         }
         let mut threads = Vec::with_capacity(n);
         for w in workers {
-            let t = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("dnet-worker-{}", w.id))
-                .spawn(move || w.run())
-                .map_err(StartError::Thread)?;
-            threads.push(t);
+                .spawn(move || w.run());
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Stop the workers already running before reporting.
+                    stop.store(true, Ordering::Relaxed);
+                    for w in &wakers {
+                        let _ = w.wake();
+                    }
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(StartError::Thread(e));
+                }
+            }
         }
+        let networks: Vec<Arc<DataplaneControl>> = cfg
+            .networks
+            .iter()
+            .zip(ports)
+            .zip(counters)
+            .zip(shared.nets.iter())
+            .enumerate()
+            .map(|(i, (((nc, ports), counters), sh))| {
+                Arc::new(DataplaneControl {
+                    net: i as NetId,
+                    name: nc.name.clone(),
+                    tap: names[i].clone(),
+                    counters,
+                    global: global.clone(),
+                    ports: Mutex::new(ports.into_iter().map(Some).collect()),
+                    cmds: cmds.clone(),
+                    wakers: wakers.clone(),
+                    liveness: sh.liveness.clone(),
+                    loop_guard: sh.loop_guard.clone(),
+                    keepalive: nc.core.liveness.interval_ms > 0,
+                    keepalive_ms: nc.core.liveness.interval_ms,
+                    stp: sh.stp.clone(),
+                    epoch,
+                })
+            })
+            .collect();
         Ok(Dataplane {
-            tap: name,
+            tap: names[0].clone(),
             offload: vnet,
-            control: Arc::new(DataplaneControl {
-                counters,
-                ports: Mutex::new(ports.into_iter().map(Some).collect()),
-                cmds,
-                wakers,
-                liveness: shared.liveness.clone(),
-                loop_guard: shared.loop_guard.clone(),
-                keepalive: cfg.core.liveness.interval_ms > 0,
-                keepalive_ms: cfg.core.liveness.interval_ms,
-                stp,
-                epoch,
-            }),
+            control: networks[0].clone(),
+            networks,
             threads,
+            wakers,
             stop,
         })
     }
@@ -423,7 +543,7 @@ impl Dataplane {
     /// nothing the second time.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for w in &self.control.wakers {
+        for w in &self.wakers {
             let _ = w.wake();
         }
         for (i, t) in self.threads.drain(..).enumerate() {
@@ -436,13 +556,20 @@ impl Dataplane {
     }
 }
 
-/// The device the packet rings use, if `--packet-rings` asks for any and plain GRE is on;
-/// `None` (logged) where rings cannot work, so plain GRE goes through the raw sockets.
+/// The device the packet rings use, if `--packet-rings` asks for any and plain GRE is on:
+/// the one the route to the first configured peer leaves by. `None` (logged) where rings
+/// cannot work, or no peer is known at start, so plain GRE goes through the raw sockets.
 fn ring_device(cfg: &DataplaneConfig) -> Option<nexthop::Link> {
     if !cfg.rings.any() || cfg.gre.udp_port.is_some() {
         return None;
     }
-    let peer = *cfg.peers.first()?;
+    let Some(peer) = cfg.networks.iter().find_map(|n| n.peers.first().copied()) else {
+        log::info!(
+            "no peer at start: plain GRE goes through the raw GRE sockets (the packet rings \
+             bind to the device toward the first peer)"
+        );
+        return None;
+    };
     match ring::underlay_device(peer) {
         Ok(d) => Some(d),
         Err(e) => {

@@ -1,8 +1,9 @@
 //! Where a GRE packet to a peer leaves, for the packet ring that bypasses the kernel's IP
 //! output: the route's device, gateway and path MTU, and the gateway's Ethernet address, read
 //! from the kernel's route and neighbour tables over rtnetlink. [`NextHops`] caches them per
-//! tunnel port and reads them again every [`REFRESH_MS`], so a new neighbour, a changed route
-//! or a path MTU learned from ICMP is picked up within a second.
+//! peer address (every network's tunnels to one host share it) and reads them again every
+//! [`REFRESH_MS`], so a new neighbour, a changed route or a path MTU learned from ICMP is
+//! picked up within a second.
 //!
 //! # Crate choice
 //!
@@ -10,7 +11,7 @@
 //! rust-netlink project) build and parse the messages over a plain blocking socket: a worker
 //! thread asks a couple of questions a second and needs no async runtime.
 
-use crate::switch::{Millis, PortId};
+use crate::switch::Millis;
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::link::{LinkAttribute, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -278,12 +279,12 @@ pub enum Unresolved {
     Lookup(i32),
 }
 
-/// Next hops per tunnel port through one device, refreshed every [`REFRESH_MS`].
+/// Next hops per peer through one device, refreshed every [`REFRESH_MS`].
 pub struct NextHops {
     rtnl: Rtnl,
     dev: Link,
-    /// Per port: the peer it was resolved for, and the outcome.
-    hops: Vec<Option<(Ipv4Addr, Result<NextHop, Unresolved>)>>,
+    /// Per peer (sorted by address, as a binary search wants): the outcome.
+    hops: Vec<(u32, Result<NextHop, Unresolved>)>,
     next_refresh: Millis,
 }
 
@@ -293,7 +294,7 @@ impl NextHops {
         NextHops {
             rtnl,
             dev,
-            hops: vec![None; crate::switch::MAX_PORTS],
+            hops: Vec::new(),
             next_refresh: 0,
         }
     }
@@ -308,29 +309,27 @@ impl NextHops {
         self.next_refresh
     }
 
-    /// Read everything again at the next [`NextHops::refresh`] (a port was added or moved).
+    /// Read everything again at the next [`NextHops::refresh`] (a peer was added or moved).
     pub fn invalidate(&mut self) {
         self.next_refresh = 0;
     }
 
-    /// The next hop of tunnel `port`, whose peer is `peer`; `None` until resolved through this
-    /// device.
+    /// The next hop toward `peer`; `None` until resolved through this device.
     #[inline]
-    pub fn get(&mut self, port: PortId, peer: Ipv4Addr) -> Option<&mut NextHop> {
-        match self.hops.get_mut(usize::from(port))? {
-            Some((p, Ok(h))) if *p == peer => Some(h),
-            _ => None,
-        }
+    pub fn get(&mut self, peer: Ipv4Addr) -> Option<&mut NextHop> {
+        let a = u32::from(peer);
+        let i = self.hops.binary_search_by_key(&a, |e| e.0).ok()?;
+        self.hops[i].1.as_mut().ok()
     }
 
-    /// Reads every peer's route and neighbour again if due at `now`; `peers` maps ports to
-    /// peers (unspecified where there is none). Calls `changed(port, peer, outcome)` when a
-    /// port's outcome differs from before.
+    /// Reads the route and neighbour of every peer in `peers` (sorted, no repeats) again if
+    /// due at `now`, and forgets the others. Calls `changed(peer, outcome)` when a peer's
+    /// outcome differs from before.
     pub fn refresh(
         &mut self,
         now: Millis,
-        peers: impl Iterator<Item = (PortId, Ipv4Addr)>,
-        mut changed: impl FnMut(PortId, Ipv4Addr, &Result<NextHop, Unresolved>),
+        peers: &[Ipv4Addr],
+        mut changed: impl FnMut(Ipv4Addr, &Result<NextHop, Unresolved>),
     ) {
         if now < self.next_refresh {
             return;
@@ -340,33 +339,23 @@ impl NextHops {
         if let Ok(Some(l)) = self.rtnl.link(self.dev.index) {
             self.dev = l;
         }
-        let mut seen = vec![false; self.hops.len()];
-        for (port, peer) in peers {
-            let i = usize::from(port);
-            if i >= self.hops.len() || peer.is_unspecified() {
-                continue;
-            }
-            seen[i] = true;
+        let mut hops = Vec::with_capacity(peers.len());
+        for &peer in peers.iter().filter(|p| !p.is_unspecified()) {
+            let a = u32::from(peer);
             let r = self.resolve(peer);
             retry |= r == Err(Unresolved::NoNeighbour);
-            let before = self.hops[i].as_ref();
-            let same = before.is_some_and(|(p, b)| {
-                *p == peer
-                    && match (b, &r) {
-                        (Ok(x), Ok(y)) => x.mac == y.mac && x.mtu == y.mtu,
-                        (x, y) => x == y,
-                    }
-            });
-            if !same {
-                changed(port, peer, &r);
+            let before = self
+                .hops
+                .binary_search_by_key(&a, |e| e.0)
+                .ok()
+                .map(|i| &self.hops[i].1);
+            if !before.is_some_and(|b| same_outcome(b, &r)) {
+                changed(peer, &r);
             }
-            self.hops[i] = Some((peer, r));
+            hops.push((a, r));
         }
-        for (h, s) in self.hops.iter_mut().zip(seen) {
-            if !s {
-                *h = None;
-            }
-        }
+        debug_assert!(hops.windows(2).all(|w| w[0].0 < w[1].0), "peers sorted");
+        self.hops = hops;
         if retry {
             self.next_refresh = now + RETRY_MS;
         }
@@ -391,6 +380,14 @@ impl NextHops {
             mtu: route.mtu.map_or(dev.mtu, |m| m.min(dev.mtu)),
             confirm: !n.confirmed,
         })
+    }
+}
+
+/// The same next hop for logging's sake: a change of the confirm flag alone is not news.
+fn same_outcome(a: &Result<NextHop, Unresolved>, b: &Result<NextHop, Unresolved>) -> bool {
+    match (a, b) {
+        (Ok(x), Ok(y)) => x.mac == y.mac && x.mtu == y.mtu,
+        (x, y) => x == y,
     }
 }
 

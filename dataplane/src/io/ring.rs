@@ -20,12 +20,12 @@
 use super::gre_socket::{self, OuterOptions};
 use super::nexthop::{Link, NextHops, Rtnl, Unresolved};
 use super::sys::mmsg;
-use super::sys::packet::{Fanout, RxRing, Split, TxRing};
-use crate::datapath::{Datagram, SendOutcome, TunnelMsg};
-use crate::switch::{Counters, DropReason, Event, Millis, PortId};
+use super::sys::packet::{Fanout, RxPacket, RxRing, Split, TxRing};
+use crate::datapath::{Core, Datagram, NetId, SendOutcome, TunnelMsg};
+use crate::switch::{Counters, DropReason, Event, Millis, PortId, PortKind, MAX_PORTS};
 use crate::wire::{ethernet, ipv4};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
@@ -118,15 +118,19 @@ pub struct RingTx {
     local: Ipv4Addr,
     outer: OuterOptions,
     ident: u16,
-    /// (port, inner length) of each frame committed since the last flush, in order.
-    tags: Vec<(PortId, u32)>,
+    /// (network, port, inner length) of each frame committed since the last flush, in order.
+    tags: Vec<(NetId, PortId, u32)>,
+    /// Every network's tunnel peers, sorted, deduplicated (rebuilt when a port changes).
+    peers: Vec<Ipv4Addr>,
+    peers_stale: bool,
     counters: Arc<Counters>,
     worker: usize,
 }
 
 impl RingTx {
     /// A TX ring on `dev` for worker `worker`, sending from `local` with `outer`'s TTL, TOS
-    /// and DF; fallbacks are counted in `counters`.
+    /// and DF; fallbacks are counted in `counters` (the switch-wide ones: a next hop serves
+    /// every network's tunnels to that peer).
     pub fn open(
         dev: &Link,
         local: Ipv4Addr,
@@ -149,20 +153,23 @@ impl RingTx {
                 .wrapping_mul(251)
                 .wrapping_add(worker as u16),
             tags: Vec::with_capacity(TX_SLOTS),
+            peers: Vec::new(),
+            peers_stale: true,
             counters,
             worker,
         })
     }
 
-    /// Reads the next hops again when due, logging what changed.
-    pub fn maintain(&mut self, now: Millis, dest: &[SocketAddrV4]) {
+    /// Reads the next hops of `core`'s tunnel peers again when due, logging what changed.
+    pub fn maintain(&mut self, now: Millis, core: &Core) {
+        if now < self.hops.deadline() {
+            return;
+        }
+        if std::mem::take(&mut self.peers_stale) {
+            self.peers = tunnel_peers(core);
+        }
         let (worker, dev) = (self.worker, self.hops.device().name.clone());
-        let peers = dest
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| !d.ip().is_unspecified())
-            .map(|(i, d)| (i as PortId, *d.ip()));
-        self.hops.refresh(now, peers, |_, peer, r| {
+        self.hops.refresh(now, &self.peers, |peer, r| {
             let level = if worker == 0 {
                 log::Level::Info
             } else {
@@ -194,8 +201,10 @@ impl RingTx {
         });
     }
 
-    /// Read the next hops again at the next [`RingTx::maintain`] (a tunnel was added).
+    /// Read the peers and their next hops again at the next [`RingTx::maintain`] (a tunnel
+    /// was added or removed).
     pub fn invalidate(&mut self) {
+        self.peers_stale = true;
         self.hops.invalidate();
     }
 
@@ -211,15 +220,16 @@ impl RingTx {
         self.tags.is_empty()
     }
 
-    /// Writes one tunnel message (GRE header, `msg.headers`, `payload`) to peer `peer` into
-    /// the ring. Returns false if it must go through the raw socket instead: counted as
+    /// Writes one tunnel message (GRE header, `msg.headers`, `payload`) to its peer into the
+    /// ring. Returns false if it must go through the raw socket instead: counted as
     /// `ring_fallback`, unless it is larger than the path (the raw socket fragments or
     /// refuses it, as always).
     #[inline]
-    pub fn push(&mut self, msg: &TunnelMsg<'_>, payload: &[u8], peer: Ipv4Addr) -> bool {
+    pub fn push(&mut self, msg: &TunnelMsg<'_>, payload: &[u8]) -> bool {
+        let peer = *msg.dest.ip();
         let ip_len =
             ipv4::MIN_HEADER_LEN + msg.gre.header_len() + msg.headers.len() + payload.len();
-        let Some(hop) = self.hops.get(msg.port, peer) else {
+        let Some(hop) = self.hops.get(peer) else {
             self.counters.event(Event::RingFallback);
             return false;
         };
@@ -254,25 +264,28 @@ impl RingTx {
         let hl = write_headers(slot, &dst_mac, &self.hops.device().mac, &ip, msg, payload);
         slot[hl..hl + payload.len()].copy_from_slice(payload);
         self.ring.commit(hl + payload.len());
-        self.tags
-            .push((msg.port, (msg.headers.len() + payload.len()) as u32));
+        self.tags.push((
+            msg.net,
+            msg.port,
+            (msg.headers.len() + payload.len()) as u32,
+        ));
         true
     }
 
     /// Sends every frame written since the last flush with one system call; calls
-    /// `done(port, inner length, outcome)` for each, in order.
-    pub fn flush(&mut self, mut done: impl FnMut(PortId, usize, SendOutcome)) {
+    /// `done(network, port, inner length, outcome)` for each, in order.
+    pub fn flush(&mut self, mut done: impl FnMut(NetId, PortId, usize, SendOutcome)) {
         if self.tags.is_empty() {
             return;
         }
         let s = self.ring.send();
-        for (i, (port, len)) in self.tags.drain(..).enumerate() {
+        for (i, (net, port, len)) in self.tags.drain(..).enumerate() {
             let o = if i < s.sent {
                 SendOutcome::Sent
             } else {
                 mmsg::outcome(s.errno.unwrap_or(libc::EAGAIN))
             };
-            done(port, len as usize, o);
+            done(net, port, len as usize, o);
         }
     }
 }
@@ -299,6 +312,23 @@ pub fn write_headers(
     rest[..hl].copy_from_slice(msg.headers);
     msg.gre.emit_parts(gre, &[&rest[..hl], payload]);
     OUTER + gl + hl
+}
+
+/// The underlay addresses of every network's tunnels, sorted and without repeats: one next
+/// hop serves a peer whatever network the frame belongs to.
+fn tunnel_peers(core: &Core) -> Vec<Ipv4Addr> {
+    let mut peers: Vec<Ipv4Addr> = (0..core.nets())
+        .flat_map(|net| {
+            let sw = core.switch(net as NetId);
+            (1..MAX_PORTS).filter_map(move |id| match sw.port(id as PortId) {
+                Some(PortKind::Tunnel(a)) => Some(a),
+                _ => None,
+            })
+        })
+        .collect();
+    peers.sort_unstable();
+    peers.dedup();
+    peers
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -400,16 +430,7 @@ impl RingRx {
             return false;
         }
         let full = batch.len() == RX_BURST;
-        let mut datagrams =
-            batch
-                .packets()
-                .filter_map(|p| match check(p.data, p.wire_len, p.pkttype, local) {
-                    Ok(d) => Some(d),
-                    Err(why) => {
-                        counters.dropped(why);
-                        None
-                    }
-                });
+        let mut datagrams = batch.packets().filter_map(|p| admit(p, local, counters));
         f(&mut datagrams);
         full
     }
@@ -417,6 +438,18 @@ impl RingRx {
     /// Packets the kernel could not copy in for want of room, since the last call.
     pub fn take_drops(&self) -> u32 {
         self.ring.take_drops().unwrap_or(0)
+    }
+}
+
+/// The datagram in a packet from the ring, or `None` with the drop counted in `counters`.
+#[inline]
+pub fn admit<'a>(p: RxPacket<'a>, local: Ipv4Addr, counters: &Counters) -> Option<Datagram<'a>> {
+    match check(p.data, p.wire_len, p.pkttype, local) {
+        Ok(d) => Some(d),
+        Err(why) => {
+            counters.dropped(why);
+            None
+        }
     }
 }
 
@@ -461,7 +494,10 @@ mod tests {
 
     fn msg<'h>(gre: gre::Repr, headers: &'h [u8], fragmentable: bool) -> TunnelMsg<'h> {
         TunnelMsg {
+            net: 0,
             port: 1,
+            dest: std::net::SocketAddrV4::new(PEER, 0),
+            path_mtu: None,
             gre,
             headers,
             flow: 0,
@@ -657,5 +693,51 @@ mod tests {
         );
         big.truncate(1500);
         assert!(run(&prog, &big, libc::PACKET_HOST) > 0);
+    }
+
+    #[test]
+    fn bad_ring_frames_are_dropped_and_counted_and_good_ones_pass() {
+        use crate::io::sys::packet::{rx_frame, tests::hand_built_rx_frame, RX_V2_NET_OFFSET};
+        let net = RX_V2_NET_OFFSET as u16;
+        let c = Counters::default();
+        let drops = |why: DropReason| c.drops[why as usize].get();
+        let p = good();
+        let len = p.len() as u32;
+        let admit_frame = |f: &[u8]| admit(rx_frame(f), PEER, &c).map(|d| d.data.to_vec());
+
+        let f = hand_built_rx_frame(len, len, net, libc::PACKET_HOST, &p);
+        assert_eq!(admit_frame(&f), Some(p.clone()));
+        assert_eq!(
+            (drops(DropReason::Oversize), drops(DropReason::BadOuterIp)),
+            (0, 0)
+        );
+
+        // Cut short by the ring: longer on the wire than what was copied in.
+        let f = hand_built_rx_frame(len + 1000, len, net, libc::PACKET_HOST, &p);
+        assert_eq!(admit_frame(&f), None);
+        assert_eq!(drops(DropReason::Oversize), 1);
+
+        // A header that points outside the frame: nothing of the packet was copied in.
+        let f = hand_built_rx_frame(len, len, 600, libc::PACKET_HOST, &p);
+        assert_eq!(admit_frame(&f), None);
+        assert_eq!(drops(DropReason::Oversize), 2);
+
+        // A foreign protocol on the device (UDP, checksum fixed), another host's frame, a
+        // packet cut inside its IPv4 header.
+        let mut udp = p.clone();
+        udp[9] = 17;
+        udp[10..12].fill(0);
+        let sum = crate::wire::checksum::checksum(&[&udp[..20]]);
+        udp[10..12].copy_from_slice(&sum.to_be_bytes());
+        let bad = [
+            hand_built_rx_frame(len, len, net, libc::PACKET_HOST, &udp),
+            hand_built_rx_frame(len, len, net, libc::PACKET_OTHERHOST, &p),
+            hand_built_rx_frame(12, 12, net, libc::PACKET_HOST, &p[..12]),
+        ];
+        for (i, f) in bad.iter().enumerate() {
+            assert_eq!(admit_frame(f), None, "frame {i}");
+            assert_eq!(drops(DropReason::BadOuterIp), i as u64 + 1, "frame {i}");
+        }
+        assert_eq!(drops(DropReason::Oversize), 2);
     }
 }

@@ -26,6 +26,10 @@ pub enum TapError {
     /// The name is not usable.
     #[error(transparent)]
     Name(#[from] netdev::NetdevError),
+    /// One TAP took offloads and another did not (they must agree: one virtio-net header
+    /// setting per worker).
+    #[error("one TAP took offloads and another refused them: run with --no-offload")]
+    MixedOffloads,
     /// TUNSETIFF failed.
     #[error("TUNSETIFF for TAP {name} failed")]
     SetIff {

@@ -3,24 +3,24 @@
 //! deadline, reads a burst, hands it to the core together with a [`Sink`] over its send batch
 //! and TAP queue, then sends what the core made and passes on what it asks for.
 
-use super::gre_socket::{self, Sockets};
+use super::gre_socket::Sockets;
 use super::ring::{RingRx, RingTx};
 use super::sys::mmsg::{self, RecvQueue, SendBatch, SendQueue};
 use super::sys::sockopt;
 use super::tap::TapQueue;
 use crate::datapath::{
-    outbox, Core, Datagram, Dest, FdbDump, Flushed, SendOutcome, Sink, TapWriteError, TunnelMsg,
+    outbox, Core, Datagram, Dest, FdbDump, Flushed, NetId, SendOutcome, Sink, TapWriteError,
+    TunnelMsg, OUTER_IP_UDP,
 };
 use crate::offload::{gro, MAX_HEADERS};
 use crate::switch::ratelimit::LogLimiter;
-use crate::switch::tunnel::{self, GreOptions};
+use crate::switch::tunnel;
 use crate::switch::{Event, Millis, PortId, PortKind, SyncUpdate};
 use crate::wire::{gre, vnet};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io::{self, IoSlice};
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,37 +44,46 @@ const _: () = assert!(gre::MAX_HEADER_LEN + MAX_HEADERS <= mmsg::HEADER_ROOM);
 /// An all-zero virtio-net header: nothing for the kernel to do.
 const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
 
-const TAP: Token = Token(0);
-const SOCK: Token = Token(1);
+/// Token of the tunnel socket; TAP queues have tokens 0.. by network.
+const SOCK: Token = Token(usize::MAX - 1);
 /// Token of the packet RX ring (`--packet-rings`).
-const RING: Token = Token(3);
+const RING: Token = Token(usize::MAX - 2);
 /// Token of the waker that interrupts `poll` for shutdown and control requests.
-pub const WAKE: Token = Token(2);
+pub const WAKE: Token = Token(usize::MAX);
 
 /// A request from the control plane to one worker, applied between bursts.
 #[derive(Debug)]
 pub enum WorkerCommand {
-    /// Add (`Some`) or remove (`None`) port `id`.
+    /// Add (`Some`) or remove (`None`) port `id` of network `net`.
     SetPort {
+        /// Network.
+        net: NetId,
         /// Port id.
         id: PortId,
         /// What it is.
         kind: Option<PortKind>,
     },
-    /// Forget the stations learned on `port` (all when `None`); replies with how many.
+    /// Forget the stations network `net` learned on `port` (all when `None`); replies with how
+    /// many.
     FlushFdb {
+        /// Network.
+        net: NetId,
         /// Port, or all.
         port: Option<PortId>,
         /// Where the count goes.
         reply: Sender<usize>,
     },
-    /// A copy of the MAC table and the worker's clock.
+    /// A copy of network `net`'s MAC table and the worker's clock.
     DumpFdb {
+        /// Network.
+        net: NetId,
         /// Where the copy goes.
         reply: Sender<FdbDump>,
     },
-    /// A copy of the ARP watcher's claims and conflicts (duplicate-IP detection).
+    /// A copy of network `net`'s ARP watcher's claims and conflicts (duplicate-IP detection).
     DumpConflicts {
+        /// Network.
+        net: NetId,
         /// Where the copy goes.
         reply: Sender<crate::switch::arp_watch::ArpDump>,
     },
@@ -84,26 +93,22 @@ pub enum WorkerCommand {
 pub struct Worker {
     /// Worker index (for logs).
     pub id: usize,
-    /// Its TAP queue.
-    pub tap: TapQueue,
-    /// The TAP's name.
-    pub tap_name: String,
+    /// Its queue of each network's TAP, by network.
+    pub taps: Vec<TapQueue>,
+    /// Each network's TAP name.
+    pub tap_names: Vec<String>,
     /// The TAP passes virtio-net headers (offloads on).
     pub vnet: bool,
     /// Its sockets.
     pub socks: Sockets,
     /// Its core.
     pub core: Core,
-    /// GRE options (the GRE-in-UDP port peers listen on).
-    pub gre: GreOptions,
-    /// Where each tunnel port's peer is; `MAX_PORTS` long so adding a peer never moves it.
-    pub dest: Box<[SocketAddrV4]>,
     /// Control-plane requests.
     pub cmd_rx: Receiver<WorkerCommand>,
     /// Learning updates from the other workers.
-    pub sync_rx: Receiver<SyncUpdate>,
+    pub sync_rx: Receiver<(NetId, SyncUpdate)>,
     /// Learning updates to the other workers.
-    pub sync_tx: Vec<Sender<SyncUpdate>>,
+    pub sync_tx: Vec<Sender<(NetId, SyncUpdate)>>,
     /// Shared clock origin.
     pub epoch: Instant,
     /// Set to stop.
@@ -123,15 +128,21 @@ pub fn poll_with_waker() -> io::Result<(Poll, Arc<Waker>)> {
     Ok((poll, waker))
 }
 
-/// A `dest` table with no peer yet.
-pub fn no_destinations() -> Box<[SocketAddrV4]> {
-    vec![SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); crate::switch::MAX_PORTS].into_boxed_slice()
+/// What a tunnel message is tagged with in the send batch.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tag {
+    net: NetId,
+    port: PortId,
+    /// Inner frame bytes (counted on success).
+    len: u32,
+    /// Path MTU toward the peer (0: unknown).
+    path_mtu: u32,
 }
 
 struct Buffers {
     tap_rx: Box<[u8]>,
     recv: RecvQueue,
-    send: SendQueue,
+    send: SendQueue<Tag>,
     /// Where [`Core::poll_transmit`] puts the frames the core made.
     transmit: Box<[u8]>,
     /// Keeps logs about failed reads to a few lines a second.
@@ -141,10 +152,9 @@ struct Buffers {
 /// The core's view of this worker's I/O for one burst: tunnel messages go into a send batch
 /// that borrows the burst's frames, TAP frames are written at once.
 struct Out<'a> {
-    batch: SendBatch<'a>,
+    batch: SendBatch<'a, Tag>,
     socks: &'a Sockets,
-    dest: &'a [SocketAddrV4],
-    tap: &'a TapQueue,
+    taps: &'a [TapQueue],
     id: usize,
     ring: Option<&'a mut RingTx>,
 }
@@ -152,18 +162,22 @@ struct Out<'a> {
 impl<'a> Sink<'a> for Out<'a> {
     #[inline]
     fn push_tunnel(&mut self, msg: &TunnelMsg<'_>, payload: &'a [u8]) {
-        let dest = self.dest[usize::from(msg.port)];
         if let Some(r) = self.ring.as_deref_mut() {
-            if r.push(msg, payload, *dest.ip()) {
+            if r.push(msg, payload) {
                 return;
             }
         }
         let fd = self.socks.send_fd(msg.flow, msg.fragmentable);
         let (repr, headers) = (msg.gre, msg.headers);
-        let len = (headers.len() + payload.len()) as u32;
+        let tag = Tag {
+            net: msg.net,
+            port: msg.port,
+            len: (headers.len() + payload.len()) as u32,
+            path_mtu: msg.path_mtu.unwrap_or(0),
+        };
         self.batch.push(
             fd,
-            dest,
+            msg.dest,
             |room| {
                 let gl = repr.header_len();
                 let hl = gl + headers.len();
@@ -173,7 +187,7 @@ impl<'a> Sink<'a> for Out<'a> {
                 hl
             },
             payload,
-            (msg.port, len),
+            tag,
         );
     }
 
@@ -189,22 +203,21 @@ impl<'a> Sink<'a> for Out<'a> {
 
     fn flush_tunnels(
         &mut self,
-        fits: impl Fn(PortId, usize) -> bool,
-        mut done: impl FnMut(PortId, usize, SendOutcome),
+        mut done: impl FnMut(NetId, PortId, usize, SendOutcome),
     ) -> Flushed {
         let mut f = Flushed::default();
         if let Some(r) = self.ring.as_deref_mut() {
             r.flush(&mut done);
         }
+        let mut report = |t: Tag, r| done(t.net, t.port, t.len as usize, r);
         if !self.batch.udp_gso() {
-            self.batch
-                .flush(|(port, len), r| done(port, len as usize, r));
+            self.batch.flush(report);
             return f;
         }
-        let g = self.batch.flush_udp_gso(
-            |(port, _), seg| fits(port, seg),
-            |(port, len), r| done(port, len as usize, r),
-        );
+        // The kernel cannot fragment a GSO datagram: a run must fit its path whole.
+        let fits =
+            |t: Tag, seg: usize| t.path_mtu == 0 || seg + OUTER_IP_UDP <= t.path_mtu as usize;
+        let g = self.batch.flush_udp_gso(fits, &mut report);
         f.gso_messages = g.messages;
         match g.refused {
             None => {}
@@ -225,7 +238,15 @@ impl<'a> Sink<'a> for Out<'a> {
     }
 
     #[inline]
-    fn write_tap(&mut self, head: &[u8], payloads: &[&[u8]]) -> Result<(), TapWriteError> {
+    fn write_tap(
+        &mut self,
+        net: NetId,
+        head: &[u8],
+        payloads: &[&[u8]],
+    ) -> Result<(), TapWriteError> {
+        let Some(tap) = self.taps.get(usize::from(net)) else {
+            return Err(TapWriteError::Failed);
+        };
         let mut iov = [IoSlice::new(&[]); gro::MAX_SEGS + 2];
         let mut n = 0;
         if !head.is_empty() {
@@ -236,7 +257,7 @@ impl<'a> Sink<'a> for Out<'a> {
             iov[n] = IoSlice::new(p);
             n += 1;
         }
-        match self.tap.writev(&iov[..n]) {
+        match tap.writev(&iov[..n]) {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(TapWriteError::Refused),
             Err(_) => Err(TapWriteError::Failed),
@@ -253,11 +274,13 @@ impl Worker {
     /// Runs until `stop` is set. Errors if the event loop fails or the TAP is gone.
     pub fn run(mut self) -> io::Result<()> {
         let reg = self.poll.registry();
-        reg.register(
-            &mut SourceFd(&self.tap.as_raw_fd()),
-            TAP,
-            Interest::READABLE,
-        )?;
+        for (i, tap) in self.taps.iter().enumerate() {
+            reg.register(
+                &mut SourceFd(&tap.as_raw_fd()),
+                Token(i),
+                Interest::READABLE,
+            )?;
+        }
         reg.register(
             &mut SourceFd(&self.socks.recv_fd().as_raw_fd()),
             SOCK,
@@ -277,11 +300,12 @@ impl Worker {
             read_log: LogLimiter::new(5, 10_000),
         };
         // Drain anything that arrived before registration.
-        let (mut tap_ready, mut sock_ready) = (true, true);
+        let mut tap_ready = vec![true; self.taps.len()];
+        let mut sock_ready = true;
         let mut ring_ready = self.ring_rx.is_some();
         log::debug!("worker {} running", self.id);
         loop {
-            let timeout = if tap_ready || sock_ready || ring_ready {
+            let timeout = if sock_ready || ring_ready || tap_ready.iter().any(|r| *r) {
                 Duration::ZERO
             } else {
                 let wait = self.core.poll_timeout().saturating_sub(self.now());
@@ -294,28 +318,34 @@ impl Worker {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    TAP => tap_ready = true,
                     SOCK => sock_ready = true,
                     RING => ring_ready = true,
-                    _ => {}
+                    WAKE => {}
+                    Token(i) => {
+                        if let Some(r) = tap_ready.get_mut(i) {
+                            *r = true;
+                        }
+                    }
                 }
             }
             if self.stop.load(Ordering::Relaxed) {
                 log::debug!("worker {} stopping", self.id);
                 return Ok(());
             }
-            while let Ok(u) = self.sync_rx.try_recv() {
-                self.core.handle_sync(u);
+            while let Ok((net, u)) = self.sync_rx.try_recv() {
+                self.core.handle_sync(net, u);
             }
             let now = self.now();
             while let Ok(c) = self.cmd_rx.try_recv() {
                 self.command(now, c);
             }
             if let Some(r) = &mut self.ring_tx {
-                r.maintain(now, &self.dest);
+                r.maintain(now, &self.core);
             }
-            if tap_ready {
-                tap_ready = self.tap_burst(now, &mut b)?;
+            for (i, ready) in tap_ready.iter_mut().enumerate() {
+                if *ready {
+                    *ready = self.tap_burst(now, i as NetId, &mut b)?;
+                }
             }
             if sock_ready {
                 sock_ready = self.sock_burst(now, &mut b);
@@ -330,25 +360,20 @@ impl Worker {
 
     fn command(&mut self, now: Millis, c: WorkerCommand) {
         match c {
-            WorkerCommand::SetPort { id, kind } => {
-                if let Some(PortKind::Tunnel(addr)) = kind {
-                    if let Some(d) = self.dest.get_mut(usize::from(id)) {
-                        *d = gre_socket::dest(addr, &self.gre);
-                    }
-                }
+            WorkerCommand::SetPort { net, id, kind } => {
+                self.core.set_port(net, id, kind);
                 if let Some(r) = &mut self.ring_tx {
                     r.invalidate();
                 }
-                self.core.set_port(id, kind);
             }
-            WorkerCommand::FlushFdb { port, reply } => {
-                let _ = reply.send(self.core.flush_fdb(port));
+            WorkerCommand::FlushFdb { net, port, reply } => {
+                let _ = reply.send(self.core.flush_fdb(net, port));
             }
-            WorkerCommand::DumpFdb { reply } => {
-                let _ = reply.send(self.core.fdb_dump(now));
+            WorkerCommand::DumpFdb { net, reply } => {
+                let _ = reply.send(self.core.fdb_dump(net, now));
             }
-            WorkerCommand::DumpConflicts { reply } => {
-                let _ = reply.send(self.core.conflicts(now));
+            WorkerCommand::DumpConflicts { net, reply } => {
+                let _ = reply.send(self.core.conflicts(net, now));
             }
         }
     }
@@ -358,16 +383,16 @@ impl Worker {
         self.epoch.elapsed().as_millis() as Millis
     }
 
-    /// Reads up to a burst from the TAP and hands it to the core. Returns whether more may be
-    /// waiting, or the error that says the TAP is gone.
-    fn tap_burst(&mut self, now: Millis, b: &mut Buffers) -> io::Result<bool> {
+    /// Reads up to a burst from network `net`'s TAP and hands it to the core. Returns whether
+    /// more may be waiting, or the error that says the TAP is gone.
+    fn tap_burst(&mut self, now: Millis, net: NetId, b: &mut Buffers) -> io::Result<bool> {
         let Buffers {
             tap_rx,
             send,
             read_log,
             ..
         } = b;
-        let (id, tap) = (self.id, &self.tap);
+        let (id, tap) = (self.id, &self.taps[usize::from(net)]);
         let (mut more, mut gone) = (true, None);
         let frames = tap_rx.chunks_mut(TAP_SLOT).map_while(|slot| loop {
             match tap.read(slot) {
@@ -379,7 +404,8 @@ impl Worker {
                     } else if e.kind() != io::ErrorKind::WouldBlock {
                         if let Some(k) = read_log.allow(now) {
                             log::warn!(
-                                "worker {id}: reading the TAP failed: {e}{}",
+                                "worker {id}: reading TAP {} failed: {e}{}",
+                                self.tap_names[usize::from(net)],
                                 LogLimiter::suffix(k)
                             );
                         }
@@ -392,16 +418,18 @@ impl Worker {
         let mut out = Out {
             batch: send.batch(),
             socks: &self.socks,
-            dest: &self.dest,
-            tap,
+            taps: &self.taps,
             id,
             ring: self.ring_tx.as_mut(),
         };
-        self.core.handle_tap_frames(now, frames, &mut out);
+        self.core.handle_tap_frames(now, net, frames, &mut out);
         match gone {
             Some(e) => Err(io::Error::new(
                 e.kind(),
-                format!("reading the TAP failed: {e} (was the TAP deleted?)"),
+                format!(
+                    "reading TAP {} failed: {e} (was the TAP deleted?)",
+                    self.tap_names[usize::from(net)]
+                ),
             )),
             None => Ok(more),
         }
@@ -434,8 +462,7 @@ impl Worker {
         let mut out = Out {
             batch: send.batch(),
             socks: &self.socks,
-            dest: &self.dest,
-            tap: &self.tap,
+            taps: &self.taps,
             id: self.id,
             ring: self.ring_tx.as_mut(),
         };
@@ -451,15 +478,16 @@ impl Worker {
         };
         let Buffers { send, .. } = b;
         let core = &mut self.core;
-        let counters = core.counters().clone();
-        let (socks, dest, tap, id) = (&self.socks, &self.dest, &self.tap, self.id);
+        // Packets not yet known to belong to any network count switch-wide, as the core
+        // counts what it refuses before reading the GRE key.
+        let counters = core.global_counters().clone();
+        let (socks, taps, id) = (&self.socks, &self.taps, self.id);
         let ring_tx = &mut self.ring_tx;
         rx.burst(&counters, |datagrams| {
             let mut out = Out {
                 batch: send.batch(),
                 socks,
-                dest,
-                tap,
+                taps,
                 id,
                 ring: ring_tx.as_mut(),
             };
@@ -474,11 +502,13 @@ impl Worker {
             let frame = &b.transmit[..t.len];
             let outcome = match t.dest {
                 Dest::Tap => {
+                    let Some(tap) = self.taps.get(usize::from(t.net)) else {
+                        continue;
+                    };
                     let r = if self.vnet {
-                        self.tap
-                            .writev(&[IoSlice::new(&NO_OFFLOAD), IoSlice::new(frame)])
+                        tap.writev(&[IoSlice::new(&NO_OFFLOAD), IoSlice::new(frame)])
                     } else {
-                        self.tap.write(frame)
+                        tap.write(frame)
                     };
                     match r {
                         Ok(_) => SendOutcome::Sent,
@@ -495,8 +525,7 @@ impl Worker {
                         0
                     };
                     let fd = self.socks.send_fd(flow, fragmentable);
-                    let dest = self.dest[usize::from(t.port)];
-                    match mmsg::send_one(fd, dest, &[&g[..gl], frame], None) {
+                    match mmsg::send_one(fd, t.to, &[&g[..gl], frame], None) {
                         Ok(()) => SendOutcome::Sent,
                         Err(e) => mmsg::outcome(e),
                     }
@@ -504,30 +533,27 @@ impl Worker {
             };
             self.core.handle_transmit_outcome(&t, outcome);
         }
-        while let Some((port, addr)) = self.core.poll_path_mtu_query() {
+        while let Some((net, port, addr)) = self.core.poll_path_mtu_query() {
             match sockopt::path_mtu(addr) {
-                Ok(mtu) => self.core.handle_path_mtu(port, mtu),
+                Ok(mtu) => self.core.handle_path_mtu(net, port, mtu),
                 Err(e) => log::debug!("worker {}: path MTU to {addr}: {e}", self.id),
             }
         }
-        if self.core.poll_bridge_flush() {
-            match super::netdev::flush_bridge_port(&self.tap_name) {
+        while let Some(net) = self.core.poll_bridge_flush() {
+            let tap = &self.tap_names[usize::from(net)];
+            match super::netdev::flush_bridge_port(tap) {
                 Ok(true) => log::info!(
-                    "the local bridge forgot the stations it had learned on {} (they are \
-                     reached around the loop now)",
-                    self.tap_name
+                    "the local bridge forgot the stations it had learned on {tap} (they are \
+                     reached around the loop now)"
                 ),
                 Ok(false) => {}
-                Err(e) => log::warn!(
-                    "could not flush the bridge's entries for {}: {e}",
-                    self.tap_name
-                ),
+                Err(e) => log::warn!("could not flush the bridge's entries for {tap}: {e}"),
             }
         }
-        while let Some(u) = self.core.poll_sync() {
+        while let Some((net, u)) = self.core.poll_sync() {
             for s in &self.sync_tx {
-                if s.try_send(u).is_err() {
-                    self.core.counters().event(Event::LearnSyncLost);
+                if s.try_send((net, u)).is_err() {
+                    self.core.counters(net).event(Event::LearnSyncLost);
                 }
             }
         }

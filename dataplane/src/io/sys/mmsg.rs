@@ -33,15 +33,16 @@ pub fn outcome(errno: i32) -> SendOutcome {
     }
 }
 
-/// Storage for the messages of one [`SendBatch`] at a time.
-pub struct SendQueue {
+/// Storage for the messages of one [`SendBatch`] at a time. `T` is what the caller tags each
+/// message with, to learn its outcome.
+pub struct SendQueue<T: Copy + Default> {
     room: Box<[[u8; HEADER_ROOM]]>,
     room_len: Box<[usize]>,
     /// Payload of each message, valid while the batch that pushed it lives.
     payload: Box<[(*const u8, usize)]>,
     dest: Box<[libc::sockaddr_in]>,
     fd: Box<[RawFd]>,
-    tag: Box<[(u16, u32)]>,
+    tag: Box<[T]>,
     n: usize,
     /// Rebuilt from the fields above by every flush; never read between flushes.
     iov: Box<[[libc::iovec; 2]]>,
@@ -55,7 +56,7 @@ pub struct SendQueue {
 // SAFETY: the raw pointers in a SendQueue point into buffers borrowed by the SendBatch that
 // wrote them, and are only dereferenced (by the kernel) within that batch's flush, on the thread
 // that holds the batch. Moving the empty queue to another thread moves no borrow.
-unsafe impl Send for SendQueue {}
+unsafe impl<T: Copy + Default + Send> Send for SendQueue<T> {}
 
 /// What [`SendBatch::flush_udp_gso`] did beyond a plain flush.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,9 +68,9 @@ pub struct GsoFlush {
     pub refused: Option<i32>,
 }
 
-impl SendQueue {
+impl<T: Copy + Default> SendQueue<T> {
     /// Room for `cap` messages.
-    pub fn new(cap: usize) -> SendQueue {
+    pub fn new(cap: usize) -> SendQueue<T> {
         let zero_iov = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -81,7 +82,7 @@ impl SendQueue {
             dest: vec![msghdr::sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); cap]
                 .into_boxed_slice(),
             fd: vec![-1; cap].into_boxed_slice(),
-            tag: vec![(0, 0); cap].into_boxed_slice(),
+            tag: vec![T::default(); cap].into_boxed_slice(),
             n: 0,
             iov: vec![[zero_iov; 2]; cap].into_boxed_slice(),
             msgs: (0..cap).map(|_| msghdr::empty_mmsg()).collect(),
@@ -93,7 +94,7 @@ impl SendQueue {
     }
 
     /// An empty batch that may hold payloads and sockets borrowed for `'a`.
-    pub fn batch<'a>(&'a mut self) -> SendBatch<'a> {
+    pub fn batch<'a>(&'a mut self) -> SendBatch<'a, T> {
         self.n = 0;
         SendBatch {
             q: self,
@@ -109,8 +110,8 @@ impl SendQueue {
 }
 
 /// Messages waiting for `sendmmsg`, borrowing their payloads and sockets for `'a`.
-pub struct SendBatch<'a> {
-    q: &'a mut SendQueue,
+pub struct SendBatch<'a, T: Copy + Default> {
+    q: &'a mut SendQueue<T>,
     _borrows: PhantomData<(&'a [u8], BorrowedFd<'a>)>,
 }
 
@@ -139,7 +140,7 @@ pub fn gso_run<K: PartialEq>(
     (k, seg)
 }
 
-impl<'a> SendBatch<'a> {
+impl<'a, T: Copy + Default> SendBatch<'a, T> {
     /// True when no more messages fit.
     #[inline]
     pub fn is_full(&self) -> bool {
@@ -183,7 +184,7 @@ impl<'a> SendBatch<'a> {
         dest: SocketAddrV4,
         header: impl FnOnce(&mut [u8; HEADER_ROOM]) -> usize,
         payload: &'a [u8],
-        tag: (u16, u32),
+        tag: T,
     ) {
         let q = &mut *self.q;
         let i = q.n;
@@ -220,7 +221,7 @@ impl<'a> SendBatch<'a> {
     /// Sends everything queued, one `sendmmsg` per stretch of messages from the same socket;
     /// calls `done(tag, outcome)` once per message, then empties the batch. A message the
     /// kernel refuses is reported and skipped; the rest are still sent.
-    pub fn flush(&mut self, done: impl FnMut((u16, u32), SendOutcome)) {
+    pub fn flush(&mut self, done: impl FnMut(T, SendOutcome)) {
         for i in 0..self.q.n {
             self.build(i);
         }
@@ -235,8 +236,8 @@ impl<'a> SendBatch<'a> {
     /// datagram). Without UDP GSO ([`SendBatch::udp_gso`]) this is a plain flush.
     pub fn flush_udp_gso(
         &mut self,
-        fits: impl Fn((u16, u32), usize) -> bool,
-        mut done: impl FnMut((u16, u32), SendOutcome),
+        fits: impl Fn(T, usize) -> bool,
+        mut done: impl FnMut(T, SendOutcome),
     ) -> GsoFlush {
         let mut out = GsoFlush::default();
         for i in 0..self.q.n {
@@ -332,7 +333,7 @@ impl<'a> SendBatch<'a> {
     }
 
     /// Sends built messages `start..` one datagram each, then empties the batch.
-    fn flush_from(&mut self, mut start: usize, mut done: impl FnMut((u16, u32), SendOutcome)) {
+    fn flush_from(&mut self, mut start: usize, mut done: impl FnMut(T, SendOutcome)) {
         let q = &mut *self.q;
         while start < q.n {
             let fd = q.fd[start];

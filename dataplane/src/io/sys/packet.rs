@@ -171,23 +171,10 @@ impl Mapping {
     #[inline]
     fn word(&self, off: usize) -> &AtomicU32 {
         assert!(off % 4 == 0 && off + 4 <= self.len);
-        // SAFETY: in bounds and 4-aligned (the mapping is page-aligned); status and length
-        // words are only ever accessed atomically, by us and (with its own barriers) the kernel.
+        // SAFETY: in bounds and 4-aligned (the mapping is page-aligned); a frame's status word
+        // is accessed atomically by us and (with its own barriers) the kernel, which writes
+        // nothing else of a frame while we own it, so our plain reads of the rest never race.
         unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
-    }
-
-    #[inline]
-    fn u16_at(&self, off: usize) -> u16 {
-        assert!(off + 2 <= self.len);
-        // SAFETY: in bounds; read only from a slot we own (the kernel does not write it).
-        unsafe { self.base.as_ptr().add(off).cast::<u16>().read_unaligned() }
-    }
-
-    #[inline]
-    fn u8_at(&self, off: usize) -> u8 {
-        assert!(off < self.len);
-        // SAFETY: in bounds; read only from a slot we own.
-        unsafe { *self.base.as_ptr().add(off) }
     }
 
     /// `len` bytes at `off` of a slot we own.
@@ -702,23 +689,49 @@ impl<'b> Iterator for RxPackets<'b> {
         }
         self.left -= 1;
         let r = self.ring;
-        let m = &r.map;
         let base = r.geo.offset(self.slot);
         self.slot = (self.slot + 1) % r.geo.count();
-        // tpacket2_hdr: status, len, snaplen, mac, net.
-        let wire_len = m.word(base + 4).load(Ordering::Relaxed) as usize;
-        let snap = m.word(base + 8).load(Ordering::Relaxed) as usize;
-        let net = usize::from(m.u16_at(base + 14)).min(r.geo.frame);
-        Some(RxPacket {
-            data: m.bytes(base + net, snap.min(r.geo.frame - net)),
-            wire_len,
-            pkttype: m.u8_at(base + V2_SLL_OFFSET + SLL_PKTTYPE),
+        Some(rx_frame(r.map.bytes(base, r.geo.frame)))
+    }
+}
+
+/// Offsets in a `tpacket2_hdr`.
+mod v2 {
+    pub const LEN: usize = 4;
+    pub const SNAPLEN: usize = 8;
+    pub const NET: usize = 14;
+}
+
+/// The packet in one RX frame we own (`frame`: the whole frame, TPACKET_V2 header first), as
+/// its header describes it. Whatever the header says, the packet stays inside the frame: a
+/// header that points outside it gives an empty packet, which the caller refuses like any
+/// other malformed input.
+#[inline]
+pub fn rx_frame(frame: &[u8]) -> RxPacket<'_> {
+    let u32_at = |off: usize| {
+        frame
+            .get(off..off + 4)
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let net = frame
+        .get(v2::NET..v2::NET + 2)
+        .map_or(frame.len(), |b| {
+            usize::from(u16::from_ne_bytes([b[0], b[1]]))
         })
+        .min(frame.len());
+    let snap = u32_at(v2::SNAPLEN).min(frame.len() - net);
+    RxPacket {
+        data: &frame[net..net + snap],
+        wire_len: u32_at(v2::LEN),
+        pkttype: frame
+            .get(V2_SLL_OFFSET + SLL_PKTTYPE)
+            .copied()
+            .unwrap_or(libc::PACKET_OTHERHOST),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A simulated kernel side of a TX ring: statuses per slot, and a send that takes
@@ -920,5 +933,57 @@ mod tests {
         assert_eq!(j.offset(3), 3 * 16384);
         assert_eq!(TX_DATA_OFFSET, 32);
         assert_eq!(RX_V2_NET_OFFSET, 80);
+    }
+
+    /// A 512-byte RX frame as the kernel fills it: TPACKET_V2 header (status, len, snaplen,
+    /// mac, net), `sockaddr_ll` with `pkttype`, then `data` at `net`.
+    pub(crate) fn hand_built_rx_frame(
+        wire_len: u32,
+        snaplen: u32,
+        net: u16,
+        pkttype: u8,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut f = vec![0u8; 512];
+        f[0..4].copy_from_slice(&libc::TP_STATUS_USER.to_ne_bytes());
+        f[v2::LEN..v2::LEN + 4].copy_from_slice(&wire_len.to_ne_bytes());
+        f[v2::SNAPLEN..v2::SNAPLEN + 4].copy_from_slice(&snaplen.to_ne_bytes());
+        f[v2::NET..v2::NET + 2].copy_from_slice(&net.to_ne_bytes());
+        f[V2_SLL_OFFSET + SLL_PKTTYPE] = pkttype;
+        let at = usize::from(net).min(f.len());
+        let n = data.len().min(f.len() - at);
+        f[at..at + n].copy_from_slice(&data[..n]);
+        f
+    }
+
+    #[test]
+    fn an_rx_frame_gives_the_packet_its_header_describes() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let net = RX_V2_NET_OFFSET as u16;
+        let f = hand_built_rx_frame(100, 100, net, libc::PACKET_HOST, &data);
+        let p = rx_frame(&f);
+        assert_eq!(
+            (p.data, p.wire_len, p.pkttype),
+            (&data[..], 100, libc::PACKET_HOST)
+        );
+        // Cut short by the kernel (longer on the wire than the frame's room): says so.
+        let f = hand_built_rx_frame(3000, 100, net, libc::PACKET_HOST, &data);
+        let p = rx_frame(&f);
+        assert_eq!((p.data.len(), p.wire_len), (100, 3000));
+    }
+
+    #[test]
+    fn an_rx_frame_header_pointing_outside_the_frame_gives_an_empty_or_clamped_packet() {
+        let data = [0x45u8; 64];
+        // Packet start past the end of the frame.
+        let f = hand_built_rx_frame(64, 64, 600, libc::PACKET_HOST, &data);
+        assert!(rx_frame(&f).data.is_empty());
+        // A snap length longer than the frame: what is in the frame, no more.
+        let f = hand_built_rx_frame(64, 4096, 480, libc::PACKET_HOST, &data);
+        assert_eq!(rx_frame(&f).data, &data[..32]);
+        // A frame too short for its own header (no kernel makes one): empty, not for us.
+        let p = rx_frame(&f[..12]);
+        assert!(p.data.is_empty());
+        assert_eq!(p.pkttype, libc::PACKET_OTHERHOST);
     }
 }
