@@ -70,7 +70,8 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub tos: Option<u8>,
 
-    /// Worker threads, each with its own TAP queue and GRE socket [default: number of cores].
+    /// Worker threads, each with its own TAP queue and GRE socket [default: half the cores,
+    /// at least 1].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 

@@ -57,9 +57,13 @@ impl RingMode {
 const TX_SLOTS: usize = 256;
 /// Committed frames per flush, as many as a send batch holds.
 pub const TX_BATCH: usize = 128;
-/// RX frames per worker: as many as a 4 MiB socket buffer holds, so a burst the worker is
-/// slow to take is not dropped where the raw socket would have queued it.
-const RX_FRAMES: usize = 2048;
+/// RX frames of all workers together (2 KiB each at MTU 1500: 16 MiB, all of it resident).
+/// A raw socket's 4 MiB buffer held about 10k small packets; a ring holds one per frame, and
+/// 2048 frames (the first choice) overflowed where the raw socket had not, under load
+/// (`rx_ring_full`, in `tests/udp_encap.rs`'s bursts of small datagrams).
+const RX_FRAMES_TOTAL: usize = 8192;
+/// RX frames per worker at the least, however many workers share [`RX_FRAMES_TOTAL`].
+const RX_FRAMES_MIN: usize = 2048;
 /// Frames taken from an RX ring per turn of the loop.
 const RX_BURST: usize = 64;
 
@@ -364,10 +368,14 @@ pub fn rx_filter(local: Ipv4Addr, max: usize) -> Vec<libc::sock_filter> {
     ]
 }
 
+/// How often the kernel's count of packets a full RX ring lost is read.
+const RX_STATS_MS: Millis = 250;
+
 /// One worker's RX ring.
 pub struct RingRx {
     ring: RxRing,
     local: Ipv4Addr,
+    next_stats: Millis,
 }
 
 impl RingRx {
@@ -392,13 +400,17 @@ impl RingRx {
         let ring = RxRing::open(
             dev.index,
             dev.mtu as usize,
-            RX_FRAMES,
+            (RX_FRAMES_TOTAL / workers.max(1)).max(RX_FRAMES_MIN),
             &|room| rx_filter(local, room),
             fanout,
             split,
         )
         .map_err(step(format!("RX ring on {}", dev.name)))?;
-        Ok(RingRx { ring, local })
+        Ok(RingRx {
+            ring,
+            local,
+            next_stats: 0,
+        })
     }
 
     /// The fanout group id, for the other workers to join.
@@ -435,9 +447,16 @@ impl RingRx {
         full
     }
 
-    /// Packets the kernel could not copy in for want of room, since the last call.
-    pub fn take_drops(&self) -> u32 {
-        self.ring.take_drops().unwrap_or(0)
+    /// Counts the packets the kernel could not copy in for want of room (`rx_ring_full`), at
+    /// most every [`RX_STATS_MS`] (reading them is a system call).
+    pub fn count_drops(&mut self, now: Millis, counters: &Counters) {
+        if now < self.next_stats {
+            return;
+        }
+        self.next_stats = now + RX_STATS_MS;
+        if let Ok(n) = self.ring.take_drops() {
+            counters.drops[DropReason::RxRingFull as usize].add(u64::from(n));
+        }
     }
 }
 

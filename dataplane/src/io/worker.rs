@@ -342,6 +342,9 @@ impl Worker {
             if let Some(r) = &mut self.ring_tx {
                 r.maintain(now, &self.core);
             }
+            if let Some(r) = &mut self.ring_rx {
+                r.count_drops(now, self.core.global_counters());
+            }
             for (i, ready) in tap_ready.iter_mut().enumerate() {
                 if *ready {
                     *ready = self.tap_burst(now, i as NetId, &mut b)?;

@@ -152,11 +152,14 @@ pub enum DropReason {
     /// A BPDU from the local side: a bridge behind the TAP runs STP, and the TAP is an edge
     /// port, so dnet neither forwards nor obeys it (`--stp`).
     EdgeBpdu,
+    /// A plain GRE packet the kernel could not copy into a full packet receive ring
+    /// (`--packet-rings`): the worker fell behind, as a full socket buffer would have.
+    RxRingFull,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = DropReason::EdgeBpdu as usize + 1;
+    pub const COUNT: usize = DropReason::RxRingFull as usize + 1;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::BadOuterIp,
@@ -185,6 +188,7 @@ impl DropReason {
         DropReason::StpDiscarding,
         DropReason::BadBpdu,
         DropReason::EdgeBpdu,
+        DropReason::RxRingFull,
     ];
 
     /// Stable snake_case name.
@@ -216,6 +220,7 @@ impl DropReason {
             DropReason::StpDiscarding => "stp_discarding",
             DropReason::BadBpdu => "bad_bpdu",
             DropReason::EdgeBpdu => "edge_bpdu",
+            DropReason::RxRingFull => "rx_ring_full",
         }
     }
 }
