@@ -557,20 +557,18 @@ impl Dataplane {
 }
 
 /// The device the packet rings use, if `--packet-rings` asks for any and plain GRE is on:
-/// the one the route to the first configured peer leaves by. `None` (logged) where rings
-/// cannot work, or no peer is known at start, so plain GRE goes through the raw sockets.
+/// the one the route to the first configured peer leaves by or, with no peer at start (a
+/// fleet's first member), the one holding the underlay address. `None` (logged) where rings
+/// cannot work, so plain GRE goes through the raw sockets.
 fn ring_device(cfg: &DataplaneConfig) -> Option<nexthop::Link> {
     if !cfg.rings.any() || cfg.gre.udp_port.is_some() {
         return None;
     }
-    let Some(peer) = cfg.networks.iter().find_map(|n| n.peers.first().copied()) else {
-        log::info!(
-            "no peer at start: plain GRE goes through the raw GRE sockets (the packet rings \
-             bind to the device toward the first peer)"
-        );
-        return None;
+    let dev = match cfg.networks.iter().find_map(|n| n.peers.first().copied()) {
+        Some(peer) => ring::underlay_device(peer),
+        None => ring::device_holding(cfg.local),
     };
-    match ring::underlay_device(peer) {
+    match dev {
         Ok(d) => Some(d),
         Err(e) => {
             log::warn!("{e}; plain GRE goes through the raw GRE socket");

@@ -112,6 +112,39 @@ pub fn underlay_device(peer: Ipv4Addr) -> Result<Link, RingError> {
     Ok(l)
 }
 
+/// The device that holds the address `local`, for a switch that knows no peer yet (a fleet's
+/// first member): its peers' routes most likely leave by it. It must be Ethernet.
+pub fn device_holding(local: Ipv4Addr) -> Result<Link, RingError> {
+    let mut nl = dnet_netlink::Netlink::open().map_err(step("open rtnetlink"))?;
+    let lookup = |e: dnet_netlink::NlError| RingError::Device(format!("listing devices: {e}"));
+    let mut found = None;
+    for l in nl.links().map_err(lookup)? {
+        if nl
+            .ipv4_addrs(l.index)
+            .map_err(lookup)?
+            .iter()
+            .any(|(a, _)| *a == local)
+        {
+            found = Some(l.index);
+            break;
+        }
+    }
+    let index =
+        found.ok_or_else(|| RingError::Device(format!("no device holds the address {local}")))?;
+    let mut rt = Rtnl::open().map_err(step("open rtnetlink"))?;
+    let l = rt
+        .link(index)
+        .map_err(step(format!("device {index}")))?
+        .ok_or_else(|| RingError::Device(format!("device {index} holding {local} is gone")))?;
+    if !l.ethernet || l.mac == [0; 6] {
+        return Err(RingError::Device(format!(
+            "{local} is on {}, which is not an Ethernet device",
+            l.name
+        )));
+    }
+    Ok(l)
+}
+
 /// Outer Ethernet (14) + IPv4 (20) header length.
 const OUTER: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN;
 
@@ -758,5 +791,33 @@ mod tests {
             assert_eq!(drops(DropReason::BadOuterIp), i as u64 + 1, "frame {i}");
         }
         assert_eq!(drops(DropReason::Oversize), 2);
+    }
+
+    #[test]
+    fn with_no_peer_the_rings_take_the_device_holding_the_underlay_address() {
+        crate::io::sys::packet::tests::in_private_netns(|_| {
+            let ip = |args: &[&str]| {
+                let st = std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .expect("run ip");
+                assert!(st.success(), "ip {args:?}");
+            };
+            // A child of this thread runs in its namespace.
+            ip(&["link", "add", "ul0", "type", "veth", "peer", "name", "ul1"]);
+            ip(&["addr", "add", "10.250.0.1/24", "dev", "ul0"]);
+            let local = Ipv4Addr::new(10, 250, 0, 1);
+            let d = device_holding(local).expect("ul0 holds it");
+            assert_eq!((d.name.as_str(), d.ethernet), ("ul0", true));
+            let e = device_holding(Ipv4Addr::LOCALHOST).unwrap_err().to_string();
+            assert!(
+                e.contains("127.0.0.1 is on lo, which is not an Ethernet"),
+                "{e}"
+            );
+            let e = device_holding(Ipv4Addr::new(10, 250, 0, 9))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("no device holds the address 10.250.0.9"), "{e}");
+        });
     }
 }

@@ -804,7 +804,7 @@ pub(crate) mod tests {
 
     /// Runs `f` on a thread in a network namespace of its own with only `lo` (up); returns
     /// false, doing nothing, where namespaces cannot be made (not root).
-    fn in_private_netns(f: impl FnOnce(u32) + Send + 'static) -> bool {
+    pub(crate) fn in_private_netns(f: impl FnOnce(u32) + Send + 'static) -> bool {
         std::thread::spawn(move || {
             // SAFETY: unshare(2) changes only this thread's network namespace; the thread ends
             // with the test.
