@@ -57,7 +57,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = dnet_cli::parse();
     if let Some(shell) = cli.completions {
         let mut cmd = Cli::command();
         clap_complete::generate(shell, &mut cmd, "dnet-switch", &mut std::io::stdout());

@@ -50,7 +50,8 @@ pub struct Options {
 
     /// GRE key (32-bit network id, as OVS `options:key`). Packets with another or no key are
     /// dropped; no key and key 0 are the same network.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = dnet_cli::int_in(0u32, u32::MAX, "GRE key"))]
     pub key: Option<u32>,
 
     /// Add GRE checksums to sent packets (received checksums are always verified).
@@ -63,11 +64,13 @@ pub struct Options {
     pub seq: Option<bool>,
 
     /// Outer IPv4 TTL [default: 64].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = dnet_cli::int_in(1u8, 255, "TTL"))]
     pub ttl: Option<u8>,
 
     /// Outer IPv4 TOS byte [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = dnet_cli::int_in(0u8, 255, "TOS byte"))]
     pub tos: Option<u8>,
 
     /// Worker threads, each with its own TAP queue and GRE socket [default: half the cores,
@@ -100,7 +103,7 @@ pub struct Options {
 
     /// Flood at most PPS frames per second (broadcast, multicast, unknown unicast) from each
     /// port; the rest are dropped and counted as flood_limit [default: unlimited].
-    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "PPS", value_parser = dnet_cli::int_in(1u32, u32::MAX, "flood limit in frames per second"))]
     pub flood_limit: Option<u32>,
 
     /// After setup, switch to this user (and its group), keeping only CAP_NET_ADMIN and
@@ -119,12 +122,12 @@ pub struct Options {
     pub keepalive: Option<bool>,
 
     /// Keepalive interval in milliseconds [default: 1000 with --keepalive].
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, value_name = "MS", value_parser = dnet_cli::int_in(10u64, u64::MAX, "keepalive interval in ms"))]
     pub keepalive_interval: Option<u64>,
 
     /// Keepalive intervals without any frame from a peer before it is declared down
     /// [default: 3].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    #[arg(long, value_name = "N", value_parser = dnet_cli::int_in(1u32, 255, "keepalive multiplier"))]
     pub keepalive_multiplier: Option<u32>,
 
     /// Do not block a tunnel whose stations flap with the local port (a loop through the
@@ -149,7 +152,7 @@ pub struct Options {
     pub packet_rings: Option<PacketRings>,
 
     /// UDP port of GRE-in-UDP (--encap udp), on every host [default: 4754, IANA gre-in-udp].
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "PORT", value_parser = dnet_cli::int_in(1u16, u16::MAX, "UDP port"))]
     pub udp_port: Option<u16>,
 
     /// Run a rapid spanning tree (802.1D BPDUs, hello 2 s, max age 20 s, forward delay 15 s)
