@@ -18,6 +18,11 @@ Paths (env PATHS, comma separated, measured in that order):
           ovs-vswitchd is not installed.
   dnetN   dnet-switch --workers N in each host, attached to br0; container MTU 1462
   dnetudpN  the same with --encap udp (GRE-in-UDP with UDP GSO/GRO); container MTU 1454
+  dnetN@MODE  dnetN with --packet-rings MODE (off, tx, rx, on, ...): plain GRE through
+          AF_PACKET rings, so each step can be measured against the raw sockets in one run
+  dnet, dnetudp  without N: no --workers flag, the switch's own default
+  base:PATH  PATH with the binary in env DNET_BASE_BIN (e.g. main's build), for a before/after
+          table from one sitting
 Default PATHS: vxlan,ovs,dnet1,dnet2 (ovs only when ovs-vswitchd is installed); QUICK=1 (the CI
 smoke run) defaults to vxlan,dnet1,dnet2 with one short repetition.
 
@@ -46,6 +51,7 @@ QUICK = os.environ.get("QUICK") == "1"
 REPS = int(os.environ.get("REPS", "1" if QUICK else "3"))
 DUR = int(os.environ.get("DUR", "2" if QUICK else "10"))
 BIN = os.environ.get("DNET_SWITCH_BIN", os.path.join(ROOT, "target/release/dnet-switch"))
+BASE_BIN = os.environ.get("DNET_BASE_BIN")
 P = f"dnb{os.getpid() % 100000}"
 NS = {h: f"{P}{h}" for h in ("ah", "bh", "ac", "bc")}
 HZ = os.sysconf("SC_CLK_TCK")
@@ -201,18 +207,20 @@ def measure(label, pids, rss_pids=None):
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def run_dnet(workers, udp=False):
+def run_dnet(workers, udp=False, rings=None, binary=BIN, label="dnet"):
+    """dnet-switch on both hosts; `workers` None leaves --workers to the switch's default."""
     # GRE-in-UDP costs 8 more bytes of underlay per frame.
     with Testbed(1454 if udp else 1462) as tb:
         pids = []
         for h, peer in (("ah", "10.200.0.2"), ("bh", "10.200.0.1")):
-            extra = (["--encap", "udp"] if udp else []) + DNET_ARGS
-            p = tb.spawn(h, [BIN, "--peer", peer, "--bridge", "br0", "--workers", str(workers),
+            extra = ((["--encap", "udp"] if udp else []) + (["--packet-rings", rings] if rings else [])
+                     + (["--workers", str(workers)] if workers else []) + DNET_ARGS)
+            p = tb.spawn(h, [binary, "--peer", peer, "--bridge", "br0",
                              "--control-socket", f"/run/dnet/{P}{h}.sock", "--log-level", "warn"]
                          + extra)
             pids.append(p.pid)
         time.sleep(1)
-        return measure(f"dnet{' udp' if udp else ''} w{workers}{' ' + ' '.join(DNET_ARGS) if DNET_ARGS else ''}", pids)
+        return measure(f"{label}", pids)
 
 
 def run_vxlan():
@@ -388,9 +396,13 @@ def main():
     default = "vxlan,dnet1,dnet2" if QUICK or ovs_miss else "vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2"
     paths = [p.strip() for p in os.environ.get("PATHS", default).split(",") if p.strip()]
     bad = [p for p in paths
-           if p not in ("vxlan", "ovs") and not re.fullmatch(r"dnet(udp)?[1-9]\d*", p)]
+           if p not in ("vxlan", "ovs")
+           and not re.fullmatch(r"(base:)?dnet(udp)?([1-9]\d*)?(@[a-z-]+)?", p)]
     if bad:
-        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet<workers>, dnetudp<workers>")
+        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet[<workers>], dnetudp[<workers>],"
+                 " dnet<workers>@<packet-rings mode>, base:<dnet path>")
+    if any(p.startswith("base:") for p in paths) and not BASE_BIN:
+        sys.exit("PATHS has base: entries: set DNET_BASE_BIN to the binary to compare against")
     results, notes = {}, []
     if ovs_miss and not QUICK and "PATHS" not in os.environ:
         notes.append(f"ovs: not measured, Open vSwitch not installed (missing {', '.join(ovs_miss)};"
@@ -408,14 +420,20 @@ def main():
                 continue
             results[OVS_LABEL] = run_ovs()
         else:
+            base = p.startswith("base:")
+            p = p.removeprefix("base:")
+            p, _, rings = p.partition("@")
             udp = p.startswith("dnetudp")
-            w = int(p[7:] if udp else p[4:])
-            extra = " " + " ".join(DNET_ARGS) if DNET_ARGS else ""
-            results[f"dnet{' --encap udp' if udp else ''} --workers {w}{extra}"] = run_dnet(w, udp)
+            n = p[7:] if udp else p[4:]
+            w = int(n) if n else None
+            extra = (f" --packet-rings {rings}" if rings else "") + (" " + " ".join(DNET_ARGS) if DNET_ARGS else "")
+            name = (f"{'base: ' if base else ''}dnet{' --encap udp' if udp else ''}"
+                    f"{f' --workers {w}' if w else ''}{extra}")
+            results[name] = run_dnet(w, udp, rings or None, BASE_BIN if base else BIN, name)
     cols = COLS
-    print(f"\n{'path':<30}" + "".join(f"{c[1]:>22}" for c in cols))
+    print(f"\n{'path':<44}" + "".join(f"{c[1]:>22}" for c in cols))
     for name, r in results.items():
-        print(f"{name:<30}" + "".join(f"{r[k]:>22.3g}" if k in r else f"{'-':>22}" for k, _ in cols))
+        print(f"{name:<44}" + "".join(f"{r[k]:>22.3g}" if k in r else f"{'-':>22}" for k, _ in cols))
     for n in notes:
         print(n)
     print_ratios(results, "kernel VXLAN", "ratios to kernel VXLAN (same run)")

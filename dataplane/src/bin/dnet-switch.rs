@@ -329,6 +329,7 @@ fn reload(path: Option<&Path>, info: &SwitchInfo) {
 /// The TAP, its MTU and the tunnels' settings, once the data path is up.
 fn log_dataplane(dp: &Dataplane, r: &Resolved) {
     let cfg = &r.dataplane;
+    log::info!("{}", r.workers_why);
     log::info!(
         "TAP {} up, MTU {} (underlay MTU {} − {} bytes of encapsulation){}",
         dp.tap,

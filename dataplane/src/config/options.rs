@@ -73,7 +73,8 @@ pub struct Options {
           value_parser = dnet_cli::int_in(0u8, 255, "TOS byte"))]
     pub tos: Option<u8>,
 
-    /// Worker threads, each with its own TAP queue and GRE socket [default: number of cores].
+    /// Worker threads, each with its own TAP queue and GRE socket [default: half the cores,
+    /// at least 1].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
@@ -141,6 +142,14 @@ pub struct Options {
     /// of the overlay must use the same [default: gre].
     #[arg(long, value_name = "KIND")]
     pub encap: Option<Encap>,
+
+    /// Plain GRE through AF_PACKET rings on the underlay device: `tx` sends bursts through a
+    /// TX ring that bypasses routing, IP output and the qdisc (the outer Ethernet header comes
+    /// from the kernel's route and neighbour tables), `rx` receives through RX rings shared by
+    /// the workers (fanout by flow), `on` both, `off` neither (raw GRE sockets only). Without
+    /// an Ethernet underlay device the raw sockets are used [default: on].
+    #[arg(long, value_name = "MODE")]
+    pub packet_rings: Option<PacketRings>,
 
     /// UDP port of GRE-in-UDP (--encap udp), on every host [default: 4754, IANA gre-in-udp].
     #[arg(long, value_name = "PORT", value_parser = dnet_cli::int_in(1u16, u16::MAX, "UDP port"))]
@@ -281,6 +290,21 @@ pub enum Encap {
     Udp,
 }
 
+/// `--packet-rings`: which AF_PACKET rings plain GRE uses.
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PacketRings {
+    /// Raw GRE sockets only.
+    Off,
+    /// Send through a TX ring.
+    Tx,
+    /// Receive through RX rings.
+    Rx,
+    /// Both rings.
+    #[default]
+    On,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,7 +369,7 @@ mod tests {
     fn keys_are_the_flags_names() {
         let keys = Options::keys();
         assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
-        assert_eq!(keys.len(), 36);
+        assert_eq!(keys.len(), 37);
         for k in &keys {
             let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
             let expect = match k.as_str() {

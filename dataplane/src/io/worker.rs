@@ -4,6 +4,7 @@
 //! and TAP queue, then sends what the core made and passes on what it asks for.
 
 use super::gre_socket::Sockets;
+use super::ring::{RingRx, RingTx};
 use super::sys::mmsg::{self, RecvQueue, SendBatch, SendQueue};
 use super::sys::sockopt;
 use super::tap::TapQueue;
@@ -45,6 +46,8 @@ const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
 
 /// Token of the tunnel socket; TAP queues have tokens 0.. by network.
 const SOCK: Token = Token(usize::MAX - 1);
+/// Token of the packet RX ring (`--packet-rings`).
+const RING: Token = Token(usize::MAX - 2);
 /// Token of the waker that interrupts `poll` for shutdown and control requests.
 pub const WAKE: Token = Token(usize::MAX);
 
@@ -112,6 +115,10 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// The poll instance (created before spawn so the waker can be handed out).
     pub poll: Poll,
+    /// Plain GRE leaves through this packet ring when it can (`--packet-rings`).
+    pub ring_tx: Option<RingTx>,
+    /// Plain GRE arrives through this packet ring (`--packet-rings`).
+    pub ring_rx: Option<RingRx>,
 }
 
 /// Creates a poll instance and its waker.
@@ -149,11 +156,17 @@ struct Out<'a> {
     socks: &'a Sockets,
     taps: &'a [TapQueue],
     id: usize,
+    ring: Option<&'a mut RingTx>,
 }
 
 impl<'a> Sink<'a> for Out<'a> {
     #[inline]
     fn push_tunnel(&mut self, msg: &TunnelMsg<'_>, payload: &'a [u8]) {
+        if let Some(r) = self.ring.as_deref_mut() {
+            if r.push(msg, payload) {
+                return;
+            }
+        }
         let fd = self.socks.send_fd(msg.flow, msg.fragmentable);
         let (repr, headers) = (msg.gre, msg.headers);
         let tag = Tag {
@@ -180,12 +193,12 @@ impl<'a> Sink<'a> for Out<'a> {
 
     #[inline]
     fn tunnel_full(&self) -> bool {
-        self.batch.is_full()
+        self.batch.is_full() || self.ring.as_deref().is_some_and(RingTx::is_full)
     }
 
     #[inline]
     fn tunnel_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.batch.is_empty() && self.ring.as_deref().is_none_or(RingTx::is_empty)
     }
 
     fn flush_tunnels(
@@ -193,6 +206,9 @@ impl<'a> Sink<'a> for Out<'a> {
         mut done: impl FnMut(NetId, PortId, usize, SendOutcome),
     ) -> Flushed {
         let mut f = Flushed::default();
+        if let Some(r) = self.ring.as_deref_mut() {
+            r.flush(&mut done);
+        }
         let mut report = |t: Tag, r| done(t.net, t.port, t.len as usize, r);
         if !self.batch.udp_gso() {
             self.batch.flush(report);
@@ -249,6 +265,11 @@ impl<'a> Sink<'a> for Out<'a> {
     }
 }
 
+/// A datagram borrowed for less long (the ring's batch outlives the burst's sink).
+fn shorten<'s, 'l: 's>(d: Datagram<'l>) -> Datagram<'s> {
+    d
+}
+
 impl Worker {
     /// Runs until `stop` is set. Errors if the event loop fails or the TAP is gone.
     pub fn run(mut self) -> io::Result<()> {
@@ -265,6 +286,9 @@ impl Worker {
             SOCK,
             Interest::READABLE,
         )?;
+        if let Some(r) = &self.ring_rx {
+            reg.register(&mut SourceFd(&r.fd().as_raw_fd()), RING, Interest::READABLE)?;
+        }
         let mut events = Events::with_capacity(16);
         let mut send = SendQueue::new(TX_CAP);
         send.set_udp_gso(self.socks.is_udp());
@@ -278,9 +302,10 @@ impl Worker {
         // Drain anything that arrived before registration.
         let mut tap_ready = vec![true; self.taps.len()];
         let mut sock_ready = true;
+        let mut ring_ready = self.ring_rx.is_some();
         log::debug!("worker {} running", self.id);
         loop {
-            let timeout = if sock_ready || tap_ready.iter().any(|r| *r) {
+            let timeout = if sock_ready || ring_ready || tap_ready.iter().any(|r| *r) {
                 Duration::ZERO
             } else {
                 let wait = self.core.poll_timeout().saturating_sub(self.now());
@@ -294,6 +319,7 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     SOCK => sock_ready = true,
+                    RING => ring_ready = true,
                     WAKE => {}
                     Token(i) => {
                         if let Some(r) = tap_ready.get_mut(i) {
@@ -313,6 +339,12 @@ impl Worker {
             while let Ok(c) = self.cmd_rx.try_recv() {
                 self.command(now, c);
             }
+            if let Some(r) = &mut self.ring_tx {
+                r.maintain(now, &self.core);
+            }
+            if let Some(r) = &mut self.ring_rx {
+                r.count_drops(now, self.core.global_counters());
+            }
             for (i, ready) in tap_ready.iter_mut().enumerate() {
                 if *ready {
                     *ready = self.tap_burst(now, i as NetId, &mut b)?;
@@ -321,6 +353,9 @@ impl Worker {
             if sock_ready {
                 sock_ready = self.sock_burst(now, &mut b);
             }
+            if ring_ready {
+                ring_ready = self.ring_burst(now, &mut b);
+            }
             self.core.handle_timeout(now);
             self.drain(&mut b);
         }
@@ -328,7 +363,12 @@ impl Worker {
 
     fn command(&mut self, now: Millis, c: WorkerCommand) {
         match c {
-            WorkerCommand::SetPort { net, id, kind } => self.core.set_port(net, id, kind),
+            WorkerCommand::SetPort { net, id, kind } => {
+                self.core.set_port(net, id, kind);
+                if let Some(r) = &mut self.ring_tx {
+                    r.invalidate();
+                }
+            }
             WorkerCommand::FlushFdb { net, port, reply } => {
                 let _ = reply.send(self.core.flush_fdb(net, port));
             }
@@ -383,6 +423,7 @@ impl Worker {
             socks: &self.socks,
             taps: &self.taps,
             id,
+            ring: self.ring_tx.as_mut(),
         };
         self.core.handle_tap_frames(now, net, frames, &mut out);
         match gone {
@@ -426,9 +467,35 @@ impl Worker {
             socks: &self.socks,
             taps: &self.taps,
             id: self.id,
+            ring: self.ring_tx.as_mut(),
         };
         self.core.handle_tunnel_datagrams(now, datagrams, &mut out);
         n == BURST
+    }
+
+    /// Hands the packets waiting in the RX ring to the core. Returns true if more may be
+    /// waiting.
+    fn ring_burst(&mut self, now: Millis, b: &mut Buffers) -> bool {
+        let Some(rx) = self.ring_rx.as_mut() else {
+            return false;
+        };
+        let Buffers { send, .. } = b;
+        let core = &mut self.core;
+        // Packets not yet known to belong to any network count switch-wide, as the core
+        // counts what it refuses before reading the GRE key.
+        let counters = core.global_counters().clone();
+        let (socks, taps, id) = (&self.socks, &self.taps, self.id);
+        let ring_tx = &mut self.ring_tx;
+        rx.burst(&counters, |datagrams| {
+            let mut out = Out {
+                batch: send.batch(),
+                socks,
+                taps,
+                id,
+                ring: ring_tx.as_mut(),
+            };
+            core.handle_tunnel_datagrams(now, datagrams.map(shorten), &mut out)
+        })
     }
 
     /// Sends the frames the core made, reads the path MTUs it asks for, and passes its
