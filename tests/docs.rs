@@ -661,6 +661,78 @@ fn docs_name_only_real_flags_and_keys_and_the_reference_names_them_all() {
     );
 }
 
+/// The anchor GitHub gives a heading: lowercase, punctuation dropped, spaces as `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut fence = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fence = !fence;
+        } else if !fence && line.starts_with('#') {
+            out.insert(slug(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Moving pages around must not leave a link behind: every relative link of the README and
+/// docs/ names a file that exists, and a `#anchor` a heading of it.
+#[test]
+fn relative_links_point_at_existing_files_and_headings() {
+    let mut errors = Vec::new();
+    for f in markdown_files() {
+        let text = read(&f);
+        let dir = Path::new(&f).parent().unwrap_or(Path::new(""));
+        for (i, line) in text.lines().enumerate() {
+            for part in line.split("](").skip(1) {
+                let Some(link) = part.split(')').next() else {
+                    continue;
+                };
+                if link.contains("://") || link.contains(' ') {
+                    continue;
+                }
+                let (path, anchor) = link.split_once('#').unwrap_or((link, ""));
+                let target = if path.is_empty() {
+                    PathBuf::from(&f)
+                } else {
+                    dir.join(path)
+                };
+                let full = root().join(&target);
+                if !full.exists() {
+                    errors.push(format!("{f}:{}: link {link}: no such file", i + 1));
+                } else if !anchor.is_empty()
+                    && full.extension().is_some_and(|x| x == "md")
+                    && !anchors(&std::fs::read_to_string(&full).unwrap_or_default())
+                        .contains(anchor)
+                {
+                    errors.push(format!("{f}:{}: link {link}: no such heading", i + 1));
+                }
+            }
+        }
+    }
+    assert!(errors.is_empty(), "broken links:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn headings_become_github_anchors() {
+    assert_eq!(slug(" Spanning tree (`--stp`)"), "spanning-tree---stp");
+    assert_eq!(
+        slug(" Quickstart: two Docker hosts"),
+        "quickstart-two-docker-hosts"
+    );
+}
+
 #[test]
 fn the_help_parser_reads_clap_output() {
     let help = "Usage: x [OPTIONS] <COMMAND>\n\nCommands:\n  add   Add a thing\n  del   \
