@@ -1,6 +1,6 @@
 //! `dnetctl show | fdb show | fdb flush | peer add | peer del | conflicts`: live control of a
 //! running `dnet-switch` through its control socket. Every command prints an aligned table
-//! (or a short sentence), or with `-j` the JSON documented in the README.
+//! (or a short sentence), or with `-j` the JSON documented in docs/reference/dnetctl.md.
 
 use crate::stats_cmd::human_bytes;
 use anyhow::{bail, Context};

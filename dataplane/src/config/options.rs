@@ -5,9 +5,11 @@
 //! defaults and validates.
 //!
 //! The two negative flags are the exception to "key = flag with `_`": `--no-offload` and
-//! `--no-loop-guard` set the keys `offload` and `loop_guard` to false, as the README documents.
-//! Adding a setting means adding a field here and reading (and validating) it in
-//! [`super::Settings::new`].
+//! `--no-loop-guard` set the keys `offload` and `loop_guard` to false, as
+//! docs/reference/dnet-switch.md documents.
+//! Adding a setting means adding a field here, reading (and validating) it in
+//! [`super::Settings::new`], and a row in docs/reference/dnet-switch.md and a line in
+//! dist/dnet.toml (tests/docs.rs fails until both are there).
 
 use clap::{Args, Command, ValueEnum};
 use serde::Deserialize;
