@@ -72,9 +72,9 @@ impl Fleet {
     /// members (kept until [`Fleet::apply_to`]). Fails on what retrying cannot fix (no such
     /// network, a flag that contradicts its settings, a full subnet) and when etcd does not
     /// answer within the join timeout.
-    pub fn join(f: &FleetSettings, underlay: Ipv4Addr) -> Result<Fleet> {
+    pub fn join(f: &FleetSettings, network: &str, underlay: Ipv4Addr) -> Result<Fleet> {
         let etcd = etcd_options(f)?;
-        let network = f.network.value.clone();
+        let network = network.to_string();
         let mut cfg = AgentConfig::new(etcd.clone(), &network, underlay);
         cfg.ttl = f.ttl;
         // Back within half a TTL after an etcd outage: etcd renews every lease for one TTL
