@@ -5,6 +5,8 @@
 #![deny(unsafe_code)]
 
 // Beside the binary, not in src/bin/ (where cargo would take it for a binary of its own).
+#[path = "dnet-switch/docker.rs"]
+mod docker;
 #[path = "dnet-switch/fleet.rs"]
 mod fleet;
 
@@ -111,6 +113,9 @@ fn run(sources: &Sources) -> Result<()> {
                 }
                 fleets.push(fleet);
             }
+            if settings.docker.is_some() {
+                docker_bridges(&mut settings, &fleets)?;
+            }
             resolved = config::resolve(&settings, &SystemHost)?;
             fleets
         }
@@ -125,6 +130,42 @@ fn run(sources: &Sources) -> Result<()> {
     sd_notify("STOPPING=1");
     switch.stop();
     outcome
+}
+
+/// `--docker`: every network gets a bridge (`br-NAME` unless `--bridge` names one) carrying
+/// this host's gateway address, for the containers' veths.
+fn docker_bridges(s: &mut Settings, fleets: &[fleet::Fleet]) -> Result<()> {
+    for (i, f) in fleets.iter().enumerate() {
+        let a = f.allocator();
+        let given = if i == 0 {
+            s.bridge.as_ref()
+        } else {
+            s.extra_networks[i - 1].bridge.as_ref()
+        };
+        let name = given.map_or_else(|| docker::default_bridge(a.network()), |b| b.value.clone());
+        if name.len() > 15 {
+            bail!(
+                "bridge {name} for network {}: longer than 15 bytes: name a bridge with --bridge",
+                a.network()
+            );
+        }
+        let range = a.range();
+        docker::ensure_bridge(
+            &name,
+            dnet_cluster::ranges::gateway(range),
+            a.subnet().prefix_len(),
+        )?;
+        let b = Some(config::Sourced {
+            input: given.map_or_else(|| config::Input::flag("docker", &name), |b| b.input.clone()),
+            value: name,
+        });
+        if i == 0 {
+            s.bridge = b;
+        } else {
+            s.extra_networks[i - 1].bridge = b;
+        }
+    }
+    Ok(())
 }
 
 /// The TAP name and the control socket are free (they are taken for good only later).
@@ -197,6 +238,8 @@ struct Running {
     /// One per network joined through etcd; stopped first, so no member change reaches a
     /// stopping data path.
     fleet: Vec<fleet::Fleet>,
+    /// `--docker`: the plugin; stopped before anything else.
+    docker: Option<dnet_plugins::docker::DockerPlugin>,
 }
 
 impl Running {
@@ -275,6 +318,21 @@ impl Running {
         for (f, i) in fleet.iter_mut().zip(&infos) {
             f.apply_to(i.clone())?;
         }
+        let docker = match &s.docker {
+            Some(dir) => {
+                let served = fleet
+                    .iter()
+                    .zip(&cfg.networks)
+                    .map(|(f, n)| docker::Served {
+                        alloc: f.allocator(),
+                        bridge: n.bridge.clone().unwrap_or_default(),
+                        mtu: n.mtu,
+                    })
+                    .collect();
+                Some(docker::start(served, dir.clone())?)
+            }
+            None => None,
+        };
         log::info!("control socket {}; ready", control.path().display());
         Ok(Running {
             dataplane,
@@ -284,6 +342,7 @@ impl Running {
             infos,
             links,
             fleet,
+            docker,
         })
     }
 
@@ -322,7 +381,9 @@ impl Running {
             infos,
             links: _,
             fleet,
+            docker,
         } = self;
+        drop(docker);
         for f in fleet {
             f.stop();
         }

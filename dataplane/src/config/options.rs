@@ -166,6 +166,22 @@ pub struct Options {
     #[serde(default, deserialize_with = "one_or_many")]
     pub network: Vec<String>,
 
+    /// Serve Docker's network and IPAM plugin API (plugin `dnet`) for the --network(s), and
+    /// make sure each has a Docker network of its name on this host's engine (at
+    /// $DOCKER_HOST or /var/run/docker.sock). A network without --bridge gets bridge
+    /// br-NAME, made if missing, with this host's gateway address. Needs --network.
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Containers"
+    )]
+    pub docker: Option<bool>,
+
+    /// Directory of the Docker plugin socket dnet.sock [default: /run/docker/plugins].
+    #[arg(long, value_name = "DIR", help_heading = "Containers")]
+    pub docker_plugin_dir: Option<PathBuf>,
+
     /// etcd client URLs, comma-separated: every member of the etcd cluster, e.g.
     /// http://10.0.0.5:2379,http://10.0.0.6:2379 [default: $DNET_ETCD]. Only used with
     /// --network.
@@ -360,7 +376,7 @@ mod tests {
     fn keys_are_the_flags_names() {
         let keys = Options::keys();
         assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
-        assert_eq!(keys.len(), 36);
+        assert_eq!(keys.len(), 38);
         for k in &keys {
             let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
             let expect = match k.as_str() {

@@ -72,6 +72,8 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// The etcd network to join (`--network`), if any.
     pub fleet: Option<FleetSettings>,
+    /// `--docker`: serve the Docker plugin, its socket in this directory.
+    pub docker: Option<PathBuf>,
     /// With several `--network`: the bridges of the networks after the first (by name), from
     /// `--bridge NET=BRIDGE,...`.
     pub network_bridges: Vec<(String, Sourced<String>)>,
@@ -94,6 +96,9 @@ pub struct ExtraNetwork {
     /// Its TAP MTU; `None`: underlay MTU − overhead.
     pub mtu: Option<Sourced<u32>>,
 }
+
+/// Where Docker looks for plugin sockets (`--docker-plugin-dir`'s default).
+pub const DEFAULT_PLUGIN_DIR: &str = "/run/docker/plugins";
 
 /// The TAP of network `name` on a switch serving several: `dnet-NAME`.
 pub fn network_tap(name: &str) -> String {
@@ -150,6 +155,12 @@ pub enum SettingsError {
     /// `--key` or `--mtu` with several networks.
     #[error("{0}: with several --network, each network's key and MTU come from etcd: drop it (`dnetctl network create --key/--mtu` sets them per network)")]
     OneValueForSeveralNetworks(Input),
+    /// `--docker` without a network.
+    #[error("{0}: serves the networks joined through etcd: add --network NAME --etcd URLS")]
+    DockerWithoutNetwork(Input),
+    /// `--docker-plugin-dir` without `--docker`.
+    #[error("{0}: only used with --docker: add --docker, or drop it")]
+    PluginDirWithoutDocker(Input),
     /// `--tap` with several networks.
     #[error("{0}: with several --network, each network's TAP is dnet-NAME: drop --tap")]
     TapWithSeveralNetworks(Input),
@@ -406,6 +417,17 @@ impl Settings {
             }
         }
 
+        let docker = match (get!(s, docker), get!(s, docker_plugin_dir)) {
+            (Some(d), dir) if d.value => {
+                if fleet.is_none() {
+                    return Err(SettingsError::DockerWithoutNetwork(d.input));
+                }
+                Some(dir.map_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR), |d| d.value))
+            }
+            (_, Some(dir)) => return Err(SettingsError::PluginDirWithoutDocker(dir.input)),
+            _ => None,
+        };
+
         let user = match get!(s, user) {
             Some(u) => {
                 Some(privdrop::lookup_user(&u.value).ok_or(SettingsError::NoSuchUser(u.input))?)
@@ -444,6 +466,7 @@ impl Settings {
             stp,
             config_file: s.config_path().map(|p| p.to_path_buf()),
             fleet,
+            docker,
             network_bridges,
             extra_networks: Vec::new(),
         })
