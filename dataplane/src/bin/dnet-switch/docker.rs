@@ -211,7 +211,12 @@ pub fn start(nets: Vec<Served>, plugin_dir: PathBuf) -> Result<DockerPlugin> {
     }
     for (net, r) in &p.ensured {
         match r {
-            Ok(how) => log::info!("docker plugin: network {net}: {how:?}"),
+            Ok(engine::Ensured::Created(id)) => {
+                log::info!("docker plugin: created Docker network {net} (id {id:.12})")
+            }
+            Ok(engine::Ensured::Existed(id)) => {
+                log::info!("docker plugin: Docker network {net} exists (id {id:.12})")
+            }
             Err(e) => log::warn!("docker plugin: network {net}: {e}"),
         }
     }
