@@ -3,7 +3,8 @@
 //! network blue through etcd and serves Docker's plugin API. `docker run --network blue` on
 //! both hosts: the containers ping each other across the hosts, their addresses come from
 //! each host's range and are recorded in etcd exactly (rm frees), a switch restarted under a
-//! running container keeps it connected, and hostile plugin requests get the API's errors.
+//! running container keeps it connected, 16 MiB cross from one container to the other intact,
+//! and hostile plugin requests get the API's errors.
 
 use dnet_e2e::fleet_support::{create_network, wait_for, Etcd, TTL};
 use dnet_proto::{NetworkEntry, PortKind, Request, Response};
@@ -17,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "dnetbox";
-const APPLETS: [&str; 4] = ["sh", "sleep", "ping", "cat"];
+const APPLETS: [&str; 8] = ["sh", "sleep", "ping", "cat", "nc", "dd", "md5sum", "wc"];
 const READY: Duration = Duration::from_secs(30);
 
 /// One dockerd inside a host namespace with a private plugin directory; on drop: containers
@@ -426,6 +427,65 @@ fn docker_containers_on_two_hosts_share_blue_through_the_switches() {
     );
     assert_eq!(a.dockerd.ping("c3", c2), 3, "c3 -> c2 after b's restart");
     assert_eq!(held(&b.socket), [c2]);
+
+    // 16 MiB from c3 (host a) to c2 (host b) over TCP, compared by digest.
+    b.dockerd.ok(&[
+        "exec",
+        "-d",
+        "c2",
+        "sh",
+        "-c",
+        "sleep 60 | nc -l -p 5000 > /tmp/got",
+    ]);
+    a.dockerd.ok(&[
+        "exec",
+        "c3",
+        "sh",
+        "-c",
+        "dd if=/dev/urandom of=/tmp/sent bs=1048576 count=16 2>/dev/null",
+    ]);
+    let size = |h: &DockerHost, c: &str, f: &str| {
+        h.dockerd
+            .docker(&["exec", c, "sh", "-c", &format!("wc -c < {f}")])
+            .ok()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    // Listening: port 5000 (0x1388) in state LISTEN (0A) in c2's /proc/net/tcp or tcp6.
+    let listening = || {
+        b.dockerd
+            .docker(&[
+                "exec",
+                "c2",
+                "sh",
+                "-c",
+                "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true",
+            ])
+            .is_ok_and(|t| {
+                t.lines()
+                    .any(|l| l.contains(":1388 ") && l.contains(" 0A "))
+            })
+    };
+    assert!(wait_for(READY, listening), "no listener in c2");
+    let sent = a.dockerd.docker(&[
+        "exec",
+        "c3",
+        "sh",
+        "-c",
+        &format!("nc -w 5 {c2} 5000 < /tmp/sent"),
+    ]);
+    assert!(sent.is_ok(), "{sent:?}");
+    let ok = wait_for(READY, || size(&b, "c2", "/tmp/got") == Some(16 << 20));
+    assert!(
+        ok,
+        "c2 got {:?} bytes of 16 MiB",
+        size(&b, "c2", "/tmp/got")
+    );
+    let digest = |h: &DockerHost, c: &str, f: &str| h.dockerd.ok(&["exec", c, "md5sum", f]);
+    assert_eq!(
+        digest(&a, "c3", "/tmp/sent").split_whitespace().next(),
+        digest(&b, "c2", "/tmp/got").split_whitespace().next(),
+        "the 16 MiB arrived changed"
+    );
 
     // Hostile requests to the plugin socket: API errors, and the switch keeps serving.
     let sock = a.dockerd.plugins.join("dnet.sock");
