@@ -23,8 +23,9 @@ pub fn default_bridge(name: &str) -> String {
     format!("br-{name}")
 }
 
-/// Makes sure `bridge` exists and is up (created if missing; its MTU follows its ports'), and
-/// carries `gateway/prefix`, the address containers of this host route through.
+/// Makes sure `bridge` exists and is up (created if missing; its MTU follows its ports'),
+/// carries `gateway/prefix` (the containers' gateway: the host itself), and that the host
+/// routes nothing received on it.
 pub fn ensure_bridge(bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
     let ctx = || format!("preparing bridge {bridge} for the Docker plugin");
     let mut nl = Netlink::open().with_context(ctx)?;
@@ -44,6 +45,13 @@ pub fn ensure_bridge(bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> 
         );
     }
     nl.set_up(link.index).with_context(ctx)?;
+    // A dnet network is one layer-2 segment: the host must not route its containers into
+    // another network (or anywhere), which it would with the gateway address on every bridge
+    // and IP forwarding on (dockerd turns it on). IPv4's per-interface switch governs packets
+    // received on the bridge; the containers still reach the host itself.
+    let fwd = format!("/proc/sys/net/ipv4/conf/{bridge}/forwarding");
+    std::fs::write(&fwd, "0")
+        .with_context(|| format!("turning off IP forwarding from {bridge} ({fwd})"))?;
     let addrs = nl.ipv4_addrs(link.index).with_context(ctx)?;
     if !addrs.iter().any(|(a, _)| *a == gateway) {
         nl.add_addr(link.index, gateway, prefix).with_context(ctx)?;
