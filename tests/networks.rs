@@ -334,6 +334,53 @@ fn two_networks_never_exchange_a_frame_and_unknown_keys_are_counted() {
     );
     assert_eq!(port_frames(&b.socket, "red"), red_before);
 
+    // dnetctl attach --network red: an address of red's range on this host, on red's bridge;
+    // detach frees it.
+    let pod = tb.add_extra_netns("pr").unwrap();
+    let out = dnetctl_ok(
+        &tb.host(1).ns,
+        &[
+            "attach",
+            &pod,
+            "--network",
+            "red",
+            "--socket",
+            &sock,
+            "--no-probe",
+            "-j",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["network"], "red", "{out}");
+    assert_eq!(v["bridge"], "br-red", "{out}");
+    let red_range = networks(&b.socket).unwrap()[1].range.clone().unwrap();
+    let addr: Ipv4Addr = v["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (net, len) = red_range.split_once('/').unwrap();
+    let mask = u32::MAX << (32 - len.parse::<u32>().unwrap());
+    assert_eq!(
+        u32::from(addr) & mask,
+        u32::from(net.parse::<Ipv4Addr>().unwrap()),
+        "{addr} not in {red_range}"
+    );
+    dnetctl_ok(
+        &tb.host(1).ns,
+        &["detach", &pod, "--network", "red", "--socket", &sock],
+    );
+    let req = Request::Allocations {
+        network: Some("red".into()),
+    };
+    match ask(&b.socket, req) {
+        Some(Response::Allocations(l)) => assert!(l.allocations.is_empty(), "{l:?}"),
+        other => panic!("allocations of red: {other:?}"),
+    }
+
     // dnetctl shows every network by default, one with --network.
     let sh = dnetctl_ok(&tb.host(1).ns, &["show", "--socket", &sock]);
     assert!(
