@@ -4,7 +4,8 @@
 //! both hosts: the containers ping each other across the hosts, their addresses come from
 //! each host's range and are recorded in etcd exactly (rm frees), a switch restarted under a
 //! running container keeps it connected, 16 MiB cross from one container to the other intact,
-//! and hostile plugin requests get the API's errors.
+//! network red served beside blue never learns a frame of blue's, and hostile plugin requests
+//! get the API's errors.
 
 use dnet_e2e::fleet_support::{create_network, wait_for, Etcd, TTL};
 use dnet_proto::{NetworkEntry, PortKind, Request, Response};
@@ -222,6 +223,16 @@ fn ask(socket: &Path, req: Request) -> Option<Response> {
     dnet_proto::request(socket, &req, Duration::from_secs(5)).ok()
 }
 
+fn blue_or_red(socket: &Path, name: &str) -> NetworkEntry {
+    match ask(socket, Request::Networks) {
+        Some(Response::Networks { networks }) => networks
+            .into_iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no network {name}")),
+        other => panic!("networks: {other:?}"),
+    }
+}
+
 fn blue(socket: &Path) -> Option<NetworkEntry> {
     match ask(socket, Request::Networks)? {
         Response::Networks { networks } => networks.into_iter().find(|n| n.name == "blue"),
@@ -244,8 +255,24 @@ fn allocations(socket: &Path) -> Vec<(Ipv4Addr, String)> {
     }
 }
 
+/// The MACs network `net`'s table learned.
+fn learned(socket: &Path, net: &str) -> Vec<String> {
+    let req = Request::In {
+        network: net.into(),
+        request: Box::new(Request::FdbShow),
+    };
+    match ask(socket, req) {
+        Some(Response::Fdb(t)) => t.entries.into_iter().map(|e| e.mac).collect(),
+        other => panic!("fdb of {net}: {other:?}"),
+    }
+}
+
 fn tunnels(socket: &Path) -> usize {
-    match ask(socket, Request::Stats) {
+    let req = Request::In {
+        network: "blue".into(),
+        request: Box::new(Request::Stats),
+    };
+    match ask(socket, req) {
         Some(Response::Stats(s)) => s
             .ports
             .iter()
@@ -287,7 +314,8 @@ impl DockerHost {
     fn start_switch(&mut self, tb: &Testbed, etcd: &Etcd) {
         let mut cmd = Command::new(dnet_testbed::switch_binary().unwrap());
         cmd.args(etcd.args())
-            .args(["--network", "blue", "--docker", "--docker-plugin-dir"])
+            .args(["--network", "blue", "--network", "red", "--docker"])
+            .arg("--docker-plugin-dir")
             .arg(&self.dockerd.plugins)
             .args(["--etcd-ttl", &TTL.to_string(), "--workers", "1"])
             .arg("--control-socket")
@@ -345,6 +373,7 @@ fn docker_containers_on_two_hosts_share_blue_through_the_switches() {
     let tb = Testbed::new(3).expect("testbed");
     let etcd = Etcd::single(&tb);
     create_network(&etcd, "blue", "10.77.0.0/16", &["--key", "1"]);
+    create_network(&etcd, "red", "10.78.0.0/16", &["--key", "2"]);
     let mut a = DockerHost::new(&tb, 0);
     let mut b = DockerHost::new(&tb, 1);
     a.start_switch(&tb, &etcd);
@@ -486,6 +515,40 @@ fn docker_containers_on_two_hosts_share_blue_through_the_switches() {
         digest(&b, "c2", "/tmp/got").split_whitespace().next(),
         "the 16 MiB arrived changed"
     );
+
+    // Red, beside blue on the same switches: its container is not reachable from blue, and
+    // not one frame of blue's (16 MiB above) was learned in red's tables, nor red's in blue's.
+    let r2 = b.dockerd.run("r2", "red");
+    assert!(in_range(
+        r2,
+        blue_or_red(&b.socket, "red").range.as_deref().unwrap()
+    ));
+    let mac_of = |h: &DockerHost, c: &str, net: &str| {
+        h.dockerd.ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{.NetworkSettings.Networks.{net}.MacAddress}}}}"),
+            c,
+        ])
+    };
+    let blue_macs = [mac_of(&a, "c3", "blue"), mac_of(&b, "c2", "blue")];
+    let red_mac = mac_of(&b, "r2", "red");
+    assert!(
+        learned(&b.socket, "blue").contains(&blue_macs[0]),
+        "blue learned nothing"
+    );
+    for h in [&a, &b] {
+        let red = learned(&h.socket, "red");
+        assert!(
+            blue_macs.iter().all(|m| !red.contains(m)),
+            "blue MACs in red: {red:?}"
+        );
+        assert!(
+            !learned(&h.socket, "blue").contains(&red_mac),
+            "red's MAC in blue"
+        );
+    }
+    assert_eq!(a.dockerd.ping("c3", r2), 0, "blue reached red's container");
 
     // Hostile requests to the plugin socket: API errors, and the switch keeps serving.
     let sock = a.dockerd.plugins.join("dnet.sock");
