@@ -324,9 +324,8 @@ encap = "udp"
         for k in Options::keys() {
             let v = match k.as_str() {
                 "peer" => "[]",
-                "csum" | "seq" | "offload" | "clamp_mss" | "keepalive" | "loop_guard" | "stp" => {
-                    "true"
-                }
+                "csum" | "seq" | "offload" | "clamp_mss" | "keepalive" | "loop_guard" | "stp"
+                | "docker" => "true",
                 "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" | "etcd_ttl" => "1",
                 "keepalive_interval" | "keepalive_multiplier" | "stp_priority" | "udp_port" => "1",
                 "local" => "\"10.0.0.1\"",

@@ -35,5 +35,8 @@ pub use input::{FlagText, Input, Origin, Sourced};
 pub use options::{Encap, LogLevel, Options};
 pub use peer::{check_peer, PeerError, PeerRoute};
 pub use resolve::{check_privileges, resolve, ResolveError, Resolved};
-pub use settings::{tap_mtu_for, Group, NetworkSettings, Settings, SettingsError, MIN_MTU};
+pub use settings::{
+    network_tap, tap_mtu_for, ExtraNetwork, Group, NetworkSettings, Settings, SettingsError,
+    MIN_MTU, SEVERAL_NETWORKS_SOCKET,
+};
 pub use sources::Sources;
