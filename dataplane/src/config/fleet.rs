@@ -7,9 +7,9 @@
 //! the etcd password comes from `--etcd-password-file` or `$DNET_ETCD_PASSWORD`, never from a
 //! flag, where `ps` would show it.
 
+use super::error::SettingsError;
 use super::input::{Input, Sourced};
 use super::options::Encap;
-use super::settings::SettingsError;
 use super::sources::{get, Sources};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,11 +24,7 @@ pub const PASSWORD_ENV: &str = "DNET_ETCD_PASSWORD";
 /// Default member lease TTL.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
-/// Shortest member TTL accepted: etcd refuses leases much shorter than its election timeout.
-pub const MIN_TTL_SECS: u64 = 2;
-
-/// Longest member TTL accepted: a crashed host's tunnels stay on the others this long.
-pub const MAX_TTL_SECS: u64 = 3600;
+pub use super::limits::{MAX_TTL_SECS, MIN_TTL_SECS};
 
 /// TLS files for etcd.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

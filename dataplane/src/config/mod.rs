@@ -18,10 +18,12 @@
 //! and on SIGHUP. Every refusal names its [`Input`] (`--ttl 0`, or `config file
 //! /etc/dnet/dnet.toml, line 4: ttl = 0`) and the fix.
 
+mod error;
 pub mod file;
 pub mod fleet;
 mod host;
 mod input;
+mod limits;
 pub mod options;
 pub mod peer;
 mod resolve;

@@ -1,0 +1,15 @@
+//! The bounds settings are checked against, apart from the checks, so that the error type
+//! ([`super::error`]) and every module that validates (settings, fleet, resolve) can name
+//! them without depending on each other.
+
+/// Workers at most.
+pub const MAX_WORKERS: usize = 64;
+
+/// Smallest TAP MTU accepted: the IPv4 minimum reassembly size every host must accept.
+pub const MIN_MTU: u32 = 576;
+
+/// Shortest member TTL accepted: etcd refuses leases much shorter than its election timeout.
+pub const MIN_TTL_SECS: u64 = 2;
+
+/// Longest member TTL accepted: a crashed host's tunnels stay on the others this long.
+pub const MAX_TTL_SECS: u64 = 3600;
