@@ -170,6 +170,7 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
             peers,
             core,
         }],
+        encrypt: None,
     };
     Ok(Resolved {
         dataplane,

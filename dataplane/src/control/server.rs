@@ -494,6 +494,8 @@ impl SwitchInfo {
     /// no one network (an unknown GRE key, a sender that is no network's peer) are counted
     /// with the network's own.
     pub fn stats(&self) -> Stats {
+        // With --encrypt, what the encryption dropped and did, under its own names.
+        let crypto = self.dataplane.crypto_counts();
         let counters = &self.dataplane.counters;
         let sum = |f: &dyn Fn(&Counters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
         let with_global = |f: &dyn Fn(&Counters) -> u64| {
@@ -545,6 +547,12 @@ impl SwitchInfo {
                     reason: d.name().to_string(),
                     count: with_global(&|c| c.drops[*d as usize].get()),
                 })
+                .chain(crypto.iter().flat_map(|ep| {
+                    dnet_crypto::Reject::ALL.iter().map(move |r| DropCount {
+                        reason: r.name().to_string(),
+                        count: with_global(&|c| c.crypto_drops[*r as usize].get()) + ep.dropped(*r),
+                    })
+                }))
                 .collect(),
             events: Event::ALL
                 .iter()
@@ -552,6 +560,12 @@ impl SwitchInfo {
                     reason: e.name().to_string(),
                     count: with_global(&|c| c.events[*e as usize].get()),
                 })
+                .chain(crypto.iter().flat_map(|ep| {
+                    dnet_crypto::Event::ALL.iter().map(move |e| DropCount {
+                        reason: e.name().to_string(),
+                        count: with_global(&|c| c.crypto_events[*e as usize].get()) + ep.count(*e),
+                    })
+                }))
                 .collect(),
         }
     }

@@ -19,7 +19,7 @@ use crate::offload::gro::{Add, Gro};
 use crate::offload::udp_gro::UdpGro;
 use crate::offload::{self, MAX_HEADERS};
 use crate::switch::pmtu::Outcome;
-use crate::switch::tunnel::{self, GreOptions};
+use crate::switch::tunnel::{self, GreOptions, PeerTable};
 use crate::switch::{Action, Counters, DropReason, Event, PortId, PortKind, Switch};
 use crate::wire::vnet::{self, VnetHdr};
 use crate::wire::{gre, icmp};
@@ -55,6 +55,8 @@ pub struct NetView<'s> {
     pub all: &'s [Arc<Counters>],
     /// The switch-wide counters (what belongs to no one network).
     pub global: &'s Counters,
+    /// With `--encrypt`: peer hosts by address → crypto peer id, to seal for.
+    pub hosts: Option<&'s PeerTable>,
 }
 
 impl NetView<'_> {
@@ -200,6 +202,17 @@ impl Egress {
         let Some(dest) = n.dest(port) else {
             return;
         };
+        let seal = match n.hosts {
+            None => None,
+            Some(h) => match h.get(*dest.ip()) {
+                Some(id) => Some(id),
+                None => {
+                    // A host with no crypto identity gets nothing in clear.
+                    n.global.add_crypto(&super::no_session());
+                    return;
+                }
+            },
+        };
         if out.tunnel_full() {
             self.flush(n.all, n.global, out);
         }
@@ -212,6 +225,7 @@ impl Egress {
             headers,
             flow,
             fragmentable,
+            seal,
         };
         out.push_tunnel(&msg, payload);
     }
@@ -362,6 +376,7 @@ impl Egress {
             }
         });
         global.events_add(Event::UdpGsoSent, f.gso_messages);
+        global.add_crypto(&f.crypto);
         if too_big || f.gso_too_big {
             self.pmtu.too_big();
         }
