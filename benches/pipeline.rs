@@ -1,12 +1,20 @@
 //! Per-frame costs of dnet's data path without I/O: the GRE codec, a MAC table lookup in a full
 //! table, and the whole per-frame pipeline in both directions (TAP → learn → lookup → GRE
 //! encap; GRE decap → learn → lookup → TAP). Reported as elements (frames) per second;
-//! full-crossing counts one element per frame for both halves.
+//! full-crossing counts one element per frame for both halves. Also the per-frame offloads
+//! (TCP segmentation, TCP and UDP coalescing, MSS clamping, the flow hash), each fed what a
+//! worker feeds it.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use dnet::offload::gro::{Add, Gro};
+use dnet::offload::udp_gro::UdpGro;
+use dnet::offload::{gso, MAX_HEADERS};
 use dnet::switch::tunnel::{decap, GreOptions, PeerTable};
+use dnet::switch::{pmtu, tunnel::flow_hash};
 use dnet::switch::{Action, FdbKey, Switch};
+use dnet::wire::checksum::{accumulate, finish};
 use dnet::wire::gre;
+use dnet::wire::vnet::{self, VnetHdr};
 use dnet_benches::{frame, learned_switch, mac};
 use std::net::Ipv4Addr;
 
@@ -106,6 +114,16 @@ fn internet_checksum(c: &mut Criterion) {
             b.iter(|| dnet::wire::checksum::checksum(&[black_box(&data)]))
         });
     }
+    // The incremental update (RFC 1624) that replaces a full sum when one field changes.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("update16", |b| {
+        b.iter(|| dnet::wire::checksum::update16(black_box(0xdd2f), black_box(0x5555), 0x3285))
+    });
+    g.bench_function("update32", |b| {
+        b.iter(|| {
+            dnet::wire::checksum::update32(black_box(0xdd2f), black_box(0x0102_0304), 0x0a0b_0c0d)
+        })
+    });
     g.finish();
 }
 
@@ -205,5 +223,139 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, internet_checksum, fdb, pipeline);
+/// An Ethernet/IPv4/TCP frame (timestamp option, DF) carrying `payload`, checksums valid;
+/// `flags` is the TCP flags byte and `opts` the 12 option bytes.
+fn tcp4(seq: u32, flags: u8, opts: [u8; 12], payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let tot = 20 + 32 + payload.len();
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (tot >> 8) as u8,
+        tot as u8,
+        0x12,
+        0x34,
+        0x40,
+        0,
+        64,
+        6,
+    ]);
+    f.extend_from_slice(&[0, 0, 10, 77, 0, 1, 10, 77, 0, 2, 0x9c, 0x40, 0x13, 0x89]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x10, 0x01, 0x80, flags, 0x01, 0xf5, 0, 0, 0, 0]);
+    f.extend_from_slice(&opts);
+    f.extend_from_slice(payload);
+    let c = finish(accumulate(0, &f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let sum = accumulate(0, &f[26..34]) + 6 + (f.len() - 34) as u64;
+    let c = finish(accumulate(sum, &f[34..]));
+    f[50..52].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// An Ethernet/IPv4/UDP datagram (DF, valid checksums) from source port `sport`.
+fn udp4(id: u16, sport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let ulen = 8 + payload.len();
+    let tot = 20 + ulen;
+    f.extend_from_slice(&[0x45, 0, (tot >> 8) as u8, tot as u8]);
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 10, 77, 0, 1, 10, 77, 0, 2]);
+    let c = finish(accumulate(0, &f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&[0x1e, 0x61, (ulen >> 8) as u8, ulen as u8, 0, 0]);
+    f.extend_from_slice(payload);
+    let sum = accumulate(0, &f[26..34]) + 17 + ulen as u64;
+    let c = finish(accumulate(sum, &f[34..]));
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+const TS_OPTS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0x30, 0x39, 0, 0, 0x10, 0x92];
+
+/// Adds every frame to a run, flushing as the worker does; returns the runs closed.
+fn coalesce<'a>(g: &mut Gro<'a>, frames: &'a [Vec<u8>]) -> usize {
+    let mut head = [0u8; vnet::LEN + MAX_HEADERS];
+    let mut runs = 0;
+    for f in frames {
+        if g.add(f) != Add::Added {
+            runs += 1;
+            black_box(g.finish(&mut head));
+            if g.add(f) != Add::Added {
+                unreachable!("a bench segment starts a run");
+            }
+        }
+    }
+    black_box(g.finish(&mut head));
+    runs + 1
+}
+
+fn offload(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offload");
+    // TSO: a 64 KiB super-frame from the TAP cut into 1448-byte segments (46 of them), headers
+    // fixed up and TCP checksums computed over each payload. One element per segment.
+    let data: Vec<u8> = (0..64_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let sup = tcp4(1000, 0x18, TS_OPTS, &data);
+    let h = VnetHdr {
+        flags: vnet::F_NEEDS_CSUM,
+        gso_type: vnet::gso::TCPV4,
+        gso_size: 1448,
+        ..VnetHdr::default()
+    };
+    let mut segs: Vec<Vec<u8>> = Vec::new();
+    let n = gso::segment(&sup, &h, |hd, pl| segs.push([hd, pl].concat())).unwrap();
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("gso/segment/64KiB", |b| {
+        b.iter(|| {
+            gso::segment(black_box(&sup), &h, |hd, pl| {
+                black_box((hd, pl));
+            })
+        })
+    });
+    // GRO: those segments (checksums verified, headers compared) back into one super-frame.
+    g.bench_function("gro/coalesce/64KiB", |b| {
+        b.iter(|| coalesce(&mut Gro::new(), black_box(&segs)))
+    });
+    // UDP GRO: runs of 32 small datagrams (64-byte payloads) of one flow.
+    let dgrams: Vec<Vec<u8>> = (0..BATCH as u16)
+        .map(|i| udp4(i, 5000 + i / 32, &[i as u8; 64]))
+        .collect();
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("udp_gro/coalesce/64B", |b| {
+        b.iter(|| {
+            let mut u = UdpGro::new();
+            let mut head = [0u8; vnet::LEN + MAX_HEADERS];
+            for d in black_box(&dgrams) {
+                if u.add(d) != Add::Added {
+                    black_box(u.finish(&mut head));
+                    let _ = u.add(d);
+                }
+            }
+            black_box(u.finish(&mut head));
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    // MSS clamp on every frame from the TAP: mostly data segments (a flag test), and a SYN
+    // whose MSS option is rewritten (the option walk and the incremental checksum).
+    g.bench_function("clamp_mss/data", |b| {
+        let mut f = segs[0].clone();
+        b.iter(|| black_box(pmtu::clamp_mss(black_box(&mut f), 1400)))
+    });
+    let syn = tcp4(1, 0x02, [1, 1, 1, 1, 2, 4, 0x05, 0xb4, 1, 3, 3, 7], &[]);
+    g.bench_function("clamp_mss/syn", |b| {
+        let mut f = syn.clone();
+        b.iter(|| {
+            f.copy_from_slice(&syn);
+            black_box(pmtu::clamp_mss(black_box(&mut f), 1400))
+        })
+    });
+    // The GRE-in-UDP source port of each frame: addresses, protocol and ports hashed.
+    g.bench_function("flow_hash/tcp4", |b| {
+        b.iter(|| black_box(flow_hash(black_box(&segs[0]))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, internet_checksum, fdb, pipeline, offload);
 criterion_main!(benches);

@@ -168,3 +168,26 @@ write("crypto", "forged-clean", bytes([2, 44]) + struct.pack("<H", 64) + bytes([
 ops = [(6, 0), (1, 0), (3, 0), (2, 0), (3, 0), (1, 0), (3, 0), (5, 6), (3, 0), (0, 1200), (1, 0), (2, 0), (5, 7), (4, 0x1234),
        (0, 6000), (1, 0), (2, 0), (3, 0), (3, 0)]
 write("crypto", "timers", bytes([3, 1]) + b"".join(struct.pack("<BH", o, a) for o, a in ops))
+# tcp: 2 bytes of pseudo-header sum, then a TCP segment. A SYN with MSS, SACK-permitted,
+# timestamps, NOP, window scale; a data segment with NOP NOP timestamps; SACK blocks and an
+# unknown option ending in End; an option whose length runs past the header.
+def tcp_seg(flags, opts, payload=b"", seq=0x01020304):
+    return struct.pack("!HHIIBBHHH", 40000, 5001, seq, 0, (5 + len(opts) // 4) << 4, flags, 64240, 0, 0) + opts + payload
+
+syn_opts = bytes.fromhex("020405b40402080a000030390000000001030307")
+write("tcp", "syn-options", b"\x0a\x4d" + tcp_seg(0x02, syn_opts))
+write("tcp", "data-timestamps", b"\x0a\x4d" + tcp_seg(0x18, bytes.fromhex("0101080a0000303900001092"), b"hello"))
+write("tcp", "sack-unknown-end", b"\x00\x01" + tcp_seg(0x10, bytes.fromhex("050a0000000100000002") + bytes.fromhex("1e04abcd00000000")))
+write("tcp", "option-past-header", b"\x00\x01" + tcp_seg(0x02, bytes.fromhex("01010208")))
+# The first find of this target: an MSS option after one NOP (its value at an odd offset),
+# whose rewrite broke the checksum.
+write("tcp", "mss-odd-offset", b"\x0a\x2a" + tcp_seg(0x02, bytes.fromhex("01020405b4010101")))
+
+# udp: 2 bytes of pseudo-header sum, then a datagram (with and without a checksum, padded).
+write("udp", "hi", b"\x0a\x4d" + bytes.fromhex("13881e61000b2fe9") + b"hi!" + b"\0\0")
+write("udp", "no-checksum", b"\x00\x00" + bytes.fromhex("1388128a000c0000") + b"ping")
+
+# ipv6: a TCP packet fd77::1 > fd77::2 with traffic class and flow label, padded; a bare header.
+v6 = bytes.fromhex("6b812345000406 40".replace(" ", "")) + bytes.fromhex("fd77" + "00" * 13 + "01") + bytes.fromhex("fd77" + "00" * 13 + "02")
+write("ipv6", "tcp-padded", v6 + bytes.fromhex("deadbeef0000"))
+write("ipv6", "header-only", bytes.fromhex("60000000000011ff") + bytes(32))

@@ -516,14 +516,17 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
     }
 
     // From here on every change is recorded in `rb` and undone if a later step fails.
-    step(
+    // Created and looked up in one step, so an interrupt cannot fall between the two and
+    // leave a veth that the rollback does not know about.
+    let hl = step(
         &format!("creating veth {host_ifname} <-> {ifname} in {cdesc}"),
-        || rb.host.add_veth(&host_ifname, ifname, &c.ns, mtu, mac),
+        || -> anyhow::Result<_> {
+            rb.host.add_veth(&host_ifname, ifname, &c.ns, mtu, mac)?;
+            rb.host
+                .link_by_name(&host_ifname)?
+                .ok_or_else(|| anyhow!("{host_ifname} vanished right after creation"))
+        },
     )?;
-    let hl = step(&format!("looking up {host_ifname}"), || {
-        rb.host.link_by_name(&host_ifname)
-    })?
-    .ok_or_else(|| anyhow!("{host_ifname} vanished right after creation"))?;
     rb.done.push(Undo::Veth {
         host_index: hl.index,
         name: host_ifname.clone(),

@@ -9,4 +9,5 @@
 pub mod arp_probe;
 pub mod attach;
 pub mod docker;
-pub mod netlink;
+/// The sync rtnetlink client, shared with dnet's container plugins (crate `dnet_netlink`).
+pub use dnet_netlink as netlink;

@@ -57,7 +57,9 @@ fn check_decap(packet: &[u8], peers: &PeerTable, opts: &GreOptions) {
                 Routing => DropReason::GreRouting,
                 UnknownProtocol => DropReason::GreProtocol,
                 BadChecksum => DropReason::GreChecksum,
-                Truncated | BadIpv4 | Bpdu => DropReason::GreTruncated,
+                Truncated | BadIpv4 | BadIpv6 | BadTcp | BadTcpOption | BadUdp | Bpdu => {
+                    DropReason::GreTruncated
+                }
             }
         })?;
         if r.key.unwrap_or(0) != opts.key.unwrap_or(0) {

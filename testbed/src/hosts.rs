@@ -775,6 +775,9 @@ impl Testbed {
             full.current_dir(d);
         }
         let pid = self.spawn_logged(full, &log, label, ns, None)?;
+        // `ip netns exec` enters the namespace after it starts: return once the process is
+        // in it, so a caller that names the process (`pid:N`) finds it there.
+        wait_in_netns(pid, ns)?;
         Ok(Process {
             pid,
             ns: ns.to_string(),
@@ -859,6 +862,28 @@ impl Testbed {
 impl Drop for Testbed {
     fn drop(&mut self) {
         lock(&self.res).teardown(std::thread::panicking());
+    }
+}
+
+/// Polls until process `pid` is in network namespace `ns` (or has exited).
+fn wait_in_netns(pid: u32, ns: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let want = fs::metadata(format!("/run/netns/{ns}"))
+        .map_err(|e| Error::io(format!("stat /run/netns/{ns}"), e))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match fs::metadata(format!("/proc/{pid}/ns/net")) {
+            Ok(m) if m.dev() == want.dev() && m.ino() == want.ino() => return Ok(()),
+            // Gone already: nothing to wait for (its log says why).
+            Err(_) => return Ok(()),
+            Ok(_) if Instant::now() >= deadline => {
+                return Err(Error::Timeout {
+                    what: format!("process {pid} entering namespace {ns}"),
+                    timeout: Duration::from_secs(5),
+                })
+            }
+            Ok(_) => std::thread::sleep(POLL),
+        }
     }
 }
 

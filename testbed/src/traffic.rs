@@ -472,6 +472,9 @@ fn udp_count(
     })
 }
 
+/// Receive buffer of the test's UDP receivers.
+const RECV_BUFFER: usize = 64 << 20;
+
 fn udp_receive(
     port: u16,
     tok: &[u8],
@@ -490,6 +493,22 @@ fn udp_receive(
         port,
     )))
     .map_err(|e| Error::io(ctx("bind"), e))?;
+    // A burst must not be lost in this socket while this thread waits for a core on a busy
+    // machine: room for tens of thousands of small datagrams (root passes the sysctl cap).
+    if s.set_recv_buffer_size(RECV_BUFFER).is_ok() {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+        let v = RECV_BUFFER as libc::c_int;
+        // SAFETY: passes a pointer to one c_int and its size; the kernel only reads it.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
     let s: UdpSocket = s.into();
     s.set_read_timeout(Some(TICK))
         .map_err(|e| Error::io(ctx("set timeout"), e))?;
@@ -498,13 +517,24 @@ fn udp_receive(
     let give_up = Instant::now() + Duration::from_secs(30) + window;
     let mut buf = [0u8; 2048];
     let mut count = 0;
+    let mut last = None;
     loop {
-        let end = sent_at.get().map(|t| *t + window).unwrap_or(give_up);
+        // The window runs from the later of the last send and the last datagram received:
+        // datagrams still queued in a switch on a loaded machine are waited for, a silence of
+        // `window` after both ends it.
+        let end = sent_at
+            .get()
+            .map(|t| last.map_or(*t, |l: Instant| l.max(*t)) + window)
+            .unwrap_or(give_up)
+            .min(give_up + window);
         if Instant::now() >= end {
             return Ok(count);
         }
         match s.recv(&mut buf) {
-            Ok(n) if &buf[..n] == tok => count += 1,
+            Ok(n) if &buf[..n] == tok => {
+                count += 1;
+                last = Some(Instant::now());
+            }
             Ok(_) => {}
             Err(e) if io_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io(ctx("recv"), e)),

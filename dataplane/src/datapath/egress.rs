@@ -12,20 +12,27 @@
 //!   MTUs be read again ([`PmtuSchedule`]).
 
 use super::outbox::{Dest, Outbox};
+use super::sink::SendOutcome;
 use super::sink::{Sink, TapWriteError, TunnelMsg};
 use super::timers::PmtuSchedule;
-use super::{NetId, SendOutcome};
 use crate::offload::gro::{Add, Gro};
 use crate::offload::udp_gro::UdpGro;
 use crate::offload::{self, MAX_HEADERS};
 use crate::switch::pmtu::Outcome;
 use crate::switch::tunnel::{self, GreOptions, PeerTable};
-use crate::switch::{Action, Counters, DropReason, Event, PortId, PortKind, Switch};
+use crate::switch::{Action, Counters, DropReason, Event, NetId, PortId, PortKind, Switch};
 use crate::wire::vnet::{self, VnetHdr};
 use crate::wire::{gre, icmp};
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+
+/// One `no_session` drop, as the crypto core counts it.
+pub fn no_session() -> dnet_crypto::Counts {
+    let mut c = dnet_crypto::Counts::default();
+    c.reject(dnet_crypto::Reject::NoSession);
+    c
+}
 
 /// An all-zero virtio-net header: nothing for the kernel to do.
 const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
@@ -208,7 +215,7 @@ impl Egress {
                 Some(id) => Some(id),
                 None => {
                     // A host with no crypto identity gets nothing in clear.
-                    n.global.add_crypto(&super::no_session());
+                    n.global.add_crypto(&no_session());
                     return;
                 }
             },

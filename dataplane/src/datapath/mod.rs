@@ -30,6 +30,7 @@ pub mod timers;
 #[cfg(test)]
 mod tests;
 
+pub use crate::switch::NetId;
 pub use outbox::Dest;
 pub use sink::{Flushed, SendOutcome, Sink, TapWriteError, TunnelMsg, OUTER_IP_UDP};
 
@@ -48,9 +49,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use timers::{PmtuSchedule, AGING_MS, STP_TICK_MS};
-
-/// Index of an overlay network within a switch (0: the first, or only, one).
-pub type NetId = u16;
 
 /// A datagram from a tunnel socket.
 #[derive(Debug)]
@@ -916,7 +914,7 @@ impl Core {
                 (Some(_), Dest::Tunnel { .. }) => {
                     let Some(id) = self.hosts.get(*to.ip()) else {
                         // A host with no crypto identity gets nothing in clear.
-                        self.global.add_crypto(&no_session());
+                        self.global.add_crypto(&egress::no_session());
                         continue;
                     };
                     Some(id)
@@ -969,13 +967,6 @@ impl Core {
         self.nets[i].bridge_flush = false;
         Some(i as NetId)
     }
-}
-
-/// One `no_session` drop, as the crypto core counts it.
-pub(crate) fn no_session() -> dnet_crypto::Counts {
-    let mut c = dnet_crypto::Counts::default();
-    c.reject(dnet_crypto::Reject::NoSession);
-    c
 }
 
 /// Network `net`'s side of a send (borrowing only what the egress does not own).

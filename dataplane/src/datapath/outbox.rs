@@ -2,7 +2,7 @@
 //! discovery — waiting for the I/O edge to take them with `Core::poll_transmit`. They are
 //! few (a handful per second, or one per oversize frame), so they are copied.
 
-use super::NetId;
+use crate::switch::NetId;
 use crate::switch::PortId;
 
 /// Where a queued frame goes.

@@ -6,7 +6,7 @@
 //! the sink keeps it until [`Sink::flush_tunnels`]. So whatever buffers the edge uses, the
 //! borrow checker proves they outlive the send.
 
-use super::NetId;
+use crate::switch::NetId;
 use crate::switch::PortId;
 use crate::wire::gre;
 use std::net::SocketAddrV4;

@@ -9,16 +9,18 @@
 //! Anything else ends the run; the caller writes it on its own, after the run, so order is
 //! kept. Payloads are not copied: the run is a list of slices of the receive buffers.
 
-use super::{pseudo_header_sum, tcp_layout, TcpLayout, MAX_HEADERS};
-use crate::wire::checksum::{accumulate, finish};
+use super::{pseudo_header_sum, tcp_layout, IpMut, TcpLayout, MAX_HEADERS};
+use crate::wire::checksum::finish;
+use crate::wire::tcp::{
+    self,
+    flags::{ACK, PSH},
+};
 use crate::wire::vnet::{self, VnetHdr};
 
 /// Most segments in one super-frame (a 64 KiB frame of 1400-byte segments is 47).
 pub const MAX_SEGS: usize = 64;
 /// Largest IP datagram a super-frame may become.
 const MAX_IP_LEN: usize = 65_535;
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
 
 /// What [`Gro::add`] did with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +43,7 @@ pub struct Gro<'a> {
     total: usize,
     mss: usize,
     next_seq: u32,
-    window: [u8; 2],
+    window: u16,
     psh: bool,
 }
 
@@ -68,7 +70,7 @@ impl<'a> Gro<'a> {
             total: 0,
             mss: 0,
             next_seq: 0,
-            window: [0; 2],
+            window: 0,
             psh: false,
         }
     }
@@ -90,25 +92,20 @@ impl<'a> Gro<'a> {
         };
         let hl = lay.payload;
         let p = frame.len() - hl;
-        let flags = frame[lay.l4 + 13];
-        if p == 0 || hl > MAX_HEADERS || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
+        let tcp = lay.tcp(frame);
+        let flags = tcp.flags();
+        if p == 0 || hl > MAX_HEADERS || (flags != ACK && flags != ACK | PSH) {
             return Add::Alone;
         }
         let len_ok = if lay.v6 {
             frame.len() - lay.l4 <= MAX_IP_LEN
         } else {
-            usize::from(u16::from_be_bytes([frame[lay.l3 + 2], frame[lay.l3 + 3]]))
-                == frame.len() - lay.l3
+            lay.ipv4(frame).total_len() == frame.len() - lay.l3
         };
         if !len_ok || !checksums_verify(frame, &lay) {
             return Add::Alone;
         }
-        let seq = u32::from_be_bytes([
-            frame[lay.l4 + 4],
-            frame[lay.l4 + 5],
-            frame[lay.l4 + 6],
-            frame[lay.l4 + 7],
-        ]);
+        let seq = tcp.seq_number();
         if self.n == 0 {
             self.head[..hl].copy_from_slice(&frame[..hl]);
             self.hl = hl;
@@ -135,9 +132,9 @@ impl<'a> Gro<'a> {
         self.n += 1;
         self.total += p;
         self.next_seq = seq.wrapping_add(p as u32);
-        self.window = [frame[lay.l4 + 14], frame[lay.l4 + 15]];
+        self.window = tcp.window_len();
         // A short segment or PSH ends the run: nothing may follow it in one super-frame.
-        self.psh = flags & TCP_PSH != 0 || p < self.mss;
+        self.psh = flags & PSH != 0 || p < self.mss;
         Add::Added
     }
 
@@ -156,23 +153,21 @@ impl<'a> Gro<'a> {
             return (vnet::LEN + hl, &self.segs[..1]);
         }
         let tcp_len = hl - lay.l4 + self.total;
-        if lay.v6 {
-            h[lay.l3 + 4..lay.l3 + 6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-        } else {
-            let tot = (hl - lay.l3 + self.total) as u16;
-            h[lay.l3 + 2..lay.l3 + 4].copy_from_slice(&tot.to_be_bytes());
-            h[lay.l3 + 10..lay.l3 + 12].fill(0);
-            let c = finish(accumulate(0, &h[lay.l3..lay.l4]));
-            h[lay.l3 + 10..lay.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        let (mut ip, mut tcp) = lay.split_mut(h);
+        match &mut ip {
+            IpMut::V6(ip) => ip.set_payload_len(tcp_len as u16),
+            IpMut::V4(ip) => {
+                ip.set_total_len((hl - lay.l3 + self.total) as u16);
+                ip.fill_checksum();
+            }
         }
         if self.psh {
-            h[lay.l4 + 13] |= TCP_PSH;
+            tcp.set_flags(tcp.flags() | PSH);
         }
-        h[lay.l4 + 14..lay.l4 + 16].copy_from_slice(&self.window);
+        tcp.set_window_len(self.window);
         // CHECKSUM_PARTIAL convention: the field holds the folded pseudo-header sum; the
         // kernel (or whoever segments the frame again) completes it.
-        let seed = !finish(pseudo_header_sum(h, &lay, tcp_len));
-        h[lay.l4 + 16..lay.l4 + 18].copy_from_slice(&seed.to_be_bytes());
+        tcp.set_checksum(!finish(ip.pseudo_header_sum(tcp_len)));
         VnetHdr {
             flags: vnet::F_NEEDS_CSUM,
             gso_type: if lay.v6 {
@@ -183,7 +178,7 @@ impl<'a> Gro<'a> {
             hdr_len: hl as u16,
             gso_size: self.mss as u16,
             csum_start: lay.l4 as u16,
-            csum_offset: 16,
+            csum_offset: tcp::CHECKSUM_OFFSET as u16,
         }
         .emit(&mut head[..vnet::LEN]);
         self.total = 0;
@@ -193,27 +188,23 @@ impl<'a> Gro<'a> {
 }
 
 fn checksums_verify(f: &[u8], lay: &TcpLayout) -> bool {
-    let ip_ok = lay.v6 || finish(accumulate(0, &f[lay.l3..lay.l4])) == 0;
-    let s = pseudo_header_sum(f, lay, f.len() - lay.l4);
-    ip_ok && finish(accumulate(s, &f[lay.l4..])) == 0
+    let ip_ok = lay.v6 || lay.ipv4(f).verify_checksum();
+    ip_ok
+        && lay
+            .tcp(f)
+            .verify_checksum(pseudo_header_sum(f, lay, f.len() - lay.l4))
 }
 
 /// Do two segments' headers agree on everything but lengths, IPv4 id and checksum, sequence
-/// number, window and TCP checksum (and PSH, checked by the caller)?
+/// number, window and TCP checksum (and PSH, checked by the caller)? Both have layout `lay`.
 fn same_flow(a: &[u8], b: &[u8], lay: &TcpLayout) -> bool {
-    let (l3, l4) = (lay.l3, lay.l4);
-    let ip_ok = if lay.v6 {
-        a[l3..l3 + 4] == b[l3..l3 + 4] && a[l3 + 6..l4] == b[l3 + 6..l4]
+    let ip = if lay.v6 {
+        lay.ipv6(a).same_flow_fields(&lay.ipv6(b))
     } else {
-        a[l3..l3 + 2] == b[l3..l3 + 2]
-            && a[l3 + 6..l3 + 10] == b[l3 + 6..l3 + 10]
-            && a[l3 + 12..l4] == b[l3 + 12..l4]
+        lay.ipv4(a).same_flow_fields(&lay.ipv4(b))
     };
-    a[..l3] == b[..l3]
-        && ip_ok
-        && a[l4..l4 + 4] == b[l4..l4 + 4]
-        && a[l4 + 8..l4 + 13] == b[l4 + 8..l4 + 13]
-        && a[l4 + 18..] == b[l4 + 18..]
+    // The Ethernet headers are equal byte for byte: nothing in them varies along a flow.
+    a[..lay.l3] == b[..lay.l3] && ip && lay.tcp(a).same_flow_fields(&lay.tcp(b))
 }
 
 #[cfg(test)]

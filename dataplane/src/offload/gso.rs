@@ -1,8 +1,9 @@
 //! Segmentation of TCP super-frames (what a NIC does for TSO), and completion of partial
 //! checksums, for frames read from a TAP with offloads on.
 
-use super::{pseudo_header_sum, tcp_layout, MAX_HEADERS};
+use super::{pseudo_header_sum, tcp_layout, IpMut, MAX_HEADERS};
 use crate::wire::checksum::{accumulate, finish};
+use crate::wire::tcp::flags::{CWR, FIN, PSH};
 use crate::wire::vnet::{self, VnetHdr};
 
 /// Why a frame from the TAP could not be prepared for the wire.
@@ -16,10 +17,6 @@ pub enum GsoError {
     #[error("unsupported super-frame")]
     Unsupported,
 }
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Completes a partial checksum (`F_NEEDS_CSUM`): the kernel left the pseudo-header sum in the
 /// checksum field; the sum from `csum_start` to the end, folded and complemented, replaces it.
@@ -76,42 +73,41 @@ pub fn segment<'f>(
     if hl > MAX_HEADERS {
         return Err(GsoError::Unsupported);
     }
-    let (l3, l4) = (lay.l3, lay.l4);
+    let l4 = lay.l4;
     let payload = &frame[hl..];
-    let seq0 = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
-    let id0 = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]);
-    let flags0 = frame[l4 + 13];
+    let tcp0 = lay.tcp(frame);
+    let (seq0, flags0) = (tcp0.seq_number(), tcp0.flags());
+    let id0 = if lay.v6 { 0 } else { lay.ipv4(frame).ident() };
+    // The addresses are the same in every segment; only the length changes.
+    let pseudo0 = pseudo_header_sum(frame, &lay, 0);
     let n = payload.len().div_ceil(mss).max(1);
     let mut hdr = [0u8; MAX_HEADERS];
     for i in 0..n {
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
         let h = &mut hdr[..hl];
         h.copy_from_slice(&frame[..hl]);
-        if lay.v6 {
-            let plen = (hl - l4 + chunk.len()) as u16;
-            h[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
-        } else {
-            let tot = (hl - l3 + chunk.len()) as u16;
-            h[l3 + 2..l3 + 4].copy_from_slice(&tot.to_be_bytes());
-            h[l3 + 4..l3 + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            h[l3 + 10..l3 + 12].fill(0);
-            let c = finish(accumulate(0, &h[l3..l4]));
-            h[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        let tcp_len = hl - l4 + chunk.len();
+        let (ip, mut tcp) = lay.split_mut(h);
+        match ip {
+            IpMut::V6(mut ip) => ip.set_payload_len(tcp_len as u16),
+            IpMut::V4(mut ip) => {
+                ip.set_total_len((hl - lay.l3 + chunk.len()) as u16);
+                ip.set_ident(id0.wrapping_add(i as u16));
+                ip.fill_checksum();
+            }
         }
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        h[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        tcp.set_seq_number(seq0.wrapping_add((i * mss) as u32));
         let mut flags = flags0;
         if i + 1 < n {
-            flags &= !(TCP_FIN | TCP_PSH);
+            flags &= !(FIN | PSH);
         }
         if i > 0 {
-            flags &= !TCP_CWR;
+            flags &= !CWR;
         }
-        h[l4 + 13] = flags;
-        h[l4 + 16..l4 + 18].fill(0);
-        let sum = pseudo_header_sum(h, &lay, hl - l4 + chunk.len());
-        let c = finish(accumulate(accumulate(sum, &h[l4..hl]), chunk));
-        h[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        tcp.set_flags(flags);
+        tcp.set_checksum(0);
+        let sum = accumulate(pseudo0 + tcp_len as u64, tcp.header());
+        tcp.set_checksum(finish(accumulate(sum, chunk)));
         out(h, chunk);
     }
     Ok(n)
@@ -121,6 +117,7 @@ pub fn segment<'f>(
 mod tests {
     use super::super::testframes::{checksums_ok, tcp4, tcp6};
     use super::*;
+    use crate::wire::tcp::flags::{FIN as TCP_FIN, PSH as TCP_PSH};
 
     fn payload(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + 3) as u8).collect()

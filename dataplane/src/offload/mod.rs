@@ -12,11 +12,15 @@ pub mod gro;
 pub mod gso;
 pub mod udp_gro;
 
-use crate::wire::ethernet::{ethertype, Frame};
+use crate::wire::ethernet::{ethertype, Frame, TAGGED_HEADER_LEN};
+use crate::wire::{ipv4, ipv6, tcp};
+
+// IPv6's next header and IPv4's protocol share one number space (IANA "Assigned Internet
+// Protocol Numbers"), so ipv4::PROTO_TCP serves both below.
 
 /// Longest header run of a TCP frame: Ethernet + one tag (18), IPv4 with options (60) or IPv6
 /// (40), TCP with options (60).
-pub const MAX_HEADERS: usize = 18 + 60 + 60;
+pub const MAX_HEADERS: usize = TAGGED_HEADER_LEN + ipv4::MAX_HEADER_LEN + tcp::MAX_HEADER_LEN;
 
 /// Where the layers of an Ethernet / IPv4-or-IPv6 / TCP frame start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,48 +37,99 @@ pub struct TcpLayout {
 
 /// Finds the TCP layers of `f`, or `None` if it is not plain TCP over IPv4 (any IHL) or IPv6
 /// (no extension headers), or is a fragment, or its headers do not fit.
+///
+/// The IP lengths are not checked (a super-frame's may not be final): the IP header passed
+/// `check_header_len` and the TCP header `check_len`, so the views the offloads build from
+/// the layout over `f` (or over a copy of its headers) are in bounds.
+#[inline]
 pub fn tcp_layout(f: &[u8]) -> Option<TcpLayout> {
     let eth = Frame::new_checked(f).ok()?;
     let l3 = eth.header_len();
     let (l4, v6) = match eth.ethertype() {
         ethertype::IPV4 => {
-            let ip = f.get(l3..l3 + 20)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || frag != 0 {
+            let ip = ipv4::Packet::new_header_checked(eth.payload()).ok()?;
+            if ip.protocol() != ipv4::PROTO_TCP || ip.is_fragment() {
                 return None;
             }
-            (l3 + ihl, false)
+            (l3 + ip.header_len(), false)
         }
         ethertype::IPV6 => {
-            let ip = f.get(l3..l3 + 40)?;
-            if ip[0] >> 4 != 6 || ip[6] != 6 {
+            let ip = ipv6::Packet::new_header_checked(eth.payload()).ok()?;
+            if ip.next_header() != ipv4::PROTO_TCP {
                 return None;
             }
-            (l3 + 40, true)
+            (l3 + ipv6::HEADER_LEN, true)
         }
         _ => return None,
     };
-    let th = f.get(l4..l4 + 20)?;
-    let thl = usize::from(th[12] >> 4) * 4;
-    if thl < 20 || f.len() < l4 + thl {
-        return None;
-    }
+    let th = tcp::Packet::new_checked(f.get(l4..)?).ok()?;
     Some(TcpLayout {
         l3,
         l4,
-        payload: l4 + thl,
+        payload: l4 + th.header_len(),
         v6,
     })
 }
 
+impl TcpLayout {
+    /// The IPv4 header of `f` (this layout's frame, or a copy of its headers).
+    #[inline]
+    pub(crate) fn ipv4<'f>(&self, f: &'f [u8]) -> ipv4::Packet<&'f [u8]> {
+        ipv4::Packet::new_unchecked(&f[self.l3..self.l4])
+    }
+
+    /// The IPv6 header of `f`.
+    #[inline]
+    pub(crate) fn ipv6<'f>(&self, f: &'f [u8]) -> ipv6::Packet<&'f [u8]> {
+        ipv6::Packet::new_unchecked(&f[self.l3..self.l4])
+    }
+
+    /// The TCP segment of `f` (header and whatever payload follows).
+    #[inline]
+    pub(crate) fn tcp<'f>(&self, f: &'f [u8]) -> tcp::Packet<&'f [u8]> {
+        tcp::Packet::new_unchecked(&f[self.l4..])
+    }
+
+    /// The IP header of `h` (a frame's headers, rewritten in place) and its TCP part, as
+    /// writable views.
+    #[inline]
+    pub(crate) fn split_mut<'h>(&self, h: &'h mut [u8]) -> (IpMut<'h>, tcp::Packet<&'h mut [u8]>) {
+        let (ip, tcp) = h.split_at_mut(self.l4);
+        let ip = &mut ip[self.l3..];
+        let ip = if self.v6 {
+            IpMut::V6(ipv6::Packet::new_unchecked(ip))
+        } else {
+            IpMut::V4(ipv4::Packet::new_unchecked(ip))
+        };
+        (ip, tcp::Packet::new_unchecked(tcp))
+    }
+}
+
+/// A writable IPv4 or IPv6 header (see [`TcpLayout::split_mut`]).
+pub(crate) enum IpMut<'h> {
+    V4(ipv4::Packet<&'h mut [u8]>),
+    V6(ipv6::Packet<&'h mut [u8]>),
+}
+
+impl IpMut<'_> {
+    /// The transport pseudo-header sum for `len` bytes of TCP.
+    #[inline]
+    pub(crate) fn pseudo_header_sum(&self, len: usize) -> u64 {
+        match self {
+            IpMut::V4(p) => p.pseudo_header_sum(ipv4::PROTO_TCP, len),
+            IpMut::V6(p) => p.pseudo_header_sum(ipv4::PROTO_TCP, len),
+        }
+    }
+}
+
 /// The TCP pseudo-header sum (not folded, not complemented) for a segment of `tcp_len` bytes.
+#[inline]
 pub fn pseudo_header_sum(f: &[u8], lay: &TcpLayout, tcp_len: usize) -> u64 {
-    use crate::wire::checksum::accumulate;
-    let ip = &f[lay.l3..];
-    let addrs = if lay.v6 { &ip[8..40] } else { &ip[12..20] };
-    let s = accumulate(0, addrs);
-    s + 6 + tcp_len as u64
+    if lay.v6 {
+        lay.ipv6(f).pseudo_header_sum(ipv4::PROTO_TCP, tcp_len)
+    } else {
+        lay.ipv4(f).pseudo_header_sum(ipv4::PROTO_TCP, tcp_len)
+    }
 }
 
 #[cfg(test)]
@@ -128,25 +183,21 @@ pub(crate) mod testframes {
 
     /// Recomputes the IPv4 header and TCP checksums of `f` in place.
     pub fn fix_checksums(f: &mut [u8]) {
-        use crate::wire::checksum::{accumulate, finish};
+        use super::IpMut;
         let lay = super::tcp_layout(f).unwrap();
-        if !lay.v6 {
-            f[lay.l3 + 10..lay.l3 + 12].fill(0);
-            let c = finish(accumulate(0, &f[lay.l3..lay.l4]));
-            f[lay.l3 + 10..lay.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        let tcp_len = f.len() - lay.l4;
+        let (mut ip, mut tcp) = lay.split_mut(f);
+        if let IpMut::V4(p) = &mut ip {
+            p.fill_checksum();
         }
-        f[lay.l4 + 16..lay.l4 + 18].fill(0);
-        let s = super::pseudo_header_sum(f, &lay, f.len() - lay.l4);
-        let c = finish(accumulate(s, &f[lay.l4..]));
-        f[lay.l4 + 16..lay.l4 + 18].copy_from_slice(&c.to_be_bytes());
+        tcp.fill_checksum(ip.pseudo_header_sum(tcp_len));
     }
 
     /// True when the IPv4 header checksum (if any) and the TCP checksum of `f` verify.
     pub fn checksums_ok(f: &[u8]) -> bool {
-        use crate::wire::checksum::{accumulate, finish};
         let lay = super::tcp_layout(f).unwrap();
-        let ip_ok = lay.v6 || finish(accumulate(0, &f[lay.l3..lay.l4])) == 0;
+        let ip_ok = lay.v6 || lay.ipv4(f).verify_checksum();
         let s = super::pseudo_header_sum(f, &lay, f.len() - lay.l4);
-        ip_ok && finish(accumulate(s, &f[lay.l4..])) == 0
+        ip_ok && lay.tcp(f).verify_checksum(s)
     }
 }

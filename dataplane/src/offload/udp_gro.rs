@@ -11,8 +11,10 @@
 //! own, after the run. Payloads are not copied.
 
 use super::MAX_HEADERS;
-use crate::wire::checksum::{accumulate, finish};
+use crate::wire::checksum::finish;
 use crate::wire::ethernet::{ethertype, Frame};
+use crate::wire::ipv4::{self, PROTO_UDP};
+use crate::wire::udp;
 use crate::wire::vnet::{self, VnetHdr};
 
 pub use super::gro::Add;
@@ -21,8 +23,6 @@ pub use super::gro::Add;
 pub const MAX_SEGS: usize = 64;
 /// Largest IPv4 datagram a super-frame may become.
 const MAX_IP_LEN: usize = 65_535;
-const UDP_HEADER_LEN: usize = 8;
-const IP_DF: u8 = 0x40;
 
 /// A run of datagrams being coalesced; lives for one receive burst.
 pub struct UdpGro<'a> {
@@ -46,41 +46,46 @@ impl Default for UdpGro<'_> {
 
 /// The IPv4 and UDP offsets of `f` and its UDP payload length, if it is a datagram a run may
 /// hold (see the module docs), checksums included. The payload ends at `l4 + 8 + length`.
+#[inline]
 fn layout(f: &[u8]) -> Option<(usize, usize, usize)> {
     let eth = Frame::new_checked(f).ok()?;
     if eth.ethertype() != ethertype::IPV4 {
         return None;
     }
     let l3 = eth.header_len();
-    let ip = f.get(l3..l3 + 20)?;
-    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    // No options, UDP, DF set and no fragment bits. Bytes after the datagram (Ethernet
+    // The strict check: the total length must fit. Bytes after the datagram (Ethernet
     // padding of short frames) are left out, as the receiving IP layer would trim them.
-    if ip[0] != 0x45
-        || ip[9] != 17
-        || ip[6] != IP_DF
-        || ip[7] != 0
-        || tot < 20 + UDP_HEADER_LEN
-        || l3 + tot > f.len()
+    let ip = ipv4::Packet::new_checked(f.get(l3..)?).ok()?;
+    // No options, UDP, DF set and no other flag or fragment bits.
+    if ip.header_len() != ipv4::MIN_HEADER_LEN
+        || ip.protocol() != PROTO_UDP
+        || !ip.dont_frag()
+        || ip.more_frags()
+        || ip.reserved_flag()
+        || ip.frag_offset() != 0
     {
         return None;
     }
-    let l4 = l3 + 20;
-    let udp = f.get(l4..l4 + UDP_HEADER_LEN)?;
-    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-    if ulen != tot - 20 || ulen <= UDP_HEADER_LEN || finish(accumulate(0, ip)) != 0 {
+    // The UDP length must say what the IPv4 total length says.
+    let dgram = udp::Packet::new_checked(ip.rest()).ok()?;
+    let ulen = usize::from(dgram.length());
+    if ulen != ip.total_len() - ipv4::MIN_HEADER_LEN
+        || ulen <= udp::HEADER_LEN
+        || !ip.verify_checksum()
+    {
         return None;
     }
     // A zero UDP checksum means "none"; the kernel will add one, which is harmless.
-    if udp[6..8] != [0, 0] && finish(accumulate(pseudo_sum(f, l3, ulen), &f[l4..l3 + tot])) != 0 {
+    if !dgram.verify_checksum(ip.pseudo_header_sum(PROTO_UDP, ulen)) {
         return None;
     }
-    Some((l3, l4, ulen - UDP_HEADER_LEN))
+    Some((l3, l3 + ipv4::MIN_HEADER_LEN, ulen - udp::HEADER_LEN))
 }
 
 /// The IPv4 pseudo-header sum for a UDP datagram of `udp_len` bytes.
+#[cfg(test)]
 fn pseudo_sum(f: &[u8], l3: usize, udp_len: usize) -> u64 {
-    accumulate(0, &f[l3 + 12..l3 + 20]) + 17 + udp_len as u64
+    ipv4::Packet::new_unchecked(&f[l3..]).pseudo_header_sum(PROTO_UDP, udp_len)
 }
 
 impl<'a> UdpGro<'a> {
@@ -108,7 +113,7 @@ impl<'a> UdpGro<'a> {
         let Some((l3, l4, p)) = layout(frame) else {
             return Add::Alone;
         };
-        let hl = l4 + UDP_HEADER_LEN;
+        let hl = l4 + udp::HEADER_LEN;
         if self.n == 0 {
             self.head[..hl].copy_from_slice(&frame[..hl]);
             (self.l3, self.l4, self.seg) = (l3, l4, p);
@@ -134,7 +139,7 @@ impl<'a> UdpGro<'a> {
     pub fn finish(&mut self, head: &mut [u8; vnet::LEN + MAX_HEADERS]) -> (usize, &[&'a [u8]]) {
         let n = std::mem::take(&mut self.n);
         let (l3, l4) = (self.l3, self.l4);
-        let hl = l4 + UDP_HEADER_LEN;
+        let hl = l4 + udp::HEADER_LEN;
         let h = &mut head[vnet::LEN..vnet::LEN + hl];
         h.copy_from_slice(&self.head[..hl]);
         let total = std::mem::take(&mut self.total);
@@ -143,23 +148,24 @@ impl<'a> UdpGro<'a> {
             VnetHdr::default().emit(&mut head[..vnet::LEN]);
             return (vnet::LEN + hl, &self.segs[..1]);
         }
-        let udp_len = UDP_HEADER_LEN + total;
-        h[l3 + 2..l3 + 4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-        h[l3 + 10..l3 + 12].fill(0);
-        let c = finish(accumulate(0, &h[l3..l4]));
-        h[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-        h[l4 + 4..l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        let udp_len = udp::HEADER_LEN + total;
+        // The headers of a datagram `layout` accepted: IPv4 without options, then UDP.
+        let (ip, dgram) = h.split_at_mut(l4);
+        let mut ip = ipv4::Packet::new_unchecked(&mut ip[l3..]);
+        ip.set_total_len((ipv4::MIN_HEADER_LEN + udp_len) as u16);
+        ip.fill_checksum();
+        let mut dgram = udp::Packet::new_unchecked(dgram);
+        dgram.set_length(udp_len as u16);
         // CHECKSUM_PARTIAL convention: the field holds the folded pseudo-header sum; the
         // kernel completes it per datagram when it splits the frame.
-        let seed = !finish(pseudo_sum(h, l3, udp_len));
-        h[l4 + 6..l4 + 8].copy_from_slice(&seed.to_be_bytes());
+        dgram.set_checksum(!finish(ip.pseudo_header_sum(PROTO_UDP, udp_len)));
         VnetHdr {
             flags: vnet::F_NEEDS_CSUM,
             gso_type: vnet::gso::UDP_L4,
             hdr_len: hl as u16,
             gso_size: self.seg as u16,
             csum_start: l4 as u16,
-            csum_offset: 6,
+            csum_offset: udp::CHECKSUM_OFFSET as u16,
         }
         .emit(&mut head[..vnet::LEN]);
         (vnet::LEN + hl, &self.segs[..n])
@@ -167,18 +173,35 @@ impl<'a> UdpGro<'a> {
 }
 
 /// Do two datagrams' headers agree on everything but lengths, IPv4 id and the checksums?
+/// Both passed `layout` with the same offsets, so version, header length, flags and
+/// protocol are already equal.
 fn same_flow(a: &[u8], b: &[u8], l3: usize, l4: usize) -> bool {
+    // Views over slices of constant length (IPv4 without options, UDP): the accessors'
+    // bounds checks fold away. Field by field: this runs once per datagram.
+    let (ip, dgram) = (l3..l3 + ipv4::MIN_HEADER_LEN, l4..l4 + udp::HEADER_LEN);
+    let (x, y) = (
+        ipv4::Packet::new_unchecked(&a[ip.clone()]),
+        ipv4::Packet::new_unchecked(&b[ip]),
+    );
+    let (u, v) = (
+        udp::Packet::new_unchecked(&a[dgram.clone()]),
+        udp::Packet::new_unchecked(&b[dgram]),
+    );
+    // The Ethernet headers are equal byte for byte: nothing in them varies along a flow.
     a[..l3] == b[..l3]
-        && a[l3..l3 + 2] == b[l3..l3 + 2]
-        && a[l3 + 6..l3 + 10] == b[l3 + 6..l3 + 10]
-        && a[l3 + 12..l4] == b[l3 + 12..l4]
-        && a[l4..l4 + 4] == b[l4..l4 + 4]
+        && x.dscp() == y.dscp()
+        && x.ecn() == y.ecn()
+        && x.ttl() == y.ttl()
+        && x.src() == y.src()
+        && x.dst() == y.dst()
+        && u.src_port() == v.src_port()
+        && u.dst_port() == v.dst_port()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::checksum::checksum;
+    use crate::wire::checksum::{accumulate, checksum};
 
     /// An Ethernet/IPv4/UDP datagram with valid checksums, DF set, padded to 60 bytes.
     fn udp4(id: u16, sport: u16, payload: &[u8]) -> Vec<u8> {

@@ -30,6 +30,7 @@
 
 use super::{Counters, Event, Millis, PortId, MAX_PORTS};
 use crate::wire::ethernet::Frame;
+use crate::wire::hello;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -52,42 +53,18 @@ impl Default for Config {
 }
 
 /// Destination MAC of hellos.
-pub const HELLO_DST: [u8; 6] = [0x01, 0x80, 0xc2, 0x00, 0x00, 0x0b];
-/// Source MAC of hellos.
-pub const HELLO_SRC: [u8; 6] = [0x02, 0x64, 0x6e, 0x65, 0x74, 0x00];
-/// Ethertype of hellos (IEEE 802 local experimental ethertype 1).
-pub const HELLO_ETHERTYPE: u16 = 0x88b5;
+pub const HELLO_DST: [u8; 6] = hello::DST;
 /// Length of a hello frame (minimum Ethernet payload).
-pub const HELLO_LEN: usize = 60;
+pub const HELLO_LEN: usize = hello::LEN;
 
-/// Builds a hello announcing `cfg` into `out`.
+/// Builds a hello announcing `cfg`.
 pub fn hello(cfg: &Config) -> [u8; HELLO_LEN] {
-    let mut f = [0u8; HELLO_LEN];
-    f[0..6].copy_from_slice(&HELLO_DST);
-    f[6..12].copy_from_slice(&HELLO_SRC);
-    f[12..14].copy_from_slice(&HELLO_ETHERTYPE.to_be_bytes());
-    f[14..18].copy_from_slice(b"dnet");
-    f[18] = 1; // version
-    f[19] = 1; // hello
-    let iv = u32::try_from(cfg.interval_ms).unwrap_or(u32::MAX);
-    f[20..24].copy_from_slice(&iv.to_be_bytes());
-    f[24] = cfg.multiplier.min(255) as u8;
-    f
+    hello::emit(cfg.interval_ms, cfg.multiplier)
 }
 
 /// If `frame` is a hello, the (interval ms, multiplier) it announces.
 pub fn parse_hello(frame: &[u8]) -> Option<(u64, u32)> {
-    if frame.len() < 25
-        || frame[0..6] != HELLO_DST
-        || frame[12..14] != HELLO_ETHERTYPE.to_be_bytes()
-        || &frame[14..18] != b"dnet"
-        || frame[18] != 1
-        || frame[19] != 1
-    {
-        return None;
-    }
-    let iv = u32::from_be_bytes([frame[20], frame[21], frame[22], frame[23]]);
-    Some((u64::from(iv), u32::from(frame[24])))
+    hello::parse(frame)
 }
 
 /// A peer's liveness.

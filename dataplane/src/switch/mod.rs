@@ -20,7 +20,7 @@ pub mod tunnel;
 
 pub use fdb::{Fdb, FdbKey, Millis};
 pub use forward::Action;
-pub use port::{Counters, DropReason, Event, PortId, PortKind, MAX_PORTS};
+pub use port::{Counters, DropReason, Event, NetId, PortId, PortKind, MAX_PORTS};
 
 use crate::wire::ethernet::{self, Frame};
 use fdb::Learned;
@@ -435,6 +435,60 @@ impl Switch {
                     stp.with(|s| s.peer_down(now, p));
                 }
             }
+        }
+    }
+
+    /// Sets the outer header size (IPv4 + GRE) and whether outer DF is set; forgets known path
+    /// MTUs.
+    pub fn set_outer(&mut self, overhead: usize, df: bool) {
+        self.pmtu = pmtu::PathMtu::new(overhead, df);
+    }
+
+    /// Records the path MTU toward tunnel `port` (at least [`pmtu::MIN_PMTU`]); returns the
+    /// previous value if it changed (0 if none was known). A change of a known value is
+    /// counted.
+    pub fn set_path_mtu(&mut self, port: PortId, mtu: u32) -> Option<u32> {
+        let old = self.pmtu.set(port, mtu);
+        if matches!(old, Some(o) if o != 0) {
+            self.counters.event(Event::PathMtuChange);
+        }
+        old
+    }
+
+    /// The path MTU toward `port`, if known.
+    pub fn path_mtu(&self, port: PortId) -> Option<u32> {
+        self.pmtu.get(port)
+    }
+
+    /// The longest inner frame that may enter tunnel `port` unfragmented (`usize::MAX` if
+    /// unknown or outer DF is off).
+    #[inline]
+    pub fn max_tunnel_frame(&self, port: PortId) -> usize {
+        self.pmtu.max_frame(port)
+    }
+
+    /// Decides for `frame` going into tunnel `port` as inner frames of `wire_len` bytes, and
+    /// counts the outcome (see [`pmtu::PathMtu::fit`]).
+    pub fn fit(
+        &self,
+        port: PortId,
+        frame: &[u8],
+        wire_len: usize,
+        reply: &mut [u8],
+    ) -> pmtu::Outcome {
+        self.pmtu.fit(port, frame, wire_len, reply, &self.counters)
+    }
+
+    /// With `--clamp-mss` ([`Config::clamp_mss`]): lowers the MSS of a TCP SYN in `frame` to
+    /// fit the narrowest known tunnel path.
+    #[inline]
+    pub fn clamp_mss(&self, frame: &mut [u8]) -> Option<u16> {
+        if !self.cfg.clamp_mss {
+            return None;
+        }
+        match self.pmtu.min_max_frame() {
+            usize::MAX => None,
+            m => pmtu::clamp_mss(frame, m),
         }
     }
 

@@ -15,10 +15,11 @@
 //! ([`clamp_mss`]). Outer DF off for the whole switch (`--mtu` above what fits) turns the check
 //! off: everything is fragmented by the kernel.
 
-use super::PortId;
+use super::{Counters, DropReason, Event, PortId};
 use crate::offload::tcp_layout;
-use crate::wire::ethernet::Frame;
+use crate::wire::ethernet::{self, Frame};
 use crate::wire::icmp::{classify, Inner};
+use crate::wire::{ipv4, ipv6, tcp};
 
 /// Lowest path MTU believed (RFC 791's minimum datagram every host must accept).
 pub const MIN_PMTU: u32 = 576;
@@ -119,51 +120,33 @@ pub fn decide(frame: &[u8], wire_len: usize, max_frame: usize) -> Fit {
 /// The largest TCP MSS for a frame shaped like `frame` that fits in `max_frame` bytes:
 /// `max_frame` less the Ethernet, IP (20 or 40) and basic TCP (20) headers.
 pub fn mss_for(frame: &[u8], max_frame: usize, v6: bool) -> usize {
-    let eth = Frame::new_checked(frame).map_or(14, |e| e.header_len());
-    max_frame.saturating_sub(eth + if v6 { 40 } else { 20 } + 20)
+    let eth = Frame::new_checked(frame).map_or(ethernet::HEADER_LEN, |e| e.header_len());
+    let ip = if v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::MIN_HEADER_LEN
+    };
+    max_frame.saturating_sub(eth + ip + tcp::HEADER_LEN)
 }
 
 /// If `frame` is a TCP SYN (IPv4 or IPv6) whose MSS option exceeds what fits in `max_frame`,
 /// lowers it and fixes the TCP checksum incrementally (RFC 1624). Returns the new MSS when it
 /// rewrote one.
+#[inline]
 pub fn clamp_mss(frame: &mut [u8], max_frame: usize) -> Option<u16> {
     let lay = tcp_layout(frame)?;
-    let flags = frame[lay.l4 + 13];
-    if flags & 0x02 == 0 {
+    if lay.tcp(frame).flags() & tcp::flags::SYN == 0 {
         return None;
     }
-    let limit = mss_for(frame, max_frame, lay.v6).min(usize::from(u16::MAX)) as u16;
-    let mut i = lay.l4 + 20;
-    while i < lay.payload {
-        match frame[i] {
-            0 => return None,
-            1 => i += 1,
-            kind => {
-                let len = usize::from(*frame.get(i + 1)?);
-                if len < 2 || i + len > lay.payload {
-                    return None;
-                }
-                if kind == 2 && len == 4 {
-                    let old = u16::from_be_bytes([frame[i + 2], frame[i + 3]]);
-                    if old <= limit {
-                        return None;
-                    }
-                    frame[i + 2..i + 4].copy_from_slice(&limit.to_be_bytes());
-                    let at = lay.l4 + 16;
-                    let hc = u16::from_be_bytes([frame[at], frame[at + 1]]);
-                    // HC' = ~(~HC + ~m + m')
-                    let mut s = u32::from(!hc) + u32::from(!old) + u32::from(limit);
-                    while s > 0xffff {
-                        s = (s & 0xffff) + (s >> 16);
-                    }
-                    frame[at..at + 2].copy_from_slice(&(!(s as u16)).to_be_bytes());
-                    return Some(limit);
-                }
-                i += len;
-            }
-        }
-    }
-    None
+    clamp_syn(frame, max_frame, lay.v6, lay.l4)
+}
+
+/// The rare half of [`clamp_mss`], out of line: the SYN's option walk and rewrite.
+#[inline(never)]
+fn clamp_syn(frame: &mut [u8], max_frame: usize, v6: bool, l4: usize) -> Option<u16> {
+    let limit = mss_for(frame, max_frame, v6).min(usize::from(u16::MAX)) as u16;
+    // tcp_layout checked this header (check_len), so the view's accessors are in bounds.
+    tcp::Packet::new_unchecked(&mut frame[l4..]).clamp_mss(limit)
 }
 
 #[cfg(test)]
@@ -239,9 +222,20 @@ mod tests {
         let mut v6 = syn_with_mss(0, true);
         assert_eq!(clamp_mss(&mut v6, 1000), None);
     }
+
+    #[test]
+    fn clamps_an_mss_option_at_an_odd_offset() {
+        // NOP, MSS 1422, then NOPs: the MSS value straddles two 16-bit checksum words.
+        let mut f = tcp4(1, 0x02, &[]);
+        f[34 + 20..34 + 32].copy_from_slice(&[1, 2, 4, 0x05, 0x8e, 1, 1, 1, 1, 1, 1, 1]);
+        fix_checksums(&mut f);
+        assert_eq!(clamp_mss(&mut f, 1376), Some(1322));
+        assert_eq!(&f[34 + 21..34 + 25], &[2, 4, 0x05, 0x2a]);
+        assert!(checksums_ok(&f), "incremental checksum across two words");
+    }
 }
 
-/// What the I/O edge does with a frame for a tunnel (see [`super::Switch::fit`]).
+/// What the I/O edge does with a frame for a tunnel (see [`PathMtu::fit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Send as usual.
@@ -255,79 +249,45 @@ pub enum Outcome {
     Drop,
 }
 
-impl super::Switch {
-    /// Sets the outer header size (IPv4 + GRE) and whether outer DF is set; forgets known path
-    /// MTUs.
-    pub fn set_outer(&mut self, overhead: usize, df: bool) {
-        self.pmtu = PathMtu::new(overhead, df);
-    }
-
-    /// Records the path MTU toward tunnel `port` (at least [`MIN_PMTU`]); returns the previous
-    /// value if it changed (0 if none was known). A change of a known value is counted.
-    pub fn set_path_mtu(&mut self, port: PortId, mtu: u32) -> Option<u32> {
-        let old = self.pmtu.set(port, mtu);
-        if matches!(old, Some(o) if o != 0) {
-            self.counters.event(super::Event::PathMtuChange);
-        }
-        old
-    }
-
-    /// The path MTU toward `port`, if known.
-    pub fn path_mtu(&self, port: PortId) -> Option<u32> {
-        self.pmtu.get(port)
-    }
-
-    /// The longest inner frame that may enter tunnel `port` unfragmented (`usize::MAX` if
-    /// unknown or outer DF is off).
-    #[inline]
-    pub fn max_tunnel_frame(&self, port: PortId) -> usize {
-        self.pmtu.max_frame(port)
-    }
-
+impl PathMtu {
     /// Decides for `frame` going into tunnel `port` as inner frames of `wire_len` bytes, and
-    /// counts the outcome. For [`Outcome::Reply`], the ICMP error addressed to the sender is in
-    /// `reply` (at least [`crate::wire::icmp::MAX_REPLY`] bytes). A frame that ought to be
-    /// answered but cannot be (e.g. it is an ICMP error itself) is fragmented instead, so
-    /// nothing is lost silently.
-    pub fn fit(&self, port: PortId, frame: &[u8], wire_len: usize, reply: &mut [u8]) -> Outcome {
-        let max = self.pmtu.max_frame(port);
+    /// counts the outcome in `counters`. For [`Outcome::Reply`], the ICMP error addressed to
+    /// the sender is in `reply` (at least [`crate::wire::icmp::MAX_REPLY`] bytes). A frame
+    /// that ought to be answered but cannot be (e.g. it is an ICMP error itself) is
+    /// fragmented instead, so nothing is lost silently.
+    pub fn fit(
+        &self,
+        port: PortId,
+        frame: &[u8],
+        wire_len: usize,
+        reply: &mut [u8],
+        counters: &Counters,
+    ) -> Outcome {
+        let max = self.max_frame(port);
         match decide(frame, wire_len, max) {
             Fit::Send => Outcome::Send,
             Fit::Drop => {
-                self.counters.dropped(super::DropReason::TooBigGroup);
+                counters.dropped(DropReason::TooBigGroup);
                 Outcome::Drop
             }
             Fit::Icmp => {
-                let hl = Frame::new_checked(frame).map_or(14, |e| e.header_len());
+                let hl = Frame::new_checked(frame).map_or(ethernet::HEADER_LEN, |e| e.header_len());
                 let mtu = max.saturating_sub(hl).min(usize::from(u16::MAX)) as u16;
                 match crate::wire::icmp::too_big(frame, mtu, reply) {
                     Some(n) => {
-                        self.counters.dropped(super::DropReason::TooBigIcmp);
+                        counters.dropped(DropReason::TooBigIcmp);
                         Outcome::Reply(n)
                     }
                     None => {
-                        self.counters.event(super::Event::Fragmented);
+                        counters.event(Event::Fragmented);
                         Outcome::Fragment
                     }
                 }
             }
             Fit::Fragment => {
-                self.counters.event(super::Event::Fragmented);
+                counters.event(Event::Fragmented);
                 Outcome::Fragment
             }
-        }
-    }
-
-    /// With `--clamp-mss` ([`super::Config::clamp_mss`]): lowers the MSS of a TCP SYN in
-    /// `frame` to fit the narrowest known tunnel path.
-    #[inline]
-    pub fn clamp_mss(&self, frame: &mut [u8]) -> Option<u16> {
-        if !self.cfg.clamp_mss {
-            return None;
-        }
-        match self.pmtu.min_max_frame() {
-            usize::MAX => None,
-            m => clamp_mss(frame, m),
         }
     }
 }

@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Index of a port.
 pub type PortId = u16;
 
+/// Index of an overlay network within a switch (0: the first, or only, one). Each network
+/// has its own ports, numbered from 0 (its TAP).
+pub type NetId = u16;
+
 /// Most ports a switch can have (TAP + tunnels). Counters are preallocated for all of them so
 /// nothing is allocated when a peer is added at run time.
 pub const MAX_PORTS: usize = 1024;

@@ -2,13 +2,14 @@
 //! header each peer gets. Pure functions over byte slices; the sockets live in `io`.
 
 use super::{DropReason, PortId};
-use crate::wire::{gre, ipv4, WireError};
+use crate::wire::ethernet::{ethertype, Frame};
+use crate::wire::{gre, ipv4, ipv6, transport_ports, udp, WireError};
 use std::net::Ipv4Addr;
 
 /// Default UDP port of GRE-in-UDP (RFC 8086, IANA "gre-in-udp").
 pub const GRE_IN_UDP_PORT: u16 = 4754;
 /// Bytes of a UDP header.
-pub const UDP_HEADER_LEN: usize = 8;
+pub const UDP_HEADER_LEN: usize = udp::HEADER_LEN;
 
 /// GRE options shared by every tunnel of a switch (per-peer options can be added here).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,7 +156,13 @@ pub fn open_gre(gre_bytes: &[u8]) -> Result<(u32, &[u8]), DropReason> {
         WireError::Routing => DropReason::GreRouting,
         WireError::UnknownProtocol => DropReason::GreProtocol,
         WireError::BadChecksum => DropReason::GreChecksum,
-        WireError::Truncated | WireError::BadIpv4 | WireError::Bpdu => DropReason::GreTruncated,
+        WireError::Truncated
+        | WireError::BadIpv4
+        | WireError::BadIpv6
+        | WireError::BadTcp
+        | WireError::BadTcpOption
+        | WireError::BadUdp
+        | WireError::Bpdu => DropReason::GreTruncated,
     })?;
     Ok((repr.key.unwrap_or(0), g.into_payload()))
 }
@@ -165,48 +172,96 @@ pub fn open_gre(gre_bytes: &[u8]) -> Result<(u32, &[u8]), DropReason> {
 /// frames hash their addresses and protocol, plus the ports of unfragmented TCP, UDP and SCTP
 /// (fragments leave them out, so a datagram's pieces stay together); anything else hashes
 /// its MAC addresses. Frames of one flow always get the same value.
+///
+/// Malformed IP headers (a version or header length the ethertype contradicts, a header
+/// cut short) are hashed by MAC addresses.
 pub fn flow_hash(frame: &[u8]) -> u32 {
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut mix = |bytes: &[u8]| {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-            h ^= h >> 32;
-        }
+    let mut h = FlowHasher(0x9e37_79b9_7f4a_7c15);
+    let Ok(eth) = Frame::new_checked(frame) else {
+        h.mix(frame.get(..12).unwrap_or(frame));
+        return fold(h.0);
     };
-    let Ok(eth) = crate::wire::ethernet::Frame::new_checked(frame) else {
-        mix(frame.get(..12).unwrap_or(frame));
-        return fold(h);
-    };
-    let l3 = eth.header_len();
-    let ip = &frame[l3..];
-    let ports = |proto: u8, l4: usize| -> Option<&[u8]> {
-        matches!(proto, 6 | 17 | 132)
-            .then(|| ip.get(l4..l4 + 4))
+    let ports = |proto: u8, l4: &[u8]| {
+        matches!(proto, ipv4::PROTO_TCP | ipv4::PROTO_UDP | ipv4::PROTO_SCTP)
+            .then(|| transport_ports(l4))
             .flatten()
     };
     match eth.ethertype() {
-        crate::wire::ethernet::ethertype::IPV4 if ip.len() >= 20 => {
-            mix(&ip[12..20]);
-            mix(&[ip[9]]);
-            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-            if !frag {
-                if let Some(p) = ports(ip[9], usize::from(ip[0] & 0x0f) * 4) {
-                    mix(p);
+        ethertype::IPV4 => match ipv4::Packet::new_header_checked(eth.payload()) {
+            Ok(ip) => {
+                // Source then destination, as on the wire (one little-endian word).
+                let (s, d) = (ip.src().octets(), ip.dst().octets());
+                h.mix_u64(
+                    u64::from(u32::from_le_bytes(s)) | (u64::from(u32::from_le_bytes(d)) << 32),
+                );
+                h.mix_u64(u64::from(ip.protocol()));
+                if !ip.is_fragment() {
+                    if let Some(p) = ports(ip.protocol(), ip.rest()) {
+                        h.mix_ports(p);
+                    }
                 }
             }
-        }
-        crate::wire::ethernet::ethertype::IPV6 if ip.len() >= 40 => {
-            mix(&ip[8..40]);
-            mix(&[ip[6]]);
-            if let Some(p) = ports(ip[6], 40) {
-                mix(p);
+            Err(_) => h.mix_macs(&eth),
+        },
+        ethertype::IPV6 => match ipv6::Packet::new_header_checked(eth.payload()) {
+            Ok(ip) => {
+                for a in [ip.src().octets(), ip.dst().octets()] {
+                    h.mix_word([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+                    h.mix_word([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+                }
+                h.mix_u64(u64::from(ip.next_header()));
+                if let Some(p) = ports(ip.next_header(), ip.rest()) {
+                    h.mix_ports(p);
+                }
             }
-        }
-        _ => mix(&frame[..12]),
+            Err(_) => h.mix_macs(&eth),
+        },
+        _ => h.mix_macs(&eth),
     }
-    fold(h)
+    fold(h.0)
+}
+
+/// The running state of [`flow_hash`]: input is taken 8 bytes at a time, a shorter piece
+/// zero-padded to 8.
+struct FlowHasher(u64);
+
+impl FlowHasher {
+    /// Mixes in one 8-byte word.
+    #[inline]
+    fn mix_word(&mut self, w: [u8; 8]) {
+        self.mix_u64(u64::from_le_bytes(w));
+    }
+
+    /// Mixes in one 8-byte word, already read as little-endian.
+    #[inline]
+    fn mix_u64(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        self.0 ^= self.0 >> 32;
+    }
+
+    /// Mixes `bytes` in, 8 at a time.
+    #[inline]
+    fn mix(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.mix_word(w);
+        }
+    }
+
+    /// Mixes in source and destination port, as they appear on the wire.
+    #[inline]
+    fn mix_ports(&mut self, (s, d): (u16, u16)) {
+        self.mix_u64(u64::from(s.swap_bytes()) | (u64::from(d.swap_bytes()) << 16));
+    }
+
+    /// Mixes in the destination and source MAC addresses, as they appear on the wire.
+    #[inline]
+    fn mix_macs(&mut self, eth: &Frame<&[u8]>) {
+        let (d, s) = (eth.dst().0, eth.src().0);
+        self.mix_word([d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1]]);
+        self.mix_word([s[2], s[3], s[4], s[5], 0, 0, 0, 0]);
+    }
 }
 
 /// A splitmix64 finalizer folded to 32 bits: every input bit reaches every output bit.

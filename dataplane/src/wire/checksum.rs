@@ -61,6 +61,41 @@ pub fn checksum(parts: &[&[u8]]) -> u16 {
     finish(parts.iter().fold(0, |s, p| accumulate(s, p)))
 }
 
+/// The checksum field `hc` after one 16-bit word of the data it covers changed from `old` to
+/// `new`, without summing the data again: RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`.
+///
+/// Eqn. 3 rather than RFC 1141's `HC' = HC + m - m'`: that one yields 0xffff where
+/// recomputation yields 0x0000 (RFC 1624 §3). Eqn. 3 agrees with recomputing bit for bit
+/// unless every word the checksum covers is zero, which no IP, TCP or UDP checksum covers (the
+/// protocol number is in the pseudo-header); there it gives 0x0000 and recomputation 0xffff,
+/// the two zeros of one's-complement arithmetic.
+#[inline]
+pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
+    let s = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    !fold32(s)
+}
+
+/// [`update16`] for a 32-bit value (two adjacent words, e.g. a sequence number or an IPv4
+/// address) changing from `old` to `new`.
+#[inline]
+pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
+    let s = u32::from(!hc)
+        + u32::from(!(old >> 16) as u16)
+        + u32::from(!old as u16)
+        + (new >> 16)
+        + (new & 0xffff);
+    !fold32(s)
+}
+
+/// Folds a 32-bit one's-complement sum to 16 bits (end-around carries).
+#[inline]
+fn fold32(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +149,95 @@ mod tests {
     fn split_equals_whole() {
         let data: Vec<u8> = (0..=255u8).collect();
         assert_eq!(checksum(&[&data[..64], &data[64..]]), checksum(&[&data]));
+    }
+
+    /// The checksum of `words`, recomputed in full.
+    fn full(words: &[u16]) -> u16 {
+        let b: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+        checksum(&[&b])
+    }
+
+    #[test]
+    fn rfc1624_example() {
+        // RFC 1624 §3: the other words sum to 0xcd7a; m = 0x5555 becomes m' = 0x3285. HC is
+        // 0xdd2f before; recomputing gives 0x0000, and so must eqn. 3 (RFC 1141's gave 0xffff).
+        let others = [0xcd7a_u16];
+        assert_eq!(full(&[others[0], 0x5555]), 0xdd2f);
+        assert_eq!(full(&[others[0], 0x3285]), 0x0000);
+        assert_eq!(update16(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    #[test]
+    fn update_equals_recomputation() {
+        // Words that make sums land on 0x0000/0xffff: both zeros of one's complement, the
+        // largest word, and an assortment; every pair of old and new values, in every slot.
+        let corner = [
+            0x0000_u16, 0xffff, 0x0001, 0xfffe, 0x8000, 0x7fff, 0x5555, 0x3285,
+        ];
+        let rest: [&[u16]; 6] = [
+            &[0xcd7a],
+            &[0x0006, 0x0a4d, 0x0001],
+            &[0xffff, 0xffff],
+            &[0x8000, 0x7fff],
+            &[0x0001],
+            &[0xfffe, 0x0001, 0x1234],
+        ];
+        let mut checked = 0;
+        for others in rest {
+            for &old in &corner {
+                for &new in &corner {
+                    let mut w = others.to_vec();
+                    w.push(old);
+                    let hc = full(&w);
+                    *w.last_mut().unwrap() = new;
+                    assert_eq!(
+                        update16(hc, old, new),
+                        full(&w),
+                        "others {others:04x?} {old:04x} -> {new:04x}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 6 * 64);
+        // And over pseudo-random data, in 32-bit steps too.
+        let mut x: u32 = 0x1234_5678;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for _ in 0..10_000 {
+            let mut w: Vec<u16> = (0..8).map(|_| next() as u16).collect();
+            let old = (u32::from(w[2]) << 16) | u32::from(w[3]);
+            let hc = full(&w);
+            let new = match next() % 4 {
+                0 => 0,
+                1 => u32::MAX,
+                _ => next(),
+            };
+            w[2] = (new >> 16) as u16;
+            w[3] = new as u16;
+            assert_eq!(update32(hc, old, new), full(&w), "{old:08x} -> {new:08x}");
+            let (o, n) = (w[5], next() as u16);
+            let hc = full(&w);
+            w[5] = n;
+            assert_eq!(update16(hc, o, n), full(&w));
+        }
+    }
+
+    #[test]
+    fn all_zero_data_is_the_one_disagreement() {
+        // Every covered word zero after the change: recomputation says 0xffff, eqn. 3 says
+        // 0x0000 (no IP, TCP or UDP checksum covers only zeros).
+        assert_eq!(full(&[0x0000, 0x0000]), 0xffff);
+        let hc = full(&[0x0000, 0x1234]);
+        assert_eq!(update16(hc, 0x1234, 0x0000), 0x0000);
+        assert_eq!(update32(full(&[0x1234, 0x5678]), 0x1234_5678, 0), 0x0000);
+        // A field left unchanged leaves the checksum as it was.
+        assert_eq!(update16(0xabcd, 0x1111, 0x1111), 0xabcd);
+        assert_eq!(update32(0xabcd, 0x1111_2222, 0x1111_2222), 0xabcd);
     }
 
     #[test]

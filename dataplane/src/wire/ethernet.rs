@@ -199,6 +199,12 @@ impl<T: AsRef<[u8]>> Frame<T> {
         }
     }
 
+    /// The whole header: addresses, tag if any, ethertype.
+    #[inline]
+    pub fn header(&self) -> &[u8] {
+        &self.buffer.as_ref()[..self.header_len()]
+    }
+
     /// Bytes after the header.
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -268,6 +274,7 @@ mod tests {
         assert_eq!(f.vlan(), Some(42)); // TCI 0x202a: PCP 1, VID 42
         assert_eq!(f.ethertype(), ethertype::ARP);
         assert_eq!(f.header_len(), 18);
+        assert_eq!(f.header(), &TAGGED[..18]);
         assert_eq!(f.payload(), &[0x00, 0x01]);
     }
 

@@ -5,6 +5,7 @@
 
 use super::checksum::{accumulate, finish};
 use super::ethernet::{ethertype, Frame};
+use super::{ipv4, ipv6};
 
 /// What an inner frame carries, as far as the path MTU decision cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,12 +26,12 @@ pub fn classify(frame: &[u8]) -> Inner {
     let Ok(eth) = Frame::new_checked(frame) else {
         return Inner::Other;
     };
-    let ip = &frame[eth.header_len()..];
     match eth.ethertype() {
-        ethertype::IPV4 if ip.len() >= 20 && ip[0] >> 4 == 4 => Inner::V4 {
-            df: ip[6] & 0x40 != 0,
+        ethertype::IPV4 => match ipv4::Packet::new_header_checked(eth.payload()) {
+            Ok(ip) => Inner::V4 { df: ip.dont_frag() },
+            Err(_) => Inner::Other,
         },
-        ethertype::IPV6 if ip.len() >= 40 && ip[0] >> 4 == 6 => Inner::V6,
+        ethertype::IPV6 if ipv6::Packet::new_header_checked(eth.payload()).is_ok() => Inner::V6,
         _ => Inner::Other,
     }
 }
@@ -55,10 +56,11 @@ pub fn too_big(frame: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
     let hl = eth.header_len();
     // Ethernet: swap the addresses, keep the tag and ethertype.
     let head = out.get_mut(..hl)?;
-    head.copy_from_slice(&frame[..hl]);
-    head[0..6].copy_from_slice(&frame[6..12]);
-    head[6..12].copy_from_slice(&frame[0..6]);
-    let ip = &frame[hl..];
+    head.copy_from_slice(eth.header());
+    let mut reply = Frame::new_unchecked(head);
+    reply.set_dst(eth.src());
+    reply.set_src(eth.dst());
+    let ip = eth.payload();
     let n = match eth.ethertype() {
         ethertype::IPV4 => frag_needed_v4(ip, mtu, &mut out[hl..])?,
         ethertype::IPV6 => packet_too_big_v6(ip, u32::from(mtu), &mut out[hl..])?,
@@ -68,51 +70,40 @@ pub fn too_big(frame: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
 }
 
 fn frag_needed_v4(ip: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ihl < 20 || ip.len() < ihl {
-        return None;
-    }
+    let orig = ipv4::Packet::new_header_checked(ip).ok()?;
     // Never about a non-first fragment.
-    if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+    if orig.frag_offset() != 0 {
         return None;
     }
-    let (src, dst) = (&ip[12..16], &ip[16..20]);
-    let group = |a: &[u8]| a[0] >= 224 || a == [0, 0, 0, 0];
+    let (src, dst) = (orig.src(), orig.dst());
+    let group = |a: std::net::Ipv4Addr| a.octets()[0] >= 224 || a.is_unspecified();
     if group(src) || group(dst) {
         return None;
     }
     // Never about an ICMP error (RFC 1122 3.2.2): only echo/timestamp/info queries are answered.
-    if ip[9] == 1 {
-        let t = *ip.get(ihl)?;
+    if orig.protocol() == ipv4::PROTO_ICMP {
+        let t = *orig.rest().first()?;
         if !matches!(t, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18) {
             return None;
         }
     }
-    let quote = &ip[..(ihl + 8).min(ip.len())];
-    let total = 20 + 8 + quote.len();
+    // The original header and the first 8 bytes of its payload.
+    let quote = &ip[..(orig.header_len() + 8).min(ip.len())];
+    let total = ipv4::MIN_HEADER_LEN + 8 + quote.len();
     let o = out.get_mut(..total)?;
-    o[..12].copy_from_slice(&[
-        0x45,
-        0xc0, // internetwork control, as Linux sends ICMP errors
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0,
-        0,
-        64,
-        1,
-        0,
-        0,
-    ]);
-    o[12..16].copy_from_slice(dst);
-    o[16..20].copy_from_slice(src);
-    let c = finish(accumulate(0, &o[..20]));
-    o[10..12].copy_from_slice(&c.to_be_bytes());
-    let icmp = &mut o[20..];
+    let (hdr, icmp) = o.split_at_mut(ipv4::MIN_HEADER_LEN);
+    let mut reply = ipv4::Packet::new_unchecked(hdr);
+    reply.set_version_and_header_len(ipv4::MIN_HEADER_LEN);
+    reply.set_dscp_ecn(48, 0); // CS6, internetwork control, as Linux sends ICMP errors
+    reply.set_total_len(total as u16);
+    reply.set_ident(0);
+    reply.set_frag(false, false, 0);
+    reply.set_ttl(64);
+    reply.set_protocol(ipv4::PROTO_ICMP);
+    reply.set_src(dst);
+    reply.set_dst(src);
+    reply.fill_checksum();
+    // Type 3 (destination unreachable), code 4 (fragmentation needed), next-hop MTU.
     icmp[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, (mtu >> 8) as u8, mtu as u8]);
     icmp[8..].copy_from_slice(quote);
     let c = finish(accumulate(0, icmp));
@@ -121,30 +112,34 @@ fn frag_needed_v4(ip: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
 }
 
 fn packet_too_big_v6(ip: &[u8], mtu: u32, out: &mut [u8]) -> Option<usize> {
-    if ip.len() < 40 || ip[0] >> 4 != 6 {
-        return None;
-    }
-    let (src, dst) = (&ip[8..24], &ip[24..40]);
-    if src[0] == 0xff || src == [0u8; 16] || dst[0] == 0xff {
+    let orig = ipv6::Packet::new_header_checked(ip).ok()?;
+    let (src, dst) = (orig.src(), orig.dst());
+    if src.is_multicast() || src.is_unspecified() || dst.is_multicast() {
         return None;
     }
     // Never about an ICMPv6 error (types below 128), when it directly follows the header.
-    if ip[6] == 58 && ip.get(40).is_some_and(|t| *t < 128) {
+    if orig.next_header() == ipv6::NEXT_ICMPV6 && orig.rest().first().is_some_and(|t| *t < 128) {
         return None;
     }
-    let quote = &ip[..ip.len().min(V6_MIN_MTU - 48)];
+    let quote = &ip[..ip.len().min(V6_MIN_MTU - ipv6::HEADER_LEN - 8)];
     let plen = 8 + quote.len();
-    let total = 40 + plen;
+    let total = ipv6::HEADER_LEN + plen;
     let o = out.get_mut(..total)?;
-    o[..8].copy_from_slice(&[0x60, 0, 0, 0, (plen >> 8) as u8, plen as u8, 58, 64]);
-    o[8..24].copy_from_slice(dst);
-    o[24..40].copy_from_slice(src);
-    let (hdr, icmp) = o.split_at_mut(40);
+    let (hdr, icmp) = o.split_at_mut(ipv6::HEADER_LEN);
+    let mut reply = ipv6::Packet::new_unchecked(hdr);
+    reply.set_version();
+    reply.set_traffic_class(0);
+    reply.set_flow_label(0);
+    reply.set_payload_len(plen as u16);
+    reply.set_next_header(ipv6::NEXT_ICMPV6);
+    reply.set_hop_limit(64);
+    reply.set_src(dst);
+    reply.set_dst(src);
+    // Type 2 (packet too big), code 0, MTU.
     icmp[..4].copy_from_slice(&[2, 0, 0, 0]);
     icmp[4..8].copy_from_slice(&mtu.to_be_bytes());
     icmp[8..].copy_from_slice(quote);
-    let mut s = accumulate(0, &hdr[8..40]);
-    s += plen as u64 + 58;
+    let s = reply.pseudo_header_sum(ipv6::NEXT_ICMPV6, plen);
     let c = finish(accumulate(s, icmp));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     Some(total)

@@ -3,14 +3,23 @@
 //!
 //! Contract (as in smoltcp): untrusted bytes go through `new_checked`; after it succeeds no
 //! accessor of that view panics.
+//!
+//! Accessors are `#[inline]`; the few the offloads call per frame (checksum verification,
+//! `header`, `rest`, `options`, `same_flow_fields`) are `#[inline(always)]`: LLVM left them out
+//! of line in `UdpGro::add` and `Gro::add`, which cost 5-10% per datagram (measured with
+//! callgrind and an interleaved A/B against the byte-offset code they replaced).
 
 pub mod arp;
 pub mod bpdu;
 pub mod checksum;
 pub mod ethernet;
 pub mod gre;
+pub mod hello;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
 pub mod vnet;
 
 /// Why a buffer could not be read as a given format.
@@ -31,12 +40,35 @@ pub enum WireError {
     /// A present GRE checksum does not verify.
     #[error("GRE checksum mismatch")]
     BadChecksum,
-    /// The outer IPv4 header is malformed or not GRE.
-    #[error("malformed outer IPv4 header")]
+    /// The IPv4 header is malformed (version, header length, total length), or an outer
+    /// packet is not GRE.
+    #[error("malformed IPv4 header")]
     BadIpv4,
+    /// The IPv6 header's version is not 6.
+    #[error("IPv6 version is not 6")]
+    BadIpv6,
+    /// The TCP data offset is below 5 (a header shorter than 20 bytes).
+    #[error("TCP data offset below 5")]
+    BadTcp,
+    /// A TCP option's length is below 2.
+    #[error("TCP option length below 2")]
+    BadTcpOption,
+    /// The UDP length field is below the header's 8 bytes.
+    #[error("UDP length below 8")]
+    BadUdp,
     /// Addressed to the bridge group address but not a valid 802.3/LLC BPDU.
     #[error("malformed BPDU")]
     Bpdu,
+}
+
+/// The source and destination ports at the start of `l4`, the header of a transport that
+/// begins with them (TCP, UDP, SCTP, DCCP, UDP-Lite), if it is that long.
+#[inline]
+pub fn transport_ports(l4: &[u8]) -> Option<(u16, u16)> {
+    match l4 {
+        [a, b, c, d, ..] => Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

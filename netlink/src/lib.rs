@@ -1,5 +1,6 @@
 //! A small synchronous rtnetlink client: links, addresses and routes, in this network namespace
-//! or in another one.
+//! or in another one. Shared by `dnetctl attach` and dnet's container plugins (`dnet-plugins`:
+//! the Docker network driver and `dnet-cni`), which all plug veths into a bridge.
 //!
 //! # Crate choice
 //!
@@ -418,6 +419,25 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
         )?;
         Ok(())
+    }
+
+    /// The IPv4 addresses of the link with index `index`, as `(address, prefix length)`.
+    pub fn ipv4_addrs(&mut self, index: u32) -> NlResult<Vec<(Ipv4Addr, u8)>> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetAddress(m), NLM_F_DUMP)?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    a.attributes.iter().find_map(|at| match at {
+                        AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, a.header.prefix_len)),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// Removes `ip/prefix` from the link.
