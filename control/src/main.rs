@@ -2,6 +2,7 @@
 
 mod attach_cmd;
 mod demo;
+mod key_cmds;
 mod stats_cmd;
 mod switch_cmds;
 
@@ -32,6 +33,8 @@ enum Cmd {
     Fdb(switch_cmds::FdbArgs),
     Peer(switch_cmds::PeerArgs),
     Conflicts(switch_cmds::ConflictsArgs),
+    Keygen(key_cmds::KeygenArgs),
+    Pubkey(key_cmds::PubkeyArgs),
     /// Print a shell completion script, e.g. `dnetctl completions bash > /etc/bash_completion.d/dnetctl`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -51,6 +54,8 @@ fn main() -> ExitCode {
         Cmd::Fdb(a) => switch_cmds::run_fdb(a),
         Cmd::Peer(a) => switch_cmds::run_peer(a),
         Cmd::Conflicts(a) => switch_cmds::run_conflicts(a),
+        Cmd::Keygen(a) => key_cmds::run_keygen(a),
+        Cmd::Pubkey(a) => key_cmds::run_pubkey(a),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,
