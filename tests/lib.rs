@@ -1,5 +1,7 @@
 //! End-to-end test support; the netns testbed itself is crate `dnet_testbed`.
 
+pub mod fleet_support;
+
 use dnet_proto::Stats;
 use dnet_testbed::Switch;
 use std::time::{Duration, Instant};

@@ -358,7 +358,12 @@ impl Runner {
                 Ok::<_, ClusterError>((conn, rev))
             };
             match attempt.await {
-                Ok(x) => break x,
+                Ok(x) => {
+                    // A join that needed retries found etcd again: say so at once, not only
+                    // after the next failure.
+                    self.reachable();
+                    break x;
+                }
                 Err(e) if !e.is_transient() || Instant::now() >= deadline => {
                     let _ = ready.send(Err(e));
                     return;

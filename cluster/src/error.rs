@@ -190,13 +190,21 @@ pub enum ClusterError {
 
 impl ClusterError {
     /// Whether this is etcd being unreachable or failing (worth retrying), as opposed to a
-    /// problem retrying cannot fix.
+    /// problem retrying cannot fix. etcd refusing the credentials (a wrong password answers
+    /// "invalid argument", a user without rights "permission denied") is not transient.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            ClusterError::Etcd {
+                error: etcd_client::Error::GRpcStatus(s),
+                ..
+            } => !matches!(
+                s.code(),
+                tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+            ),
             ClusterError::Etcd { .. }
-                | ClusterError::Timeout { .. }
-                | ClusterError::Contention { .. }
-        )
+            | ClusterError::Timeout { .. }
+            | ClusterError::Contention { .. } => true,
+            _ => false,
+        }
     }
 }

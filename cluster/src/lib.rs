@@ -55,7 +55,10 @@
 //! [`AgentConfig`] (underlay address, the flags as [`LocalSettings`], `--etcd-ttl`) before the
 //! data plane starts: [`Joined`] carries the settings to run with and the range and gateway
 //! for the bridge. [`Membership`] turns into the switch's own peer add/del; [`Agent::status`]
-//! feeds `dnetctl show` and metrics. `dnetctl network ...` and `attach`/`detach` use [`Admin`].
+//! feeds `dnetctl show` and metrics. `dnetctl network ...` uses [`Admin`] directly (fleet-wide
+//! administration); `dnetctl attach`/`detach` ask the running switch over its control socket,
+//! and the switch calls [`Admin`] with its own host id (it owns its host's records). The switch
+//! side of all this is `dataplane/src/bin/dnet-switch/fleet.rs`.
 
 #![warn(missing_docs)]
 

@@ -436,8 +436,25 @@ fn etcd_outage_keeps_peers_and_recovery_rereads_and_reregisters() {
     assert_eq!(a.status().peers.len(), 1);
     assert!(a.status().last_error.is_some());
 
+    // A host that starts while etcd is away retries, joins once it is back, and from then
+    // on says etcd answers (not only after a later failure).
+    let ns = etcd.ns.name.clone();
+    let late_opts = opts.clone();
+    let late = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        // SAFETY: `f` is an open namespace file for the whole call; setns only changes this
+        // thread's network namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        start_agent(agent_config(&late_opts, 4))
+    });
+
     // etcd back: both re-read, the outage clears, and a new member is seen by both.
     etcd.restart(0);
+    let (d, _pd) = late.join().expect("late agent");
+    assert!(d.status().counters.etcd_errors >= 1, "{:?}", d.status());
+    assert_eq!(d.status().unreachable_since, None, "{:?}", d.status());
+    drop(d);
     etcd.run(|| {
         assert!(wait_for(WAIT, || {
             let (sa, sb) = (a.status(), b.status());

@@ -19,6 +19,7 @@ use crate::arp_probe::{format_mac, ArpSocket};
 use crate::docker;
 use crate::netlink::{in_netns_file, Link, Netlink, NlError};
 use anyhow::{anyhow, bail};
+use dnet_proto::{Allocated, Request, Response, Show};
 use std::fmt;
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -34,6 +35,9 @@ pub const ALIAS: &str = "dnet:attach";
 pub const DEFAULT_IFNAME: &str = "eth1";
 /// How long the switch gets to answer its control socket.
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the switch gets to allocate or free an address (it asks etcd, which may be slow
+/// to answer or fail over to another member).
+const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the new links get to become operational: long enough for a bridge running STP to
 /// take a new port through listening and learning (2 x the default 15 s forward delay).
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(35);
@@ -47,10 +51,10 @@ const IFNAME_MAX: usize = 15;
 pub struct AttachOptions {
     /// Netns name, netns path, `pid:N`, or a Docker container name or id.
     pub container: String,
-    /// Address to give the container.
-    pub addr: Ipv4Addr,
-    /// Its prefix length.
-    pub prefix: u8,
+    /// Address and prefix length to give the container; `None`: the switch allocates the next
+    /// free address of its host's range in its etcd network (`--network`). With a network, an
+    /// explicit address is checked against the range and recorded too.
+    pub address: Option<(Ipv4Addr, u8)>,
     /// Control socket of the running switch.
     pub socket: PathBuf,
     /// Container-side interface name.
@@ -82,6 +86,12 @@ pub struct Attached {
     pub mac: [u8; 6],
     /// MTU of both ends.
     pub mtu: u32,
+    /// The address given.
+    pub address: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The allocation recorded in the switch's etcd network, if it is in one.
+    pub allocated: Option<Allocated>,
 }
 
 impl fmt::Display for Attached {
@@ -102,7 +112,7 @@ impl fmt::Display for Attached {
 /// A container's network namespace, opened.
 #[derive(Debug)]
 pub struct Container {
-    /// What the user typed.
+    /// What the user typed. (Also the name recorded with an allocation.)
     pub spec: String,
     /// The namespace in messages, e.g. `netns web1`, `pid 4242`, `container web1`.
     pub desc: String,
@@ -305,6 +315,8 @@ enum Undo {
     },
     /// A default route in the container.
     Route { index: u32, gateway: Ipv4Addr },
+    /// An address the switch allocated (and recorded in etcd) for this attach.
+    Allocation { socket: PathBuf, holder: String },
 }
 
 /// The steps done so far, undone in reverse unless [`Rollback::commit`]ted (also on drop, so a
@@ -344,6 +356,17 @@ impl Rollback {
                     format!("deleting veth {name}"),
                     self.host.del_link(*host_index),
                 ),
+                Undo::Allocation { socket, holder } => {
+                    let what = format!("freeing the address allocated to {holder}");
+                    match release(socket, holder) {
+                        Ok(_) => log::info!("rolled back: {what}"),
+                        Err(e) => problems.push(format!(
+                            "{what}: {:#}; free it with `dnetctl detach` once the switch answers",
+                            anyhow::Error::from(e)
+                        )),
+                    }
+                    continue;
+                }
             };
             match r {
                 Ok(()) => log::info!("rolled back: {what}"),
@@ -419,6 +442,12 @@ fn wait_ready(nl: &mut Netlink, index: u32, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Who holds an address allocated for interface `ifname` of the container with stable
+/// identity `key`: one address per interface, as CNI's `containerid/ifname`.
+pub fn holder(key: &str, ifname: &str) -> String {
+    format!("{key}/{ifname}")
+}
+
 /// `dnetctl attach`. On error nothing it made is left behind; the error names the step.
 pub fn attach(o: &AttachOptions) -> anyhow::Result<Attached> {
     let c =
@@ -436,8 +465,8 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
     check_ifname("--host-ifname", &host_ifname)?;
     let sock = o.socket.display();
     let stats = step(
-        &format!("asking the switch on {sock} for its TAP and MTU"),
-        || dnet_proto::stats(&o.socket, SWITCH_TIMEOUT),
+        &format!("asking the switch on {sock} for its TAP, MTU and network"),
+        || show(&o.socket),
     )
     .map_err(|e| {
         if format!("{e:#}").contains("dnet-switch running") {
@@ -516,6 +545,29 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
     }
 
     // From here on every change is recorded in `rb` and undone if a later step fails.
+    let (addr, prefix, allocated) = match (o.address, &stats.fleet) {
+        (Some((a, p)), None) => (a, p, None),
+        // The switch owns its host's allocations in etcd: it is asked, and records them.
+        (want, _) => {
+            let who = holder(&c.key, ifname);
+            let what = match want {
+                Some((a, _)) => format!("recording {a} for {who} with the switch on {sock}"),
+                None => format!("asking the switch on {sock} for an address for {who}"),
+            };
+            let got = step(&what, || {
+                allocate(&o.socket, &who, &c.spec, want.map(|(a, _)| a))
+            })?;
+            rb.done.push(Undo::Allocation {
+                socket: o.socket.clone(),
+                holder: who,
+            });
+            (
+                got.address,
+                want.map_or(got.prefix_len, |(_, p)| p),
+                Some(got),
+            )
+        }
+    };
     // Created and looked up in one step, so an interrupt cannot fall between the two and
     // leave a veth that the rollback does not know about.
     let hl = step(
@@ -564,16 +616,23 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
         &format!("opening an ARP socket on {ifname} in {cdesc}"),
         || ArpSocket::open_in(&c.ns, cl.index),
     )?;
-    let cidr = format!("{}/{}", o.addr, o.prefix);
+    let cidr = format!("{}/{}", addr, prefix);
     if o.probe {
         step(
-            &format!("probing {} across the overlay (RFC 5227 ARP probe)", o.addr),
-            || match arp.probe(mac, o.addr) {
+            &format!("probing {} across the overlay (RFC 5227 ARP probe)", addr),
+            || match arp.probe(mac, addr) {
                 Ok(None) => Ok(()),
+                Ok(Some(other)) if allocated.is_some() && o.address.is_none() => Err(anyhow!(
+                    "{addr} is already in use: {} answered the probe, although etcd records \
+                     no holder for it (a station with a hand-picked address?): give that \
+                     station an address outside the ranges, or attach with an explicit free \
+                     address",
+                    format_mac(&other)
+                )),
                 Ok(Some(other)) => Err(anyhow!(
                     "{} is already in use: {} answered the probe (choose another address, \
                      or stop the station that has it)",
-                    o.addr,
+                    addr,
                     format_mac(&other)
                 )),
                 Err(e) => Err(e.into()),
@@ -581,12 +640,12 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
         )?;
     }
     step(&format!("adding {cidr} to {ifname} in {cdesc}"), || {
-        rb.cont.add_addr(cl.index, o.addr, o.prefix)
+        rb.cont.add_addr(cl.index, addr, prefix)
     })?;
     rb.done.push(Undo::Addr {
         index: cl.index,
-        ip: o.addr,
-        prefix: o.prefix,
+        ip: addr,
+        prefix,
     });
     if let Some(gw) = o.gateway {
         step(
@@ -598,8 +657,8 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
             gateway: gw,
         });
     }
-    step(&format!("announcing {} (gratuitous ARP)", o.addr), || {
-        arp.announce(mac, o.addr)
+    step(&format!("announcing {} (gratuitous ARP)", addr), || {
+        arp.announce(mac, addr)
     })?;
     rb.commit();
     Ok(Attached {
@@ -609,36 +668,125 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
         bridge: bridge.name,
         mac,
         mtu,
+        address: addr,
+        prefix,
+        allocated,
     })
+}
+
+/// The switch's `show` (TAP, MTU, and its etcd network if any).
+fn show(socket: &Path) -> Result<Show, dnet_proto::ClientError> {
+    match dnet_proto::request(socket, &Request::Show, SWITCH_TIMEOUT)? {
+        Response::Show(s) => Ok(s),
+        other => Err(dnet_proto::ClientError::Remote(format!(
+            "unexpected reply {other:?}"
+        ))),
+    }
+}
+
+/// Asks the switch for an address for `holder` (or to record `address`).
+fn allocate(
+    socket: &Path,
+    holder: &str,
+    name: &str,
+    address: Option<Ipv4Addr>,
+) -> Result<Allocated, dnet_proto::ClientError> {
+    let req = Request::Allocate {
+        network: None,
+        container: holder.to_string(),
+        name: Some(name.to_string()),
+        address,
+    };
+    match dnet_proto::request(socket, &req, ALLOCATE_TIMEOUT)? {
+        Response::Allocated(a) => Ok(a),
+        other => Err(dnet_proto::ClientError::Remote(format!(
+            "unexpected reply {other:?}"
+        ))),
+    }
+}
+
+/// Asks the switch to free `holder`'s address; returns it (`None`: it held none).
+fn release(socket: &Path, holder: &str) -> Result<Option<Ipv4Addr>, dnet_proto::ClientError> {
+    let req = Request::Release {
+        network: None,
+        container: Some(holder.to_string()),
+        address: None,
+    };
+    match dnet_proto::request(socket, &req, ALLOCATE_TIMEOUT)? {
+        Response::Released { address, .. } => Ok(address),
+        other => Err(dnet_proto::ClientError::Remote(format!(
+            "unexpected reply {other:?}"
+        ))),
+    }
 }
 
 /// What a detach removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detached {
-    /// Container-side interface removed.
-    pub ifname: String,
+    /// Container-side interface removed (`None`: it was gone already, only its address was
+    /// freed).
+    pub ifname: Option<String>,
     /// Host end named in its alias (removed with it), if recorded.
     pub host_ifname: Option<String>,
+    /// The address freed in the switch's etcd network, if it had allocated one.
+    pub released: Option<Ipv4Addr>,
 }
 
 /// `dnetctl detach`: deletes the veth that attach made as `ifname` in the container (its host
-/// end goes with it, and with it the address and route). Refuses interfaces attach did not make.
-pub fn detach(container: &str, ifname: &str) -> anyhow::Result<Detached> {
+/// end goes with it, and with it the address and route), and asks the switch on `socket` to
+/// free the address it allocated for it. Refuses interfaces attach did not make. An interface
+/// already gone whose address is still allocated only has its address freed.
+pub fn detach(container: &str, ifname: &str, socket: &Path) -> anyhow::Result<Detached> {
     let ctx = |e: anyhow::Error| anyhow!("detach {container}: {e:#}");
     let c = resolve_container(container).map_err(ctx)?;
-    detach_resolved(&c, ifname).map_err(ctx)
+    detach_resolved(&c, ifname, socket).map_err(ctx)
 }
 
-fn detach_resolved(c: &Container, ifname: &str) -> anyhow::Result<Detached> {
+fn detach_resolved(c: &Container, ifname: &str, socket: &Path) -> anyhow::Result<Detached> {
     check_ifname("--ifname", ifname)?;
     let cdesc = &c.desc;
+    // Only a switch in an etcd network has allocations; one that does not answer is told
+    // about below, once the interface is gone.
+    let fleet = show(socket).map(|s| s.fleet.is_some());
+    let who = holder(&c.key, ifname);
+    let free = || -> anyhow::Result<Option<Ipv4Addr>> {
+        match &fleet {
+            Ok(false) => Ok(None),
+            Ok(true) => step(
+                &format!(
+                    "asking the switch on {} to free {who}'s address",
+                    socket.display()
+                ),
+                || release(socket, &who),
+            ),
+            // Without a switch there is nothing to free, unless it runs with --network
+            // somewhere else: say so, and leave the interface's removal a success.
+            Err(e) => {
+                eprintln!(
+                    "dnetctl: note: the switch on {} does not answer ({e}): if it runs with --network, the address it allocated for {who} stays allocated; run this detach again once it answers (pass its --control-socket as --socket)",
+                    socket.display()
+                );
+                Ok(None)
+            }
+        }
+    };
     let mut nl = step(&format!("opening a netlink socket in {cdesc}"), || {
         Netlink::open_in(&c.ns)
     })?;
-    let l = step(&format!("looking up {ifname} in {cdesc}"), || {
+    let Some(l) = step(&format!("looking up {ifname} in {cdesc}"), || {
         nl.link_by_name(ifname)
     })?
-    .ok_or_else(|| anyhow!("{cdesc} has no interface {ifname}: nothing to detach"))?;
+    else {
+        // A detach whose release failed, run again: only the address is left to free.
+        return match free()? {
+            Some(a) => Ok(Detached {
+                ifname: None,
+                host_ifname: None,
+                released: Some(a),
+            }),
+            None => bail!("{cdesc} has no interface {ifname}: nothing to detach"),
+        };
+    };
     let alias = l.alias.clone().unwrap_or_default();
     if !alias.starts_with(ALIAS) || l.kind.as_deref() != Some("veth") {
         bail!(
@@ -653,9 +801,11 @@ fn detach_resolved(c: &Container, ifname: &str) -> anyhow::Result<Detached> {
     step(&format!("deleting {ifname} in {cdesc}"), || {
         nl.del_link(l.index)
     })?;
+    let released = free().map_err(|e| anyhow!("{ifname} in {cdesc} deleted, but {e:#}"))?;
     Ok(Detached {
-        ifname: ifname.to_string(),
+        ifname: Some(ifname.to_string()),
         host_ifname,
+        released,
     })
 }
 

@@ -23,19 +23,27 @@ const DEFAULT_SOCKET: &str = "/run/dnet/dnet0.sock";
 /// Docker container name or id, looked up through the engine on /var/run/docker.sock
 /// ($DOCKER_HOST=unix://PATH overrides). Run dnetctl in the switch's network namespace.
 ///
-/// If any step fails, everything made so far is removed, and the error names the step.
+/// Without IP/PREFIX, the switch (started with --network) allocates the next free address of
+/// this host's range in its etcd network and records it there, so no host and no restart hands
+/// it out again; attach prints it. With IP/PREFIX and a --network switch, the address is
+/// checked against this host's range and recorded the same way. The ARP probe still runs.
+///
+/// If any step fails, everything made so far is removed (an allocated address freed), and the
+/// error names the step.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  dnetctl attach web1 10.77.1.5/24 --gateway 10.77.1.1\n  \
+    after_help = "Examples:\n  dnetctl attach web1                       (dnet-switch --network: next free address)\n  \
+                  dnetctl attach web1 10.77.1.5/24 --gateway 10.77.1.1\n  \
                   dnetctl attach pid:4242 10.77.1.6/24 --ifname eth2 --mac 02:00:0a:4d:01:06"
 )]
 pub struct AttachArgs {
     /// netns name, netns path, pid:N, or Docker container name/id.
     #[arg(value_name = "CONTAINER")]
     container: String,
-    /// Address for the container, e.g. 10.77.1.5/24.
+    /// Address for the container, e.g. 10.77.1.5/24 [default: the next free address of this
+    /// host's range, from a switch started with --network].
     #[arg(value_name = "IP/PREFIX", value_parser = attach::parse_cidr)]
-    addr: (Ipv4Addr, u8),
+    addr: Option<(Ipv4Addr, u8)>,
     /// Control socket of the running dnet-switch (its --control-socket).
     #[arg(short, long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -65,7 +73,8 @@ pub struct AttachArgs {
 
 /// Remove an interface that `dnetctl attach` made (needs root).
 ///
-/// Deletes IFNAME in CONTAINER (and with it the host end, its address and routes). Refuses an
+/// Deletes IFNAME in CONTAINER (and with it the host end, its address and routes), and frees
+/// the address the switch allocated for it (switch started with --network). Refuses an
 /// interface that attach did not make (it marks its interfaces with the alias "dnet:attach").
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  dnetctl detach web1\n  dnetctl detach pid:4242 --ifname eth2")]
@@ -76,6 +85,10 @@ pub struct DetachArgs {
     /// Interface name inside the container.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_IFNAME)]
     ifname: String,
+    /// Control socket of the running dnet-switch (its --control-socket), which frees the
+    /// address it allocated.
+    #[arg(short, long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
     /// Print the result as JSON.
     #[arg(short, long)]
     json: bool,
@@ -93,8 +106,7 @@ pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
     }
     let o = AttachOptions {
         container: a.container,
-        addr: a.addr.0,
-        prefix: a.addr.1,
+        address: a.addr,
         socket: a.socket,
         ifname: a.ifname,
         mac: a.mac,
@@ -108,7 +120,9 @@ pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "container": r.container,
             "ifname": r.ifname,
-            "address": format!("{}/{}", o.addr, o.prefix),
+            "address": format!("{}/{}", r.address, r.prefix),
+            "network": r.allocated.as_ref().map(|x| x.network.clone()),
+            "range": r.allocated.as_ref().map(|x| x.range.clone()),
             "mac": format_mac(&r.mac),
             "mtu": r.mtu,
             "host_ifname": r.host_ifname,
@@ -119,11 +133,15 @@ pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "attached {} {} {}/{} mac {} mtu {} (host end {} in bridge {}){}",
+        "attached {} {} {}/{}{} mac {} mtu {} (host end {} in bridge {}){}",
         r.container,
         r.ifname,
-        o.addr,
-        o.prefix,
+        r.address,
+        r.prefix,
+        r.allocated
+            .as_ref()
+            .map(|x| format!(" (network {}, range {})", x.network, x.range))
+            .unwrap_or_default(),
         format_mac(&r.mac),
         r.mtu,
         r.host_ifname,
@@ -136,19 +154,25 @@ pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_detach(a: DetachArgs) -> anyhow::Result<()> {
-    let d = attach::detach(&a.container, &a.ifname)?;
+    let d = attach::detach(&a.container, &a.ifname, &a.socket)?;
     if a.json {
         let v = serde_json::json!({
             "container": a.container,
             "ifname": d.ifname,
             "host_ifname": d.host_ifname,
+            "released": d.released.map(|r| r.to_string()),
         });
         println!("{v}");
         return Ok(());
     }
-    match d.host_ifname {
-        Some(h) => println!("detached {} {} (host end {h})", a.container, d.ifname),
-        None => println!("detached {} {}", a.container, d.ifname),
+    let freed = d
+        .released
+        .map(|r| format!(", {r} freed"))
+        .unwrap_or_default();
+    match (&d.ifname, &d.host_ifname) {
+        (Some(i), Some(h)) => println!("detached {} {i} (host end {h}){freed}", a.container),
+        (Some(i), None) => println!("detached {} {i}{freed}", a.container),
+        (None, _) => println!("{} {} was gone already{freed}", a.container, a.ifname),
     }
     Ok(())
 }

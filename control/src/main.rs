@@ -3,6 +3,7 @@
 mod attach_cmd;
 mod demo;
 mod key_cmds;
+mod network_cmd;
 mod stats_cmd;
 mod switch_cmds;
 
@@ -35,6 +36,7 @@ enum Cmd {
     Conflicts(switch_cmds::ConflictsArgs),
     Keygen(key_cmds::KeygenArgs),
     Pubkey(key_cmds::PubkeyArgs),
+    Network(network_cmd::NetworkArgs),
     /// Print a shell completion script, e.g. `dnetctl completions bash > /etc/bash_completion.d/dnetctl`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Cmd::Conflicts(a) => switch_cmds::run_conflicts(a),
         Cmd::Keygen(a) => key_cmds::run_keygen(a),
         Cmd::Pubkey(a) => key_cmds::run_pubkey(a),
+        Cmd::Network(a) => network_cmd::run(a),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,

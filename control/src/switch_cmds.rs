@@ -5,7 +5,7 @@
 use crate::stats_cmd::human_bytes;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use dnet_proto::{ConflictList, FdbTable, PortKind, Request, Response, Show};
+use dnet_proto::{ConflictList, FdbTable, FleetInfo, PortKind, Request, Response, Show};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -65,7 +65,9 @@ impl Target {
 ///
 /// A tunnel's state comes from traffic (GRE has no keepalive): `active` if a frame arrived in
 /// the last 60 s, `idle` if not, `silent` if none ever did. ORIGIN says where a peer came
-/// from: `flag`, `config` (file; SIGHUP may remove it) or `runtime` (`dnetctl peer add`).
+/// from: `flag`, `config` (file; SIGHUP may remove it), `runtime` (`dnetctl peer add`) or
+/// `etcd` (a member of the --network; it goes when the member leaves). With --network, a line
+/// names the network, this host's address range, and since when etcd has not answered.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     #[command(flatten)]
@@ -314,6 +316,9 @@ pub fn format_show(s: &Show) -> String {
                 .map_or_else(|| "never".to_string(), |s| format!("{} ago", human_secs(s)))
         ),
     };
+    if let Some(f) = &s.fleet {
+        out += &format_fleet(f);
+    }
     let rows: Vec<Vec<String>> = s
         .ports
         .iter()
@@ -352,6 +357,50 @@ pub fn format_show(s: &Show) -> String {
             true, false, false, false, false, false, true, false, true, true, true, true, true,
         ],
     );
+    out
+}
+
+/// The network lines of `dnetctl show` for a switch with `--network`.
+pub fn format_fleet(f: &FleetInfo) -> String {
+    let mut out = format!(
+        "network {}  host {}  range {}  gateway {}  subnet {}  members {}\n",
+        f.network,
+        f.host,
+        f.range.as_deref().unwrap_or("-"),
+        f.gateway.map_or_else(|| "-".to_string(), |g| g.to_string()),
+        f.subnet,
+        f.members
+    );
+    out += &format!(
+        "etcd {}  {}\n",
+        f.etcd,
+        match f.unreachable_secs {
+            None if f.network_absent => {
+                "answers, but the network was deleted (no members)".to_string()
+            }
+            None => "reachable".to_string(),
+            Some(secs) => format!(
+                "UNREACHABLE for {} (forwarding goes on with the last known members){}",
+                human_secs(secs),
+                f.last_error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        }
+    );
+    let rejected: Vec<String> = f
+        .rejected
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if !rejected.is_empty() {
+        out += &format!(
+            "etcd records skipped (never tunnels): {}\n",
+            rejected.join(", ")
+        );
+    }
     out
 }
 
@@ -522,6 +571,7 @@ mod tests {
                 topology_changes: 3,
                 last_change_secs: Some(5),
             }),
+            fleet: None,
         };
         let t = format_show(&s);
         assert!(t.contains("encap gre  key 7"), "{t}");
@@ -540,6 +590,43 @@ mod tests {
             "{t}"
         );
         assert_eq!(l[6].len(), l[7].len(), "{t}");
+    }
+
+    #[test]
+    fn show_names_the_network_and_etcd_trouble() {
+        let mut f = FleetInfo {
+            network: "blue".into(),
+            host: "10.200.0.1".into(),
+            etcd: "http://10.200.0.100:2379".into(),
+            subnet: "10.78.0.0/16".into(),
+            range: Some("10.78.1.0/24".into()),
+            gateway: Some("10.78.1.1".parse().unwrap()),
+            members: 7,
+            unreachable_since: None,
+            unreachable_secs: None,
+            network_absent: false,
+            last_error: None,
+            rejected: [("bad_json".to_string(), 0)].into_iter().collect(),
+            counters: Default::default(),
+        };
+        assert_eq!(
+            format_fleet(&f),
+            "network blue  host 10.200.0.1  range 10.78.1.0/24  gateway 10.78.1.1  subnet 10.78.0.0/16  members 7\n\
+             etcd http://10.200.0.100:2379  reachable\n"
+        );
+        f.unreachable_since = Some(1);
+        f.unreachable_secs = Some(75);
+        f.last_error = Some("timeout".into());
+        f.rejected.insert("claims_this_host".into(), 2);
+        let t = format_fleet(&f);
+        assert!(
+            t.contains("etcd http://10.200.0.100:2379  UNREACHABLE for 1m15s (forwarding goes on with the last known members): timeout\n"),
+            "{t}"
+        );
+        assert!(
+            t.ends_with("etcd records skipped (never tunnels): claims_this_host 2\n"),
+            "{t}"
+        );
     }
 
     #[test]

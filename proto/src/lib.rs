@@ -26,6 +26,7 @@ mod message;
 
 pub use client::{default_socket_path, request, stats, ClientError};
 pub use message::{
-    ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
-    PortKind, PortStats, Request, Response, Show, Stats, StpInfo,
+    Allocated, AllocationEntry, AllocationList, ClaimEntry, ConflictEntry, ConflictList, DropCount,
+    FdbEntry, FdbTable, FleetCounters, FleetInfo, GreInfo, PortInfo, PortKind, PortStats, Request,
+    Response, Show, Stats, StpInfo,
 };

@@ -31,6 +31,41 @@ pub enum Request {
     },
     /// IPv4 addresses claimed (in ARP) by two different MACs.
     Conflicts,
+    /// A container address from this host's range of an etcd network (`dnetctl attach`):
+    /// the next free one, or an explicit one checked against the range. The switch records it
+    /// in etcd, so no host and no restart hands it out again; the same holder asking again
+    /// gets the address it holds.
+    Allocate {
+        /// Network name; `None`: the switch's only network.
+        #[serde(default)]
+        network: Option<String>,
+        /// Stable id of the holder (`netns:web`, `docker:<id>`).
+        container: String,
+        /// Name shown beside the id.
+        #[serde(default)]
+        name: Option<String>,
+        /// The address wanted; `None`: the next free one.
+        #[serde(default)]
+        address: Option<Ipv4Addr>,
+    },
+    /// Frees an address (`dnetctl detach`), by holder or by address.
+    Release {
+        /// Network name; `None`: the switch's only network.
+        #[serde(default)]
+        network: Option<String>,
+        /// The holder whose address on this host is freed.
+        #[serde(default)]
+        container: Option<String>,
+        /// The address freed, whoever holds it.
+        #[serde(default)]
+        address: Option<Ipv4Addr>,
+    },
+    /// This host's allocations in a network.
+    Allocations {
+        /// Network name; `None`: the switch's only network.
+        #[serde(default)]
+        network: Option<String>,
+    },
 }
 
 /// What the switch answers.
@@ -66,6 +101,17 @@ pub enum Response {
     },
     /// Answer to [`Request::Conflicts`].
     Conflicts(ConflictList),
+    /// Answer to [`Request::Allocate`].
+    Allocated(Allocated),
+    /// Answer to [`Request::Release`].
+    Released {
+        /// Network name.
+        network: String,
+        /// The address freed (`None`: the holder held none).
+        address: Option<Ipv4Addr>,
+    },
+    /// Answer to [`Request::Allocations`].
+    Allocations(AllocationList),
     /// The request was malformed or failed.
     Error {
         /// Human-readable reason.
@@ -165,6 +211,102 @@ pub struct Show {
     /// The spanning tree (`None`: `--stp` off, split horizon).
     #[serde(default)]
     pub stp: Option<StpInfo>,
+    /// The etcd network this switch joined (`None`: no `--network`; then not sent at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Box<FleetInfo>>,
+}
+
+/// The etcd network a switch joined (`--network`), and how etcd is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetInfo {
+    /// Network name.
+    pub network: String,
+    /// This host's id in it (by default its underlay address).
+    pub host: String,
+    /// etcd client URLs.
+    pub etcd: String,
+    /// The network's subnet, `a.b.c.d/len`.
+    pub subnet: String,
+    /// This host's address range, `a.b.c.d/len`.
+    pub range: Option<String>,
+    /// The range's gateway (for the bridge).
+    pub gateway: Option<Ipv4Addr>,
+    /// Members that are tunnels now.
+    pub members: usize,
+    /// Unix seconds since which etcd has not answered (`None`: it answers).
+    pub unreachable_since: Option<u64>,
+    /// Seconds etcd has not answered (`None`: it answers).
+    pub unreachable_secs: Option<u64>,
+    /// The network's record is gone from etcd (deleted): no members.
+    pub network_absent: bool,
+    /// The last etcd error.
+    pub last_error: Option<String>,
+    /// Records skipped (never tunnels), by kind (`bad_json`, `claims_this_host`, ...).
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    /// Other counters of the agent.
+    pub counters: FleetCounters,
+}
+
+/// Counters of a switch's etcd agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetCounters {
+    /// Failed etcd requests and streams.
+    pub etcd_errors: u64,
+    /// Views rebuilt after etcd answered again.
+    pub reconnects: u64,
+    /// Watches restarted because their revision was compacted.
+    pub watch_compactions: u64,
+    /// Member leases found expired and registered again.
+    pub lease_reregistrations: u64,
+    /// Range claims lost to another host's transaction (and retried).
+    pub claim_conflicts: u64,
+    /// This host's member record restored after someone else changed it.
+    pub own_record_restored: u64,
+    /// Members that came up.
+    pub peer_up: u64,
+    /// Members that went away.
+    pub peer_down: u64,
+}
+
+/// An address allocated to a container (answer to [`Request::Allocate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocated {
+    /// Network name.
+    pub network: String,
+    /// The address.
+    pub address: Ipv4Addr,
+    /// Prefix length to configure it with: the network's subnet's.
+    pub prefix_len: u8,
+    /// This host's range it is from, `a.b.c.d/len`.
+    pub range: String,
+    /// The range's gateway.
+    pub gateway: Ipv4Addr,
+    /// The holder.
+    pub container: String,
+}
+
+/// This host's allocations in a network (answer to [`Request::Allocations`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationList {
+    /// Network name.
+    pub network: String,
+    /// This host's range.
+    pub range: Option<String>,
+    /// The allocations, in address order.
+    pub allocations: Vec<AllocationEntry>,
+}
+
+/// One allocated address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationEntry {
+    /// The address.
+    pub address: Ipv4Addr,
+    /// Holder id.
+    pub container: String,
+    /// Holder name.
+    pub name: Option<String>,
+    /// Unix seconds at allocation.
+    pub allocated: u64,
 }
 
 /// The spanning tree as one switch sees it.
@@ -351,6 +493,96 @@ mod tests {
             r#"{"cmd":"peer_del","addr":"10.200.0.2"}"#,
         );
         assert_wire(&Request::Conflicts, r#"{"cmd":"conflicts"}"#);
+        assert_wire(
+            &Request::Allocate {
+                network: None,
+                container: "netns:web".into(),
+                name: Some("web".into()),
+                address: None,
+            },
+            r#"{"cmd":"allocate","network":null,"container":"netns:web","name":"web","address":null}"#,
+        );
+        assert_wire(
+            &Request::Release {
+                network: Some("blue".into()),
+                container: None,
+                address: Some(addr("10.78.1.2")),
+            },
+            r#"{"cmd":"release","network":"blue","container":null,"address":"10.78.1.2"}"#,
+        );
+        assert_wire(
+            &Request::Allocations { network: None },
+            r#"{"cmd":"allocations","network":null}"#,
+        );
+        // Optional fields may be left out.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"allocate","container":"pid:7"}"#).unwrap(),
+            Request::Allocate {
+                network: None,
+                container: "pid:7".into(),
+                name: None,
+                address: None
+            }
+        );
+    }
+
+    #[test]
+    fn fleet_replies_are_tagged_objects() {
+        assert_wire(
+            &Response::Allocated(Allocated {
+                network: "blue".into(),
+                address: addr("10.78.1.2"),
+                prefix_len: 16,
+                range: "10.78.1.0/24".into(),
+                gateway: addr("10.78.1.1"),
+                container: "netns:web".into(),
+            }),
+            r#"{"reply":"allocated","network":"blue","address":"10.78.1.2","prefix_len":16,"range":"10.78.1.0/24","gateway":"10.78.1.1","container":"netns:web"}"#,
+        );
+        assert_wire(
+            &Response::Released {
+                network: "blue".into(),
+                address: None,
+            },
+            r#"{"reply":"released","network":"blue","address":null}"#,
+        );
+        assert_wire(
+            &Response::Allocations(AllocationList {
+                network: "blue".into(),
+                range: Some("10.78.1.0/24".into()),
+                allocations: vec![AllocationEntry {
+                    address: addr("10.78.1.2"),
+                    container: "netns:web".into(),
+                    name: None,
+                    allocated: 5,
+                }],
+            }),
+            r#"{"reply":"allocations","network":"blue","range":"10.78.1.0/24","allocations":[{"address":"10.78.1.2","container":"netns:web","name":null,"allocated":5}]}"#,
+        );
+        let fleet = FleetInfo {
+            network: "blue".into(),
+            host: "10.200.0.1".into(),
+            etcd: "http://10.200.0.100:2379".into(),
+            subnet: "10.78.0.0/16".into(),
+            range: Some("10.78.1.0/24".into()),
+            gateway: Some(addr("10.78.1.1")),
+            members: 2,
+            unreachable_since: Some(1700000000),
+            unreachable_secs: Some(3),
+            network_absent: false,
+            last_error: Some("e".into()),
+            rejected: [("bad_json".to_string(), 1)].into_iter().collect(),
+            counters: FleetCounters {
+                peer_up: 2,
+                ..FleetCounters::default()
+            },
+        };
+        let line = serde_json::to_string(&fleet).unwrap();
+        assert_eq!(
+            line,
+            r#"{"network":"blue","host":"10.200.0.1","etcd":"http://10.200.0.100:2379","subnet":"10.78.0.0/16","range":"10.78.1.0/24","gateway":"10.78.1.1","members":2,"unreachable_since":1700000000,"unreachable_secs":3,"network_absent":false,"last_error":"e","rejected":{"bad_json":1},"counters":{"etcd_errors":0,"reconnects":0,"watch_compactions":0,"lease_reregistrations":0,"claim_conflicts":0,"own_record_restored":0,"peer_up":2,"peer_down":0}}"#
+        );
+        assert_eq!(serde_json::from_str::<FleetInfo>(&line).unwrap(), fleet);
     }
 
     #[test]
@@ -440,6 +672,7 @@ mod tests {
                     topology_changes: 2,
                     last_change_secs: Some(5),
                 }),
+                fleet: None,
             }),
             r#"{"reply":"show","tap":"dnet0","bridge":"br0","mtu":1462,"local":"10.200.0.1","workers":2,"gre":{"udp_port":4754,"key":42,"csum":true,"seq":false,"ttl":64,"tos":0,"df":true},"control_socket":"/run/dnet/dnet0.sock","metrics":null,"config_file":"/etc/dnet.toml","uptime_secs":11,"fdb_entries":3,"ports":[{"id":1,"name":"gre-10.200.0.2","kind":"tunnel","peer":"10.200.0.2","state":"active","origin":"flag","last_rx_secs":0,"rx_packets":1,"rx_bytes":2,"tx_packets":3,"tx_bytes":4,"stp_role":"root","stp_state":"forwarding","path_mtu":1500}],"keepalive_ms":1000,"stp":{"bridge_id":"8000.02:00:00:00:00:01","root_id":"8000.02:00:00:00:00:01","is_root":true,"root_cost":0,"root_port":null,"topology_changes":2,"last_change_secs":5}}"#,
         );
@@ -528,6 +761,7 @@ mod tests {
         assert_eq!(show.ports[0].stp_role, None);
         assert_eq!(show.ports[0].stp_state, None);
         assert_eq!(show.ports[0].path_mtu, None);
+        assert_eq!(show.fleet, None);
     }
 
     #[test]

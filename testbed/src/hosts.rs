@@ -53,8 +53,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// Poll period of the wait loops (process exit, control socket).
 const POLL: Duration = Duration::from_millis(20);
-/// Largest host count: addresses are `.1` to `.N` and letters `a` onwards.
-const MAX_HOSTS: usize = 26;
+/// Largest host count: addresses are `.1` to `.N` and letters `a` to `z`, then `A` to `Z`
+/// (the fleet benchmark runs 32 hosts).
+const MAX_HOSTS: usize = 52;
 
 /// Distinguishes testbeds of one process (tests run in parallel threads).
 static TESTBED_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -397,6 +398,42 @@ impl Process {
         fs::read_to_string(&self.log)
             .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log.display()))
     }
+
+    /// Sends `sig` to the process if it is still running (no-op once exited).
+    pub fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let mut res = lock(&self.res);
+        let Some(c) = res.find_child(self.pid) else {
+            return Err(Error::TornDown);
+        };
+        if let Ok(None) = c.try_wait() {
+            // SAFETY: kill(2) on our own unreaped child (see Resources::teardown).
+            if unsafe { libc::kill(self.pid as libc::pid_t, sig) } != 0 {
+                return Err(Error::io(
+                    format!("kill({}, {sig})", self.pid),
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the process (SIGKILL) and reaps it, e.g. to stop a service mid-test.
+    pub fn kill(&self) -> Result<ExitStatus> {
+        self.signal(libc::SIGKILL)?;
+        let deadline = Instant::now() + TERM_GRACE;
+        loop {
+            if let Some(st) = self.try_status()? {
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("exit of pid {} in {} after SIGKILL", self.pid, self.ns),
+                    timeout: TERM_GRACE,
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
 }
 
 /// The RAII guard owning a whole simulated network. Dropping it (also during a panic) kills
@@ -415,7 +452,7 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// Builds `n` hosts (2 to 26), each with one container, joined by an underlay.
+    /// Builds `n` hosts (2 to 52), each with one container, joined by an underlay.
     ///
     /// Fails with [`Error::SwitchNotFound`] before touching the system if the `dnet-switch`
     /// binary is missing, so a forgotten build is reported first and cheaply.
@@ -472,7 +509,11 @@ impl Testbed {
         }
         let hosts = (0..n)
             .map(|i| {
-                let letter = (b'a' + i as u8) as char;
+                let letter = if i < 26 {
+                    (b'a' + i as u8) as char
+                } else {
+                    (b'A' + (i - 26) as u8) as char
+                };
                 Host {
                     index: i,
                     letter,
@@ -674,6 +715,20 @@ impl Testbed {
         let name = format!("{}{suffix}", self.prefix);
         self.add_netns(&name)?;
         Ok(name)
+    }
+
+    /// Adds `addr/24` to the shared underlay segment (three or more hosts: the underlay
+    /// bridge's namespace) and returns that namespace: the place for a service every host
+    /// reaches on the underlay, such as etcd at 10.200.0.100. Adding it twice is no error.
+    pub fn add_underlay_address(&self, addr: Ipv4Addr) -> Result<String> {
+        let Some(u) = &self.underlay_ns else {
+            return Err(Error::Invalid(
+                "an underlay address needs the shared underlay of three or more hosts".into(),
+            ));
+        };
+        // `replace`: adding it again (a service restarted) is not an error.
+        ipn(u, &format!("addr replace {addr}/24 dev {UNDERLAY_BRIDGE}"))?;
+        Ok(u.clone())
     }
 
     /// Scratch directory holding switch logs (removed on teardown unless `DNET_KEEP_LOGS`).

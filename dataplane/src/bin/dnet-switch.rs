@@ -1,11 +1,16 @@
-//! `dnet-switch`: flags (and `--config`) → [`Settings`] → start the data path, the control
-//! socket, metrics and the privilege drop → wait for a signal → stop. Nothing else lives here:
-//! the settings pipeline is [`dnet::config`].
+//! `dnet-switch`: flags (and `--config`) → [`Settings`] → (with `--network`: join the etcd
+//! network, take its settings) → start the data path, the control socket, metrics and the
+//! privilege drop → wait for a signal → stop. Nothing else lives here: the settings pipeline is
+//! [`dnet::config`], the etcd side [`fleet`] over crate `dnet_cluster`.
 #![deny(unsafe_code)]
+
+// Beside the binary, not in src/bin/ (where cargo would take it for a binary of its own).
+#[path = "dnet-switch/fleet.rs"]
+mod fleet;
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
-use dnet::config::{self, Options, Resolved, Settings, Sources, SystemHost};
+use dnet::config::{self, Host, Options, Resolved, Settings, Sources, SystemHost};
 use dnet::control::metrics::MetricsServer;
 use dnet::control::{ControlServer, PeerOrigin, SwitchInfo, SwitchSettings};
 use dnet::error_chain;
@@ -25,6 +30,10 @@ use std::time::Duration;
 /// Example, on each host (give the other hosts' underlay addresses):
 ///
 ///   dnet-switch --peer 172.31.7.240 --bridge docker0
+///
+/// or, with the hosts' network defined once in etcd (`dnetctl network create`), on each host:
+///
+///   dnet-switch --etcd http://10.0.0.5:2379 --network blue --bridge docker0
 ///
 /// Runs in the foreground; SIGINT/SIGTERM remove the TAP and the control socket and exit 0.
 /// Settings may also come from a TOML file (--config; flags win); SIGHUP re-reads its peer
@@ -81,20 +90,49 @@ fn main() -> ExitCode {
 }
 
 fn run(sources: &Sources) -> Result<()> {
-    let settings = Settings::new(sources)?;
+    let mut settings = Settings::new(sources)?;
     config::check_privileges()?;
-    let resolved = config::resolve(&settings, &SystemHost)?;
+    // Everything the host can refuse is refused before etcd is touched.
+    let mut resolved = config::resolve(&settings, &SystemHost)?;
+    // Signals are caught from here on, so a Ctrl-C during setup still tears down cleanly.
+    let signals = Signals::install()?;
+    let fleet = match &settings.fleet {
+        Some(f) => {
+            // What would stop this switch after it joined is refused before: a member that
+            // joins and dies at once is a tunnel on every other host until its lease ends.
+            preflight(&settings)?;
+            let fleet = fleet::Fleet::join(f, resolved.dataplane.local)?;
+            settings.apply_network(&fleet.network_settings())?;
+            resolved = config::resolve(&settings, &SystemHost)?;
+            Some(fleet)
+        }
+        None => None,
+    };
     for w in &resolved.warnings {
         log::warn!("{w}");
     }
-    // Signals are caught from here on, so a Ctrl-C during setup still tears down cleanly.
-    let signals = Signals::install()?;
-    let mut switch = Running::start(&settings, &resolved)?;
+    let mut switch = Running::start(&settings, &resolved, fleet)?;
     sd_notify("READY=1\nSTATUS=forwarding");
     let outcome = switch.wait(&signals, settings.config_file.as_deref());
     sd_notify("STOPPING=1");
     switch.stop();
     outcome
+}
+
+/// The TAP name and the control socket are free (they are taken for good only later).
+fn preflight(s: &Settings) -> Result<()> {
+    if !s.tap.contains('%') && SystemHost.link_exists(&s.tap) {
+        bail!(
+            "interface {} already exists (another dnet-switch running?): choose another --tap name or remove it",
+            s.tap
+        );
+    }
+    let socket = s
+        .control_socket
+        .clone()
+        .unwrap_or_else(|| dnet_proto::default_socket_path(&s.tap).into());
+    ControlServer::check_free(&socket).context("checking the control socket")?;
+    Ok(())
 }
 
 /// SIGINT/SIGTERM (stop) and SIGHUP (reload), as flags the main loop polls.
@@ -134,10 +172,12 @@ struct Running {
     _metrics: Option<MetricsServer>,
     info: Arc<SwitchInfo>,
     links: LinkWatch,
+    /// Stopped first, so no member change reaches a stopping data path.
+    fleet: Option<fleet::Fleet>,
 }
 
 impl Running {
-    fn start(s: &Settings, r: &Resolved) -> Result<Running> {
+    fn start(s: &Settings, r: &Resolved, mut fleet: Option<fleet::Fleet>) -> Result<Running> {
         let cfg = &r.dataplane;
         let dataplane = Dataplane::start(cfg).context("starting the data path")?;
         log_dataplane(&dataplane, r);
@@ -192,6 +232,9 @@ impl Running {
         }
         log_protection(&dataplane, r);
         let links = LinkWatch::new(&dataplane.tap, cfg.networks[0].bridge.as_deref());
+        if let Some(f) = &mut fleet {
+            f.apply_to(info.clone())?;
+        }
         log::info!("control socket {}; ready", control.path().display());
         Ok(Running {
             dataplane,
@@ -199,6 +242,7 @@ impl Running {
             _metrics: metrics,
             info,
             links,
+            fleet,
         })
     }
 
@@ -235,7 +279,11 @@ impl Running {
             _metrics,
             info,
             links: _,
+            fleet,
         } = self;
+        if let Some(f) = fleet {
+            f.stop();
+        }
         drop(dataplane);
         drop(control);
         log_totals(&info);
@@ -296,11 +344,16 @@ fn log_dataplane(dp: &Dataplane, r: &Resolved) {
     log::info!(
         "underlay {} → peers {}; {}, key {}, csum {}, seq {}, ttl {}, tos {}, DF {}; {} worker(s), TAP offloads {}",
         cfg.local,
-        cfg.networks[0].peers
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        if cfg.networks[0].peers.is_empty() {
+            "from etcd only".to_string()
+        } else {
+            cfg.networks[0]
+                .peers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
         match cfg.gre.udp_port {
             None => "GRE (IP protocol 47)".to_string(),
             Some(p) => format!(

@@ -18,6 +18,8 @@ pub trait Host {
     fn is_bridge(&self, name: &str) -> bool;
     /// CPUs this process may use (the default number of workers).
     fn cores(&self) -> usize;
+    /// The IPv4 addresses a host name (or an address literal) stands for.
+    fn lookup(&self, name: &str) -> io::Result<Vec<Ipv4Addr>>;
 }
 
 /// The real host.
@@ -43,6 +45,17 @@ impl Host for SystemHost {
 
     fn cores(&self) -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    fn lookup(&self, name: &str) -> io::Result<Vec<Ipv4Addr>> {
+        use std::net::{SocketAddr, ToSocketAddrs};
+        Ok((name, 0)
+            .to_socket_addrs()?
+            .filter_map(|a| match a {
+                SocketAddr::V4(a) => Some(*a.ip()),
+                SocketAddr::V6(_) => None,
+            })
+            .collect())
     }
 }
 
@@ -107,6 +120,16 @@ pub(crate) mod fake {
 
         fn cores(&self) -> usize {
             self.cores
+        }
+
+        fn lookup(&self, name: &str) -> io::Result<Vec<Ipv4Addr>> {
+            match name {
+                "etcd.example" => Ok(vec![Ipv4Addr::new(10, 200, 0, 9)]),
+                _ => name
+                    .parse()
+                    .map(|a| vec![a])
+                    .map_err(|_| io::Error::new(io::ErrorKind::NotFound, "unknown host")),
+            }
         }
     }
 }

@@ -20,6 +20,16 @@ pub enum Origin {
     },
     /// A request on the control socket (`dnetctl peer add`).
     Runtime,
+    /// An environment variable (`DNET_ETCD`, the default of `--etcd`).
+    Env {
+        /// The variable.
+        var: &'static str,
+    },
+    /// A network's record in etcd (`--network`): its settings, or one of its members.
+    Etcd {
+        /// The network.
+        network: String,
+    },
 }
 
 /// One setting as the operator gave it: which, the value as written, and where. Its
@@ -42,6 +52,26 @@ impl Input {
             key: key.to_string(),
             value: value.to_string(),
             origin: Origin::Runtime,
+        }
+    }
+
+    /// A value read from environment variable `var`.
+    pub fn env(key: &str, var: &'static str, value: impl fmt::Display) -> Input {
+        Input {
+            key: key.to_string(),
+            value: value.to_string(),
+            origin: Origin::Env { var },
+        }
+    }
+
+    /// A value read from network `network`'s records in etcd.
+    pub fn etcd(key: &str, network: &str, value: impl fmt::Display) -> Input {
+        Input {
+            key: key.to_string(),
+            value: value.to_string(),
+            origin: Origin::Etcd {
+                network: network.to_string(),
+            },
         }
     }
 
@@ -75,6 +105,12 @@ impl fmt::Display for Input {
                 self.value
             ),
             Origin::Runtime => write!(f, "{} {}", self.key, self.value),
+            Origin::Env { var } => write!(f, "environment variable {var}={}", self.value),
+            Origin::Etcd { network } => write!(
+                f,
+                "{} {} (from network {network} in etcd)",
+                self.key, self.value
+            ),
         }
     }
 }

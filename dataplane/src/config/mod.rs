@@ -19,6 +19,7 @@
 //! /etc/dnet/dnet.toml, line 4: ttl = 0`) and the fix.
 
 pub mod file;
+pub mod fleet;
 mod host;
 mod input;
 pub mod options;
@@ -28,10 +29,11 @@ mod settings;
 mod sources;
 
 pub use file::{ConfigFile, FileError};
+pub use fleet::FleetSettings;
 pub use host::{Host, SystemHost};
 pub use input::{FlagText, Input, Origin, Sourced};
 pub use options::{Encap, LogLevel, Options};
 pub use peer::{check_peer, PeerError, PeerRoute};
 pub use resolve::{check_privileges, resolve, ResolveError, Resolved};
-pub use settings::{tap_mtu_for, Group, Settings, SettingsError, MIN_MTU};
+pub use settings::{tap_mtu_for, Group, NetworkSettings, Settings, SettingsError, MIN_MTU};
 pub use sources::Sources;

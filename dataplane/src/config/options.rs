@@ -22,14 +22,15 @@ use std::path::PathBuf;
 // A doc comment here would become the about text of the command that flattens this struct.
 #[command(about = None, long_about = None)]
 pub struct Options {
-    /// Underlay address of a peer host (repeat for each; at least one here or in --config).
-    /// Peers form a full mesh: frames from one tunnel are never sent into another (split
-    /// horizon), unless --stp is on.
+    /// Underlay address of a peer host (repeat for each; at least one here or in --config,
+    /// unless --network finds the peers in etcd). Peers form a full mesh: frames from one
+    /// tunnel are never sent into another (split horizon), unless --stp is on.
     #[arg(long, value_name = "IP")]
     #[serde(default)]
     pub peer: Vec<Ipv4Addr>,
 
-    /// Underlay source address [default: the address routing picks for the first peer].
+    /// Underlay source address [default: the address routing picks for the first peer, or
+    /// with --network and no peer, for the first etcd URL].
     #[arg(long, value_name = "IP")]
     pub local: Option<Ipv4Addr>,
 
@@ -153,6 +154,50 @@ pub struct Options {
     /// root [default: 32768].
     #[arg(long, value_name = "N")]
     pub stp_priority: Option<u16>,
+
+    /// Join this overlay network, defined once in etcd (`dnetctl network create`): its members
+    /// become tunnels without --peer, this host claims its own container address range, and
+    /// the encapsulation, key and MTU come from the network (a flag that contradicts them is
+    /// refused). Needs --etcd.
+    #[arg(long, value_name = "NAME", help_heading = "Fleet (etcd)")]
+    pub network: Option<String>,
+
+    /// etcd client URLs, comma-separated: every member of the etcd cluster, e.g.
+    /// http://10.0.0.5:2379,http://10.0.0.6:2379 [default: $DNET_ETCD]. Only used with
+    /// --network.
+    #[arg(long, value_name = "URLS", help_heading = "Fleet (etcd)")]
+    pub etcd: Option<String>,
+
+    /// Key prefix of dnet's records in etcd [default: /dnet].
+    #[arg(long, value_name = "PREFIX", help_heading = "Fleet (etcd)")]
+    pub etcd_prefix: Option<String>,
+
+    /// Seconds this host stays a member after its last keepalive to etcd: a crashed or cut-off
+    /// host loses its tunnels on the other hosts this long after it stopped [default: 10].
+    #[arg(long, value_name = "SECONDS", help_heading = "Fleet (etcd)")]
+    pub etcd_ttl: Option<u64>,
+
+    /// CA certificate (PEM) that signed etcd's server certificate; turns on TLS (https://
+    /// URLs).
+    #[arg(long, value_name = "FILE", help_heading = "Fleet (etcd)")]
+    pub etcd_cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for etcd's --client-cert-auth; with --etcd-key.
+    #[arg(long, value_name = "FILE", help_heading = "Fleet (etcd)")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, value_name = "FILE", help_heading = "Fleet (etcd)")]
+    pub etcd_key: Option<PathBuf>,
+
+    /// etcd user (etcd with `auth enable`). The password is the first line of
+    /// --etcd-password-file, or else $DNET_ETCD_PASSWORD: never a flag, where `ps` shows it.
+    #[arg(long, value_name = "NAME", help_heading = "Fleet (etcd)")]
+    pub etcd_user: Option<String>,
+
+    /// File whose first line is the password of --etcd-user (keep it mode 0600).
+    #[arg(long, value_name = "FILE", help_heading = "Fleet (etcd)")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -297,7 +342,7 @@ mod tests {
     fn keys_are_the_flags_names() {
         let keys = Options::keys();
         assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
-        assert_eq!(keys.len(), 27);
+        assert_eq!(keys.len(), 36);
         for k in &keys {
             let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
             let expect = match k.as_str() {

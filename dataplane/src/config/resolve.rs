@@ -48,6 +48,14 @@ pub enum ResolveError {
     /// The bridge is not a Linux bridge.
     #[error("{0}: not a Linux bridge: give a bridge (ip -d link show type bridge)")]
     NotABridge(Input),
+    /// Neither a peer nor etcd tells the underlay address.
+    #[error("no --peer, and no route to etcd at {etcd} tells this host's underlay address ({why}): pass --local IP")]
+    NoUnderlay {
+        /// The etcd URLs as given.
+        etcd: Input,
+        /// What was tried.
+        why: String,
+    },
 }
 
 /// Does this process hold CAP_NET_ADMIN and CAP_NET_RAW (root has them)?
@@ -71,6 +79,45 @@ pub struct Resolved {
     pub overhead: u32,
     /// Warnings worth logging.
     pub warnings: Vec<String>,
+}
+
+/// The underlay MTU taken when nothing tells it (no peer, no route to etcd, `--local` given).
+const ASSUMED_UNDERLAY_MTU: u32 = 1500;
+
+/// The source address and MTU of the route to the first etcd endpoint that has one.
+fn route_to_etcd(
+    fleet: &super::FleetSettings,
+    host: &dyn Host,
+) -> Result<(Ipv4Addr, u32), ResolveError> {
+    let mut why = Vec::new();
+    for name in fleet.endpoint_hosts() {
+        let addrs = match host.lookup(name.trim_matches(|c| c == '[' || c == ']')) {
+            Ok(a) if a.is_empty() => {
+                why.push(format!("{name} has no IPv4 address"));
+                continue;
+            }
+            Ok(a) => a,
+            Err(e) => {
+                why.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let locals = host.local_addrs().unwrap_or_default();
+        for a in addrs {
+            if a.is_loopback() || locals.contains(&a) {
+                why.push(format!("{a} is this host"));
+                continue;
+            }
+            match host.route_to(a) {
+                Ok(r) => return Ok(r),
+                Err(e) => why.push(format!("{a}: {e}")),
+            }
+        }
+    }
+    Err(ResolveError::NoUnderlay {
+        etcd: fleet.etcd.clone(),
+        why: why.join("; "),
+    })
 }
 
 /// Checks `s` against `host` and derives the data path configuration.
@@ -99,6 +146,7 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
     }
     let mut underlay_mtu = u32::MAX;
     let mut routed_src = None;
+    let mut warnings = Vec::new();
     let mut peers: Vec<Ipv4Addr> = Vec::with_capacity(s.peers.len());
     for p in &s.peers {
         let route = check_peer(p, &peers, host)?;
@@ -106,16 +154,34 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
         underlay_mtu = underlay_mtu.min(route.path_mtu);
         peers.push(p.value);
     }
+    if peers.is_empty() {
+        // A fleet host before its peers are known: etcd is on the underlay (or reached the
+        // same way), so its route tells the source address and the MTU.
+        let fleet = s.fleet.as_ref().expect("Settings has peers or a network");
+        match (route_to_etcd(fleet, host), &s.local) {
+            (Ok((src, mtu)), _) => {
+                routed_src = Some(src);
+                underlay_mtu = mtu;
+            }
+            (Err(e), Some(l)) => {
+                underlay_mtu = ASSUMED_UNDERLAY_MTU;
+                warnings.push(format!(
+                    "{l}: {e}; assuming an underlay MTU of {ASSUMED_UNDERLAY_MTU} (set the network's MTU with `dnetctl network create --mtu`, or --mtu here)",
+                    l = l.input
+                ));
+            }
+            (Err(e), None) => return Err(e),
+        }
+    }
     let local = s
         .local
         .as_ref()
         .map(|l| l.value)
         .or(routed_src)
-        .expect("Settings has at least one peer, and it was routed");
+        .expect("a peer or etcd was routed");
 
     let overhead = (s.gre.overhead() + ethernet::HEADER_LEN) as u32;
     let fits = tap_mtu_for(underlay_mtu, &s.gre);
-    let mut warnings = Vec::new();
     let mut df = true;
     let mtu = match &s.mtu {
         None if fits < i64::from(MIN_MTU) => {
@@ -162,7 +228,11 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
         workers,
         offload: s.offload,
         networks: vec![NetworkConfig {
-            name: String::new(),
+            // The etcd network's name; unnamed with peers given by hand.
+            name: s
+                .fleet
+                .as_ref()
+                .map_or_else(String::new, |f| f.network.value.clone()),
             tap: s.tap.clone(),
             bridge: s.bridge.as_ref().map(|b| b.value.clone()),
             mtu,
@@ -331,6 +401,100 @@ mod tests {
         assert!(
             got.starts_with("the underlay MTU 600 leaves a TAP MTU of 562 after 38 bytes of encapsulation, below the minimum 576: raise the underlay MTU"),
             "{got}"
+        );
+    }
+
+    fn fleet_settings(etcd: &str, local: Option<Ipv4Addr>) -> Settings {
+        Settings::with_env(
+            &Sources {
+                flags: Options {
+                    network: Some("blue".into()),
+                    etcd: Some(etcd.into()),
+                    local,
+                    ..Options::default()
+                },
+                file: None,
+            },
+            &|_| None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn without_peers_the_route_to_etcd_gives_the_underlay() {
+        let host = FakeHost::new();
+        for etcd in [
+            "http://10.200.0.9:2379",
+            "http://etcd.example:2379",
+            "http://127.0.0.1:2379,http://10.200.0.9:2379",
+        ] {
+            let r = resolve(&fleet_settings(etcd, None), &host).unwrap();
+            assert_eq!(r.dataplane.local, Ipv4Addr::new(10, 200, 0, 1), "{etcd}");
+            assert_eq!((r.dataplane.networks[0].mtu, r.underlay_mtu), (1462, 1500));
+            assert!(r.dataplane.networks[0].peers.is_empty());
+        }
+        let e = resolve(
+            &fleet_settings("http://10.9.9.9:2379,http://10.200.0.1:2379", None),
+            &host,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no --peer, and no route to etcd at --etcd http://10.9.9.9:2379,http://10.200.0.1:2379 tells this host's underlay address (10.9.9.9: Network is unreachable (os error 101); 10.200.0.1 is this host): pass --local IP"
+        );
+        // With --local, the MTU is assumed and the warning says how to set it.
+        let r = resolve(
+            &fleet_settings("http://10.200.0.1:2379", Some(Ipv4Addr::new(10, 200, 0, 1))),
+            &host,
+        )
+        .unwrap();
+        assert_eq!((r.dataplane.networks[0].mtu, r.underlay_mtu), (1462, 1500));
+        assert!(
+            r.warnings[0].starts_with("--local 10.200.0.1: no --peer, and no route to etcd"),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn the_network_settings_replace_the_flags() {
+        let mut s = fleet_settings("http://10.200.0.9:2379", None);
+        s.apply_network(&super::super::NetworkSettings {
+            name: "blue".into(),
+            udp_port: Some(4754),
+            key: Some(7),
+            mtu: Some(1400),
+            encrypt: false,
+        })
+        .unwrap();
+        let r = resolve(&s, &FakeHost::new()).unwrap();
+        assert_eq!(r.dataplane.gre.udp_port, Some(4754));
+        assert_eq!(
+            (r.dataplane.gre.key, r.dataplane.networks[0].mtu),
+            (Some(7), 1400)
+        );
+        let e = s
+            .apply_network(&super::super::NetworkSettings {
+                name: "blue".into(),
+                mtu: Some(100),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "mtu 100 (from network blue in etcd): below the minimum 576: use 576 or more, or leave it out to derive it from the underlay MTU"
+        );
+        let e = s
+            .apply_network(&super::super::NetworkSettings {
+                name: "blue".into(),
+                encrypt: true,
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("network blue in etcd: its tunnels are sealed"),
+            "{e}"
         );
     }
 

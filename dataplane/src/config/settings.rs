@@ -2,6 +2,7 @@
 //! here looks at the network (that is [`super::resolve`]); users and groups are looked up,
 //! since a name that does not exist is a typo in the settings.
 
+use super::fleet::{fleet_settings, FleetSettings, MAX_TTL_SECS, MIN_TTL_SECS};
 use super::input::{Input, Sourced};
 use super::options::Encap;
 use super::sources::{get, Sources};
@@ -69,6 +70,23 @@ pub struct Settings {
     pub stp: Option<stp::Config>,
     /// The config file, if any (for `dnetctl show` and SIGHUP).
     pub config_file: Option<PathBuf>,
+    /// The etcd network to join (`--network`), if any.
+    pub fleet: Option<FleetSettings>,
+}
+
+/// A network's data-path settings as stored in etcd, for [`Settings::apply_network`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// The network's name.
+    pub name: String,
+    /// GRE-in-UDP's port; `None`: GRE.
+    pub udp_port: Option<u16>,
+    /// GRE key.
+    pub key: Option<u32>,
+    /// TAP MTU; `None`: derived from the underlay.
+    pub mtu: Option<u32>,
+    /// Tunnels are sealed (issue 16).
+    pub encrypt: bool,
 }
 
 /// Workers at most.
@@ -87,9 +105,62 @@ pub fn tap_mtu_for(underlay_mtu: u32, gre: &GreOptions) -> i64 {
 pub enum SettingsError {
     /// No peers.
     #[error(
-        "no peer given: pass --peer IP for each other host (or peer = [...] in --config FILE)"
+        "no peer given: pass --peer IP for each other host (or peer = [...] in --config FILE), or join an etcd network with --network NAME --etcd URLS"
     )]
     NoPeers,
+    /// An etcd option without `--network`.
+    #[error("{0}: only used with --network: add --network NAME (network = \"NAME\"), or drop it")]
+    EtcdWithoutNetwork(Input),
+    /// `--network` without etcd.
+    #[error("{0}: needs etcd: pass --etcd http://HOST:2379[,...] or set DNET_ETCD")]
+    NetworkWithoutEtcd(Input),
+    /// An etcd URL that is not one.
+    #[error("{input}: {url:?} is not an etcd client URL: use http://HOST:PORT (https:// with --etcd-cacert), comma-separated for several members")]
+    EtcdUrl {
+        /// The URLs as given.
+        input: Input,
+        /// The bad one.
+        url: String,
+    },
+    /// Member TTL out of range.
+    #[error("{0}: out of range: use {MIN_TTL_SECS} to {MAX_TTL_SECS} seconds (default 10)")]
+    EtcdTtl(Input),
+    /// A client certificate without its key.
+    #[error("{0}: needs its private key: add --etcd-key FILE")]
+    EtcdCertWithoutKey(Input),
+    /// A client key without its certificate.
+    #[error("{0}: needs its certificate: add --etcd-cert FILE")]
+    EtcdKeyWithoutCert(Input),
+    /// TLS files with a plain-http URL.
+    #[error("{input}: TLS, but etcd URL {url} is plain http: use https:// URLs, or drop the TLS options")]
+    EtcdTlsOverHttp {
+        /// The TLS option.
+        input: Input,
+        /// The http URL.
+        url: String,
+    },
+    /// An https URL without a CA.
+    #[error("{input}: {url} needs the CA that signed etcd's certificate: add --etcd-cacert FILE")]
+    EtcdHttpsWithoutCa {
+        /// The URLs as given.
+        input: Input,
+        /// The https URL.
+        url: String,
+    },
+    /// A user without a password.
+    #[error("{0}: no password: put it in a file and add --etcd-password-file FILE, or export DNET_ETCD_PASSWORD")]
+    EtcdNoPassword(Input),
+    /// A password file without a user.
+    #[error("{0}: only used with --etcd-user: add --etcd-user NAME")]
+    EtcdPasswordWithoutUser(Input),
+    /// The network's settings ask for something this dnet-switch cannot do.
+    #[error("network {network} in etcd: {what}")]
+    Network {
+        /// The network.
+        network: String,
+        /// What, and the fix.
+        what: String,
+    },
     /// TTL 0.
     #[error("{0}: would drop every packet at the first hop: use 1 to 255")]
     Ttl(Input),
@@ -134,11 +205,21 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Applies the defaults to `sources` and validates every setting.
+    /// Applies the defaults to `sources` and validates every setting; `$DNET_ETCD` and
+    /// `$DNET_ETCD_PASSWORD` come from the process's environment.
     pub fn new(sources: &Sources) -> Result<Settings, SettingsError> {
+        Settings::with_env(sources, &|var| std::env::var(var).ok())
+    }
+
+    /// [`Settings::new`] with the environment read through `env`.
+    pub fn with_env(
+        sources: &Sources,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
         let s = sources;
         let peers = s.peers();
-        if peers.is_empty() {
+        let fleet = fleet_settings(s, env)?;
+        if peers.is_empty() && fleet.is_none() {
             return Err(SettingsError::NoPeers);
         }
 
@@ -170,16 +251,7 @@ impl Settings {
         }
         let mtu = get!(s, mtu);
         if let Some(m) = &mtu {
-            if m.value < MIN_MTU {
-                return Err(SettingsError::MtuTooSmall(m.input.clone()));
-            }
-            let max = 65_535 - (gre.overhead() + ethernet::HEADER_LEN) as u32;
-            if m.value > max {
-                return Err(SettingsError::MtuTooLarge {
-                    input: m.input.clone(),
-                    max,
-                });
-            }
+            check_mtu(m, &gre)?;
         }
 
         let interval = get!(s, keepalive_interval);
@@ -254,8 +326,50 @@ impl Settings {
             loop_guard: flag(get!(s, loop_guard), true),
             stp,
             config_file: s.config_path().map(|p| p.to_path_buf()),
+            fleet,
         })
     }
+
+    /// Takes the encapsulation, key and MTU of the network this host joined (the cluster
+    /// agent has already refused flags that contradict them), checked as if given here.
+    pub fn apply_network(&mut self, net: &NetworkSettings) -> Result<(), SettingsError> {
+        let input = |key: &str, v: &dyn std::fmt::Display| Input::etcd(key, &net.name, v);
+        if net.encrypt {
+            return Err(SettingsError::Network {
+                network: net.name.clone(),
+                what: "its tunnels are sealed (encrypt), which this dnet-switch cannot do: upgrade dnet on this host, or use a network without encryption".into(),
+            });
+        }
+        self.gre.udp_port = net.udp_port;
+        if self.gre.udp_port == Some(0) {
+            return Err(SettingsError::UdpPortZero(input("udp_port", &0)));
+        }
+        self.gre.key = net.key;
+        if let Some(m) = net.mtu {
+            let m = Sourced {
+                value: m,
+                input: input("mtu", &m),
+            };
+            check_mtu(&m, &self.gre)?;
+            self.mtu = Some(m);
+        }
+        Ok(())
+    }
+}
+
+/// A TAP MTU must carry an IPv4 minimum-size packet and fit one outer packet.
+fn check_mtu(m: &Sourced<u32>, gre: &GreOptions) -> Result<(), SettingsError> {
+    if m.value < MIN_MTU {
+        return Err(SettingsError::MtuTooSmall(m.input.clone()));
+    }
+    let max = 65_535 - (gre.overhead() + ethernet::HEADER_LEN) as u32;
+    if m.value > max {
+        return Err(SettingsError::MtuTooLarge {
+            input: m.input.clone(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

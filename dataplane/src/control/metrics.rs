@@ -3,7 +3,7 @@
 //! format. One request at a time, each bounded in size and time; off by default.
 
 use super::server::SwitchInfo;
-use dnet_proto::{PortKind, Stats};
+use dnet_proto::{FleetInfo, PortKind, Stats};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -112,6 +112,91 @@ pub fn render(st: &Stats, conflicts: Option<usize>) -> String {
     o
 }
 
+/// Renders the etcd network's status (`--network`) in the same format, to follow [`render`].
+pub fn render_fleet(f: &FleetInfo) -> String {
+    let mut o = String::new();
+    let net = format!("network=\"{}\"", label(&f.network));
+    let c = &f.counters;
+    let gauges: [(&str, &str, u64); 3] = [
+        (
+            "dnet_etcd_reachable",
+            "1 while etcd answers, 0 while it does not (forwarding goes on with the last known members).",
+            u64::from(f.unreachable_since.is_none()),
+        ),
+        (
+            "dnet_etcd_unreachable_seconds",
+            "Seconds since etcd last answered (0 while it answers).",
+            f.unreachable_secs.unwrap_or(0),
+        ),
+        (
+            "dnet_fleet_members",
+            "Members of the network that are tunnels now.",
+            f.members as u64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} gauge");
+        let _ = writeln!(o, "{name}{{{net}}} {v}");
+    }
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "dnet_etcd_errors_total",
+            "Failed etcd requests and streams.",
+            c.etcd_errors,
+        ),
+        (
+            "dnet_etcd_reconnects_total",
+            "Views rebuilt from a fresh read after etcd answered again.",
+            c.reconnects,
+        ),
+        (
+            "dnet_etcd_watch_compactions_total",
+            "Watches restarted because their revision was compacted.",
+            c.watch_compactions,
+        ),
+        (
+            "dnet_etcd_lease_reregistrations_total",
+            "Member leases found expired and registered again.",
+            c.lease_reregistrations,
+        ),
+        (
+            "dnet_etcd_claim_conflicts_total",
+            "Range claims lost to another host's transaction (and retried).",
+            c.claim_conflicts,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} counter");
+        let _ = writeln!(o, "{name}{{{net}}} {v}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP dnet_fleet_member_changes_total Members that came up or went away."
+    );
+    let _ = writeln!(o, "# TYPE dnet_fleet_member_changes_total counter");
+    for (change, v) in [("up", c.peer_up), ("down", c.peer_down)] {
+        let _ = writeln!(
+            o,
+            "dnet_fleet_member_changes_total{{{net},change=\"{change}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP dnet_etcd_rejected_records_total Records in etcd skipped as broken or hostile, by kind (never tunnels)."
+    );
+    let _ = writeln!(o, "# TYPE dnet_etcd_rejected_records_total counter");
+    for (kind, v) in &f.rejected {
+        let _ = writeln!(
+            o,
+            "dnet_etcd_rejected_records_total{{{net},kind=\"{}\"}} {v}",
+            label(kind)
+        );
+    }
+    o
+}
+
 /// A running metrics endpoint.
 pub struct MetricsServer {
     addr: SocketAddr,
@@ -156,10 +241,14 @@ fn serve_one(mut s: TcpStream, info: &SwitchInfo) -> io::Result<()> {
     }
     let head = String::from_utf8_lossy(&buf[..n]);
     let (status, ctype, body) = respond(head.lines().next().unwrap_or(""), || {
-        render(
+        let mut text = render(
             &info.stats(),
             info.dataplane.conflicts().ok().map(|(c, _)| c.len()),
-        )
+        );
+        if let Some(f) = info.fleet_info() {
+            text.push_str(&render_fleet(&f));
+        }
+        text
     });
     let resp = format!(
         "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -259,6 +348,50 @@ mod tests {
             assert!(l.rsplit(' ').next().unwrap().parse::<u64>().is_ok(), "{l}");
         }
         assert!(!render(&stats(), None).contains("dnet_arp_conflicts"));
+    }
+
+    #[test]
+    fn renders_the_fleet_status() {
+        let f = FleetInfo {
+            network: "blue".into(),
+            host: "10.200.0.1".into(),
+            etcd: "http://10.200.0.100:2379".into(),
+            subnet: "10.78.0.0/16".into(),
+            range: Some("10.78.1.0/24".into()),
+            gateway: None,
+            members: 7,
+            unreachable_since: Some(1),
+            unreachable_secs: Some(42),
+            network_absent: false,
+            last_error: None,
+            rejected: [
+                ("bad_json".to_string(), 2),
+                ("claims_this_host".to_string(), 1),
+            ]
+            .into_iter()
+            .collect(),
+            counters: dnet_proto::FleetCounters {
+                peer_up: 9,
+                reconnects: 1,
+                ..Default::default()
+            },
+        };
+        let t = render_fleet(&f);
+        for line in [
+            "dnet_etcd_reachable{network=\"blue\"} 0\n",
+            "dnet_etcd_unreachable_seconds{network=\"blue\"} 42\n",
+            "dnet_fleet_members{network=\"blue\"} 7\n",
+            "dnet_etcd_reconnects_total{network=\"blue\"} 1\n",
+            "dnet_fleet_member_changes_total{network=\"blue\",change=\"up\"} 9\n",
+            "dnet_etcd_rejected_records_total{network=\"blue\",kind=\"bad_json\"} 2\n",
+            "dnet_etcd_rejected_records_total{network=\"blue\",kind=\"claims_this_host\"} 1\n",
+        ] {
+            assert!(t.contains(line), "{line} not in\n{t}");
+        }
+        for l in t.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(t.contains(&format!("# TYPE {name} ")), "{l}");
+        }
     }
 
     #[test]

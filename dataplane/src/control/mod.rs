@@ -3,9 +3,11 @@
 //! socket), and the Prometheus endpoint serving the same counters. Both are plain threads at
 //! the edge; they read counters that the workers publish and never touch frames.
 
+pub mod fleet;
 pub mod metrics;
 mod server;
 
+pub use fleet::Fleet;
 pub use server::{
     ControlServer, PeerChangeError, PeerOrigin, ServerError, SwitchInfo, SwitchSettings,
 };

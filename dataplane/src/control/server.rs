@@ -2,6 +2,7 @@
 //! workers publish. Only root (uid 0) may talk to it: the socket file is mode 0600 and every
 //! peer's credentials are checked.
 
+use super::fleet::{Fleet, NOT_IN_A_NETWORK};
 use crate::config::{self, Input, Origin, PeerError, Sourced, SystemHost};
 use crate::error_chain;
 use crate::io::gre_socket::OuterOptions;
@@ -9,8 +10,8 @@ use crate::io::{ControlError, DataplaneControl};
 use crate::switch::tunnel::GreOptions;
 use crate::switch::{Counters, DropReason, Event, PortId, PortKind};
 use dnet_proto::{
-    ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, GreInfo, PortInfo,
-    PortKind as WirePortKind, PortStats, Request, Response, Show, Stats,
+    ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, FleetInfo, GreInfo,
+    PortInfo, PortKind as WirePortKind, PortStats, Request, Response, Show, Stats,
 };
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -19,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::{Mutex, Weak};
+use std::sync::{Mutex, OnceLock, Weak};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -53,7 +54,8 @@ pub enum PeerChangeError {
     Dataplane(#[from] ControlError),
 }
 
-/// Where a peer came from; SIGHUP only adds and removes `Config` peers.
+/// Where a peer came from; SIGHUP only adds and removes `Config` peers, etcd only `Etcd`
+/// peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerOrigin {
     /// `--peer` on the command line.
@@ -62,14 +64,18 @@ pub enum PeerOrigin {
     Config,
     /// `dnetctl peer add`.
     Runtime,
+    /// A member of the etcd network (`--network`).
+    Etcd,
 }
 
 impl From<&Origin> for PeerOrigin {
     fn from(o: &Origin) -> Self {
         match o {
-            Origin::Flag => PeerOrigin::Flag,
+            // No setting read from the environment is a peer; the command line's it would be.
+            Origin::Flag | Origin::Env { .. } => PeerOrigin::Flag,
             Origin::File { .. } => PeerOrigin::Config,
             Origin::Runtime => PeerOrigin::Runtime,
+            Origin::Etcd { .. } => PeerOrigin::Etcd,
         }
     }
 }
@@ -81,6 +87,7 @@ impl PeerOrigin {
             PeerOrigin::Flag => "flag",
             PeerOrigin::Config => "config",
             PeerOrigin::Runtime => "runtime",
+            PeerOrigin::Etcd => "etcd",
         }
     }
 }
@@ -128,6 +135,7 @@ pub struct SwitchInfo {
     started: Instant,
     origins: Mutex<HashMap<Ipv4Addr, PeerOrigin>>,
     activity: Mutex<Vec<Option<Activity>>>,
+    fleet: OnceLock<Arc<dyn Fleet>>,
 }
 
 impl SwitchInfo {
@@ -149,7 +157,23 @@ impl SwitchInfo {
             started: Instant::now(),
             origins: Mutex::new(origins.into_iter().collect()),
             activity: Mutex::new(Vec::new()),
+            fleet: OnceLock::new(),
         }
+    }
+
+    /// Adds the etcd network the switch joined (`--network`), for `show`, metrics and address
+    /// allocation. Set once; a second call is ignored.
+    pub fn set_fleet(&self, fleet: Arc<dyn Fleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// The etcd network's status, if the switch joined one.
+    pub fn fleet_info(&self) -> Option<FleetInfo> {
+        self.fleet.get().map(|f| f.info())
+    }
+
+    fn fleet(&self) -> Result<&Arc<dyn Fleet>, String> {
+        self.fleet.get().ok_or_else(|| NOT_IN_A_NETWORK.to_string())
     }
 
     fn port_name(&self, k: PortKind) -> String {
@@ -287,7 +311,8 @@ impl SwitchInfo {
         for p in wanted {
             match origins.get(&p.value) {
                 Some(PeerOrigin::Flag | PeerOrigin::Config) => {}
-                Some(PeerOrigin::Runtime) => {
+                // Listed in the file now: it stays when it leaves etcd or `peer del` forgets it.
+                Some(PeerOrigin::Runtime | PeerOrigin::Etcd) => {
                     self.origins
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -422,6 +447,7 @@ impl SwitchInfo {
                 topology_changes: s.topology_changes,
                 last_change_secs: s.last_change.map(|t| now.saturating_sub(t) / 1000),
             }),
+            fleet: self.fleet_info().map(Box::new),
         }
     }
 
@@ -615,6 +641,34 @@ impl SwitchInfo {
                 Err(e) => err(e),
             },
             Request::Conflicts => self.conflicts().map_or_else(err, Response::Conflicts),
+            Request::Allocate {
+                network,
+                container,
+                name,
+                address,
+            } => self
+                .fleet()
+                .and_then(|f| f.allocate(network.as_deref(), container, name.as_deref(), *address))
+                .map_or_else(err, Response::Allocated),
+            Request::Release {
+                network,
+                container,
+                address,
+            } => {
+                if container.is_none() && address.is_none() {
+                    return err("release: give the container or the address to free".into());
+                }
+                self.fleet()
+                    .and_then(|f| f.release(network.as_deref(), container.as_deref(), *address))
+                    .map_or_else(err, |(network, address)| Response::Released {
+                        network,
+                        address,
+                    })
+            }
+            Request::Allocations { network } => self
+                .fleet()
+                .and_then(|f| f.allocations(network.as_deref()))
+                .map_or_else(err, Response::Allocations),
         }
     }
 }
@@ -643,9 +697,7 @@ impl ControlServer {
             std::fs::create_dir_all(dir).map_err(create)?;
         }
         if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ServerError::InUse(p));
-            }
+            ControlServer::check_free(path)?;
             log::info!("removing stale control socket {p} left by a previous run");
             std::fs::remove_file(path).map_err(create)?;
         }
@@ -670,6 +722,15 @@ impl ControlServer {
         Ok(ControlServer {
             path: path.to_path_buf(),
         })
+    }
+
+    /// Refuses a path another running switch answers on, so a switch can find that out
+    /// before it joins anything (a stale socket left by a killed switch is free).
+    pub fn check_free(path: &Path) -> Result<(), ServerError> {
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServerError::InUse(path.display().to_string()));
+        }
+        Ok(())
     }
 
     /// The socket path.
