@@ -101,7 +101,11 @@ fn run(sources: &Sources) -> Result<()> {
             // What would stop this switch after it joined is refused before: a member that
             // joins and dies at once is a tunnel on every other host until its lease ends.
             preflight(&settings)?;
-            let fleet = fleet::Fleet::join(f, resolved.dataplane.local)?;
+            let public_key = settings
+                .encrypt
+                .as_ref()
+                .map(|e| e.private_key.public_key());
+            let fleet = fleet::Fleet::join(f, resolved.dataplane.local, public_key)?;
             settings.apply_network(&fleet.network_settings())?;
             resolved = config::resolve(&settings, &SystemHost)?;
             Some(fleet)
@@ -231,6 +235,12 @@ impl Running {
             log::info!("flood limit {pps} frames/s per port");
         }
         log_protection(&dataplane, r);
+        if let Some(k) = dataplane.control.public_key() {
+            log::info!(
+                "tunnels sealed (--encrypt, {} bytes per datagram): this host's public key is {k}",
+                dnet_crypto::wire::OVERHEAD
+            );
+        }
         let links = LinkWatch::new(&dataplane.tap, cfg.networks[0].bridge.as_deref());
         if let Some(f) = &mut fleet {
             f.apply_to(info.clone())?;
@@ -304,6 +314,16 @@ fn reload(path: Option<&Path>, info: &SwitchInfo) {
             return;
         }
     };
+    // Keys first, so a peer added below is sealed from its first frame.
+    if info.dataplane.encrypts() {
+        for p in file.peer_specs() {
+            if let Some(k) = p.value.key {
+                if let Err(e) = info.dataplane.set_peer_key(p.value.addr, Some(k)) {
+                    log::error!("SIGHUP: {}: {e}", p.input);
+                }
+            }
+        }
+    }
     let (added, removed, errors) = info.apply_config_peers(&file.peers());
     for e in &errors {
         log::error!("SIGHUP: {e}");

@@ -18,6 +18,7 @@
 //! and on SIGHUP. Every refusal names its [`Input`] (`--ttl 0`, or `config file
 //! /etc/dnet/dnet.toml, line 4: ttl = 0`) and the fix.
 
+pub mod encrypt;
 pub mod file;
 pub mod fleet;
 mod host;
@@ -28,6 +29,7 @@ mod resolve;
 mod settings;
 mod sources;
 
+pub use encrypt::{EncryptSettings, PeerSpec};
 pub use file::{ConfigFile, FileError};
 pub use fleet::FleetSettings;
 pub use host::{Host, SystemHost};
@@ -35,5 +37,7 @@ pub use input::{FlagText, Input, Origin, Sourced};
 pub use options::{Encap, LogLevel, Options};
 pub use peer::{check_peer, PeerError, PeerRoute};
 pub use resolve::{check_privileges, resolve, ResolveError, Resolved};
-pub use settings::{tap_mtu_for, Group, NetworkSettings, Settings, SettingsError, MIN_MTU};
+pub use settings::{
+    seal_overhead, tap_mtu_for, Group, NetworkSettings, Settings, SettingsError, MIN_MTU,
+};
 pub use sources::Sources;

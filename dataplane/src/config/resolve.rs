@@ -5,9 +5,9 @@
 use super::host::Host;
 use super::input::Input;
 use super::peer::{check_peer, PeerError};
-use super::settings::{tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
+use super::settings::{seal_overhead, tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
 use crate::io::gre_socket::OuterOptions;
-use crate::io::{DataplaneConfig, NetworkConfig};
+use crate::io::{DataplaneConfig, EncryptConfig, NetworkConfig};
 use crate::switch;
 use crate::wire::ethernet;
 use std::net::Ipv4Addr;
@@ -180,8 +180,10 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
         .or(routed_src)
         .expect("a peer or etcd was routed");
 
-    let overhead = (s.gre.overhead() + ethernet::HEADER_LEN) as u32;
-    let fits = tap_mtu_for(underlay_mtu, &s.gre);
+    // With --encrypt each datagram also carries the seal's header and tag.
+    let seal = seal_overhead(s.encrypt.is_some());
+    let overhead = (s.gre.overhead() + ethernet::HEADER_LEN + seal) as u32;
+    let fits = tap_mtu_for(underlay_mtu, &s.gre) - seal as i64;
     let mut df = true;
     let mtu = match &s.mtu {
         None if fits < i64::from(MIN_MTU) => {
@@ -240,7 +242,12 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
             peers,
             core,
         }],
-        encrypt: None,
+        encrypt: s.encrypt.as_ref().map(|e| EncryptConfig {
+            private_key: e.private_key.clone(),
+            peer_keys: e.peer_keys.iter().map(|p| p.value).collect(),
+            cipher: dnet_crypto::CipherPreference::default(),
+            limits: e.limits(),
+        }),
     };
     Ok(Resolved {
         dataplane,
@@ -261,7 +268,7 @@ mod tests {
 
     fn settings(o: Options) -> Settings {
         let peer = if o.peer.is_empty() {
-            vec![Ipv4Addr::new(10, 200, 0, 2)]
+            vec![Ipv4Addr::new(10, 200, 0, 2).into()]
         } else {
             o.peer.clone()
         };
@@ -307,7 +314,10 @@ mod tests {
         let host = FakeHost::new();
         let r = resolve(
             &settings(Options {
-                peer: vec![Ipv4Addr::new(10, 200, 0, 2), Ipv4Addr::new(10, 200, 0, 3)],
+                peer: vec![
+                    Ipv4Addr::new(10, 200, 0, 2).into(),
+                    Ipv4Addr::new(10, 200, 0, 3).into(),
+                ],
                 key: Some(1),
                 flood_limit: Some(1001),
                 stp: Some(true),
@@ -360,10 +370,10 @@ mod tests {
         let host = FakeHost::new();
         let p = |a: u8| Ipv4Addr::new(10, 200, 0, a);
         for (o, want) in [
-            (Options { peer: vec![p(2), p(2)], ..Options::default() }, "--peer 10.200.0.2: already configured"),
-            (Options { peer: vec![Ipv4Addr::LOCALHOST], ..Options::default() }, "--peer 127.0.0.1: a loopback address"),
-            (Options { peer: vec![p(1)], ..Options::default() }, "--peer 10.200.0.1: an address of this host: give another host's underlay address"),
-            (Options { peer: vec![p(2), Ipv4Addr::new(10, 9, 0, 1)], ..Options::default() }, "--peer 10.9.0.1: no route to it (check the underlay routes): Network is unreachable"),
+            (Options { peer: vec![p(2).into(), p(2).into()], ..Options::default() }, "--peer 10.200.0.2: already configured"),
+            (Options { peer: vec![Ipv4Addr::LOCALHOST.into()], ..Options::default() }, "--peer 127.0.0.1: a loopback address"),
+            (Options { peer: vec![p(1).into()], ..Options::default() }, "--peer 10.200.0.1: an address of this host: give another host's underlay address"),
+            (Options { peer: vec![p(2).into(), Ipv4Addr::new(10, 9, 0, 1).into()], ..Options::default() }, "--peer 10.9.0.1: no route to it (check the underlay routes): Network is unreachable"),
             (Options { local: Some(p(7)), ..Options::default() }, "--local 10.200.0.7: not an address of this host (see `ip -4 addr`)"),
             (Options { bridge: Some("nosuchbr0".into()), ..Options::default() }, "--bridge nosuchbr0: not found: create it (ip link add nosuchbr0 type bridge) or fix the bridge name"),
             (Options { bridge: Some("eth0".into()), ..Options::default() }, "--bridge eth0: not a Linux bridge"),

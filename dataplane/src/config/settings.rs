@@ -2,6 +2,9 @@
 //! here looks at the network (that is [`super::resolve`]); users and groups are looked up,
 //! since a name that does not exist is a typo in the settings.
 
+use super::encrypt::{
+    encrypt_settings, EncryptSettings, MAX_REKEY_AFTER_SECS, MIN_REKEY_AFTER_SECS,
+};
 use super::fleet::{fleet_settings, FleetSettings, MAX_TTL_SECS, MIN_TTL_SECS};
 use super::input::{Input, Sourced};
 use super::options::Encap;
@@ -72,6 +75,8 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// The etcd network to join (`--network`), if any.
     pub fleet: Option<FleetSettings>,
+    /// Sealed tunnels (`--encrypt`): this host's key and the peers' keys given here.
+    pub encrypt: Option<EncryptSettings>,
 }
 
 /// A network's data-path settings as stored in etcd, for [`Settings::apply_network`].
@@ -98,6 +103,15 @@ pub const MIN_MTU: u32 = 576;
 /// The TAP MTU for an underlay MTU, given the GRE options: underlay − IPv4 − GRE − Ethernet.
 pub fn tap_mtu_for(underlay_mtu: u32, gre: &GreOptions) -> i64 {
     i64::from(underlay_mtu) - (gre.overhead() + ethernet::HEADER_LEN) as i64
+}
+
+/// Bytes `--encrypt` adds to each datagram (header and tag), 0 without it.
+pub fn seal_overhead(encrypt: bool) -> usize {
+    if encrypt {
+        dnet_crypto::wire::OVERHEAD
+    } else {
+        0
+    }
 }
 
 /// A setting that cannot work, naming it (flag, or file and line) and the fix.
@@ -202,6 +216,48 @@ pub enum SettingsError {
     /// No such group.
     #[error("{0}: no such group (see /etc/group)")]
     NoSuchGroup(Input),
+    /// `--encrypt` with plain GRE.
+    #[error("{input}: seals GRE-in-UDP only{}: use --encap udp (encap = \"udp\") with --encrypt on every host, or drop --encrypt (plain GRE stays cleartext, as OVS and Linux gretap speak it)", encap.as_ref().map(|e| format!(", not {e}")).unwrap_or_default())]
+    EncryptWithoutUdp {
+        /// `--encrypt` as given.
+        input: Input,
+        /// `--encap gre` as given (its text), if given.
+        encap: Option<String>,
+    },
+    /// `--encrypt` without a key.
+    #[error("{0}: needs this host's private key: add --private-key FILE (`dnetctl keygen --out FILE` makes one)")]
+    EncryptWithoutKey(Input),
+    /// A key file without `--encrypt`.
+    #[error("{0}: only used with --encrypt: add --encrypt (and --encap udp), or drop it")]
+    PrivateKeyWithoutEncrypt(Input),
+    /// A peer's key without `--encrypt`.
+    #[error("{0}: a public key is only used with --encrypt: add --encrypt (and --encap udp, --private-key FILE), or give the peer as IP alone")]
+    PeerKeyWithoutEncrypt(Input),
+    /// `rekey_after` without `--encrypt`.
+    #[error("{0}: only used with --encrypt: add --encrypt, or drop it")]
+    RekeyWithoutEncrypt(Input),
+    /// `rekey_after` out of range.
+    #[error("{0}: out of range: use {MIN_REKEY_AFTER_SECS} to {MAX_REKEY_AFTER_SECS} seconds (default 120)")]
+    RekeyAfter(Input),
+    /// A peer without its key, with `--encrypt`.
+    #[error("{input}: with --encrypt a peer needs its public key: --peer {addr}=PUBKEY (peer = [\"{addr}=PUBKEY\"]), where PUBKEY is what `dnetctl pubkey` prints on {addr}", addr = input.value.split('=').next().unwrap_or_default())]
+    PeerWithoutKey {
+        /// The peer as given.
+        input: Input,
+    },
+    /// A peer given this host's own public key.
+    #[error(
+        "{0}: that is this host's own public key: give the peer's (`dnetctl pubkey` on the peer)"
+    )]
+    PeerKeyIsOwn(Input),
+    /// The private key file cannot be used.
+    #[error("{input}: {why}")]
+    PrivateKey {
+        /// `--private-key` as given.
+        input: Input,
+        /// Why (its message is part of this one, so it is no `source`).
+        why: String,
+    },
 }
 
 impl Settings {
@@ -230,6 +286,7 @@ impl Settings {
             (true, Some(p)) if p.value == 0 => return Err(SettingsError::UdpPortZero(p.input)),
             (true, p) => Some(p.map_or(GRE_IN_UDP_PORT, |p| p.value)),
         };
+        let encrypt = encrypt_settings(s, udp, fleet.is_some())?;
         let flag = |v: Option<Sourced<bool>>, default: bool| v.map_or(default, |v| v.value);
         let gre = GreOptions {
             udp_port,
@@ -251,7 +308,7 @@ impl Settings {
         }
         let mtu = get!(s, mtu);
         if let Some(m) = &mtu {
-            check_mtu(m, &gre)?;
+            check_mtu(m, &gre, encrypt.is_some())?;
         }
 
         let interval = get!(s, keepalive_interval);
@@ -327,6 +384,7 @@ impl Settings {
             stp,
             config_file: s.config_path().map(|p| p.to_path_buf()),
             fleet,
+            encrypt,
         })
     }
 
@@ -334,11 +392,24 @@ impl Settings {
     /// agent has already refused flags that contradict them), checked as if given here.
     pub fn apply_network(&mut self, net: &NetworkSettings) -> Result<(), SettingsError> {
         let input = |key: &str, v: &dyn std::fmt::Display| Input::etcd(key, &net.name, v);
-        if net.encrypt {
-            return Err(SettingsError::Network {
-                network: net.name.clone(),
-                what: "its tunnels are sealed (encrypt), which this dnet-switch cannot do: upgrade dnet on this host, or use a network without encryption".into(),
-            });
+        let network = |what: String| SettingsError::Network {
+            network: net.name.clone(),
+            what,
+        };
+        match (&self.encrypt, net.encrypt) {
+            (None, true) => return Err(network(
+                "its tunnels are sealed (created with --encrypt): start this host with --private-key FILE (`dnetctl keygen --out FILE` makes one); its public key is published in etcd for the other members".into(),
+            )),
+            (Some(_), true) if net.udp_port.is_none() => return Err(network(
+                "it is marked encrypted but uses plain GRE, which cannot be sealed: recreate it with --encap udp --encrypt".into(),
+            )),
+            (Some(e), false) if e.requested => return Err(network(format!(
+                "{}: the network's tunnels are not sealed, so this host could reach no member: drop --encrypt here, or recreate the network with `dnetctl network create --encap udp --encrypt`",
+                e.input
+            ))),
+            // A key for a network that does not encrypt: unused.
+            (Some(_), false) => self.encrypt = None,
+            _ => {}
         }
         self.gre.udp_port = net.udp_port;
         if self.gre.udp_port == Some(0) {
@@ -350,7 +421,7 @@ impl Settings {
                 value: m,
                 input: input("mtu", &m),
             };
-            check_mtu(&m, &self.gre)?;
+            check_mtu(&m, &self.gre, self.encrypt.is_some())?;
             self.mtu = Some(m);
         }
         Ok(())
@@ -358,11 +429,11 @@ impl Settings {
 }
 
 /// A TAP MTU must carry an IPv4 minimum-size packet and fit one outer packet.
-fn check_mtu(m: &Sourced<u32>, gre: &GreOptions) -> Result<(), SettingsError> {
+fn check_mtu(m: &Sourced<u32>, gre: &GreOptions, sealed: bool) -> Result<(), SettingsError> {
     if m.value < MIN_MTU {
         return Err(SettingsError::MtuTooSmall(m.input.clone()));
     }
-    let max = 65_535 - (gre.overhead() + ethernet::HEADER_LEN) as u32;
+    let max = 65_535 - (gre.overhead() + ethernet::HEADER_LEN + seal_overhead(sealed)) as u32;
     if m.value > max {
         return Err(SettingsError::MtuTooLarge {
             input: m.input.clone(),
@@ -385,7 +456,7 @@ mod tests {
     fn flags(o: Options) -> Sources {
         Sources {
             flags: Options {
-                peer: vec![PEER],
+                peer: vec![PEER.into()],
                 ..o
             },
             file: None,

@@ -581,6 +581,8 @@ impl Core {
     ) {
         let hint = self.hosts.get(source);
         let mut handshakes = false;
+        // The first refusal of the run, for the (rate-limited) log.
+        let mut refused: Option<dnet_crypto::Reject> = None;
         let counts = c.sessions.open_run(now, data, seg, hint, |r| match r {
             dnet_crypto::Received::Data { peer, packet } => {
                 match self.host_addr.get(usize::from(peer)).copied().flatten() {
@@ -591,14 +593,52 @@ impl Core {
             dnet_crypto::Received::Handshake(m) => {
                 // Rare (a few a minute per peer): handled under the endpoint's lock. What it
                 // rejects is counted by the endpoint itself.
-                let _ = c.with(|e| e.handle_handshake(now, m));
+                if let Err(why) = c.with(|e| e.handle_handshake(now, m)) {
+                    refused.get_or_insert(why);
+                }
                 handshakes = true;
             }
-            dnet_crypto::Received::Keepalive { .. } | dnet_crypto::Received::Rejected(_) => {}
+            dnet_crypto::Received::Rejected(why) => {
+                refused.get_or_insert(why);
+            }
+            dnet_crypto::Received::Keepalive { .. } => {}
         });
         self.global.add_crypto(&counts);
+        if let Some(why) = refused {
+            self.log_crypto_drop(now, source, why);
+        }
         if handshakes {
             self.crypto_transmit(now, c);
+        }
+    }
+
+    /// Logs a datagram the encryption refused, at most a few lines a second (a flood of
+    /// forged datagrams must not become a flood of log lines); the counters have them all.
+    fn log_crypto_drop(&mut self, now: Millis, src: Ipv4Addr, why: dnet_crypto::Reject) {
+        use dnet_crypto::Reject;
+        let level = match why {
+            // What an attacker (or a misconfigured host) causes: worth a warning.
+            Reject::AuthFailed
+            | Reject::Replayed
+            | Reject::UnknownKey
+            | Reject::Cleartext
+            | Reject::BadMac
+            | Reject::HandshakeFailed
+            | Reject::StaleInitiation => log::Level::Warn,
+            // What restarts and rekeying cause in normal operation.
+            _ => log::Level::Debug,
+        };
+        if !log::log_enabled!(level) {
+            return;
+        }
+        if let Some(k) = self.drop_log.allow(now) {
+            log::log!(
+                level,
+                "worker {}: dropped a sealed datagram from {src}: {}{}",
+                self.id,
+                why.name(),
+                LogLimiter::suffix(k)
+            );
         }
     }
 

@@ -52,6 +52,9 @@ pub struct EncryptConfig {
     pub peer_keys: Vec<(Ipv4Addr, dnet_crypto::PublicKey)>,
     /// Which AEAD to ask for.
     pub cipher: dnet_crypto::CipherPreference,
+    /// Session lifetimes and handshake timers ([`dnet_crypto::Limits::default`] but in
+    /// tests).
+    pub limits: dnet_crypto::Limits,
 }
 
 /// Peer hosts of a switch, across its networks, each with one crypto peer id (`--encrypt`):
@@ -343,6 +346,45 @@ impl DataplaneControl {
         Some(enc.crypto.with(|e| e.public_key()))
     }
 
+    /// Whether the switch encrypts (`--encrypt`).
+    pub fn encrypts(&self) -> bool {
+        self.encryption.is_some()
+    }
+
+    /// Whether peer host `addr` has a public key (`--encrypt`).
+    pub fn has_peer_key(&self, addr: Ipv4Addr) -> bool {
+        self.encryption.as_ref().is_some_and(|enc| {
+            enc.hosts
+                .lock()
+                .expect("host table lock")
+                .1
+                .contains_key(&addr)
+        })
+    }
+
+    /// How many peer hosts have an established session now (`--encrypt`).
+    pub fn crypto_sessions(&self) -> usize {
+        let Some(enc) = &self.encryption else {
+            return 0;
+        };
+        let ids: Vec<dnet_crypto::PeerId> = {
+            let g = enc.hosts.lock().expect("host table lock");
+            (0..g.0.slots.len())
+                .filter(|i| g.0.slots[*i].is_some())
+                .map(|i| i as dnet_crypto::PeerId)
+                .collect()
+        };
+        let now = enc.now();
+        enc.crypto.with(|e| {
+            ids.iter()
+                .filter(|id| {
+                    e.peer_status(now, **id)
+                        .is_some_and(|p| p.session.is_some())
+                })
+                .count()
+        })
+    }
+
     /// What the encryption's handshake side counted (`--encrypt`).
     pub fn crypto_counts(&self) -> Option<dnet_crypto::Counts> {
         let enc = self.encryption.as_ref()?;
@@ -535,7 +577,7 @@ impl Dataplane {
                     capacity: switch::MAX_PORTS,
                     cipher: e.cipher,
                     wall_clock_at_zero: wall.saturating_sub(epoch.elapsed().as_millis() as u64),
-                    limits: dnet_crypto::Limits::default(),
+                    limits: e.limits,
                 });
                 let crypto = datapath::Crypto::new(endpoint);
                 shared.crypto = Some(crypto.clone());
