@@ -778,3 +778,50 @@ fn an_encrypted_etcd_network_distributes_keys_and_seals_traffic() {
     let pubkey = String::from_utf8(dnetctl(&a.ns, &["pubkey", "--key", &ka]).stdout).unwrap();
     assert_eq!(e.public_key, pubkey.trim());
 }
+
+/// A peer added at run time brings its key (`dnetctl peer add IP --key PUBKEY`); without one
+/// a switch that encrypts refuses it, naming the fix.
+#[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
+fn peers_added_at_run_time_bring_their_key() {
+    let tb = Testbed::new(3).expect("testbed");
+    let keys = [keygen(&tb, "a"), keygen(&tb, "b"), keygen(&tb, "c")];
+    let (a, b, c) = (tb.host(0), tb.host(1), tb.host(2));
+    let sa = tb
+        .start_switch_with(
+            0,
+            &sealed(&keys[0], &[(b.underlay_ip, &keys[1].public)], &[]),
+        )
+        .expect("switch a");
+    let sc = tb
+        .start_switch_with(
+            2,
+            &sealed(&keys[2], &[(a.underlay_ip, &keys[0].public)], &[]),
+        )
+        .expect("switch c");
+    let sock = sa.socket.display().to_string();
+    let cip = c.underlay_ip.to_string();
+    let out = dnetctl(&a.ns, &["peer", "add", &cip, "--socket", &sock]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("dnetctl peer add {cip} --key PUBKEY")),
+        "{err}"
+    );
+    assert!(!peers(&sa).contains(&c.underlay_ip));
+    dnetctl_ok(
+        &a.ns,
+        &[
+            "peer",
+            "add",
+            &cip,
+            "--key",
+            &keys[2].public,
+            "--socket",
+            &sock,
+        ],
+    );
+    wait_ping(&a.container_ns, c.container_ip, &[&sa, &sc]);
+    wait_ping(&c.container_ns, a.container_ip, &[&sa, &sc]);
+    assert_eq!(show(&sa).encryption.unwrap().sessions, 1);
+}
