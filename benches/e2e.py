@@ -18,8 +18,11 @@ Paths (env PATHS, comma separated, measured in that order):
           ovs-vswitchd is not installed.
   dnetN   dnet-switch --workers N in each host, attached to br0; container MTU 1462
   dnetudpN  the same with --encap udp (GRE-in-UDP with UDP GSO/GRO); container MTU 1454
-Default PATHS: vxlan,ovs,dnet1,dnet2 (ovs only when ovs-vswitchd is installed); QUICK=1 (the CI
-smoke run) defaults to vxlan,dnet1,dnet2 with one short repetition.
+  dnetencN  the same sealed: --encap udp --encrypt, a key pair per host (dnetctl keygen) and
+          --peer IP=PUBKEY; container MTU 1422 (32 bytes of seal per datagram)
+Default PATHS: vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2,dnetenc1,dnetenc2 (ovs only when
+ovs-vswitchd is installed); QUICK=1 (the CI smoke run) defaults to vxlan,dnet1,dnet2,dnetenc1
+with one short repetition.
 
 Per path: ping RTT (20 probes), TCP one stream (iperf3), TCP 4 streams, UDP 64-byte datagrams
 received per second, CPU of the forwarding processes of both hosts (userspace paths: dnet-switch,
@@ -46,6 +49,7 @@ QUICK = os.environ.get("QUICK") == "1"
 REPS = int(os.environ.get("REPS", "1" if QUICK else "3"))
 DUR = int(os.environ.get("DUR", "2" if QUICK else "10"))
 BIN = os.environ.get("DNET_SWITCH_BIN", os.path.join(ROOT, "target/release/dnet-switch"))
+CTL = os.environ.get("DNETCTL_BIN", os.path.join(os.path.dirname(BIN), "dnetctl"))
 P = f"dnb{os.getpid() % 100000}"
 NS = {h: f"{P}{h}" for h in ("ah", "bh", "ac", "bc")}
 HZ = os.sysconf("SC_CLK_TCK")
@@ -201,18 +205,28 @@ def measure(label, pids, rss_pids=None):
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def run_dnet(workers, udp=False):
-    # GRE-in-UDP costs 8 more bytes of underlay per frame.
-    with Testbed(1454 if udp else 1462) as tb:
+def run_dnet(workers, udp=False, enc=False):
+    # GRE-in-UDP costs 8 more bytes of underlay per frame, the seal 32 more.
+    with Testbed(1422 if enc else 1454 if udp else 1462) as tb:
+        keys = {}
+        if enc:
+            d = tb.tempdir("keys")
+            for h in ("ah", "bh"):
+                path = os.path.join(d, f"{h}.key")
+                keys[h] = (path, sh(f"{shlex.quote(CTL)} keygen --out {shlex.quote(path)}").stdout.strip())
         pids = []
-        for h, peer in (("ah", "10.200.0.2"), ("bh", "10.200.0.1")):
-            extra = (["--encap", "udp"] if udp else []) + DNET_ARGS
+        for h, other, peer in (("ah", "bh", "10.200.0.2"), ("bh", "ah", "10.200.0.1")):
+            extra = (["--encap", "udp"] if udp or enc else []) + DNET_ARGS
+            if enc:
+                extra += ["--encrypt", "--private-key", keys[h][0]]
+                peer = f"{peer}={keys[other][1]}"
             p = tb.spawn(h, [BIN, "--peer", peer, "--bridge", "br0", "--workers", str(workers),
                              "--control-socket", f"/run/dnet/{P}{h}.sock", "--log-level", "warn"]
                          + extra)
             pids.append(p.pid)
         time.sleep(1)
-        return measure(f"dnet{' udp' if udp else ''} w{workers}{' ' + ' '.join(DNET_ARGS) if DNET_ARGS else ''}", pids)
+        kind = " enc" if enc else " udp" if udp else ""
+        return measure(f"dnet{kind} w{workers}{' ' + ' '.join(DNET_ARGS) if DNET_ARGS else ''}", pids)
 
 
 def run_vxlan():
@@ -380,17 +394,20 @@ def main():
     missing = [p for p, b in (("iperf3", "iperf3"), ("iputils-ping", "ping")) if not shutil.which(b)]
     if missing:
         sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing))
-    if not os.path.exists(BIN):
-        sh(f"cd {ROOT} && cargo build --release -p dnet")
+    if not os.path.exists(BIN) or not os.path.exists(CTL):
+        sh(f"cd {ROOT} && cargo build --release -p dnet -p dnetctl")
     # SIGTERM unwinds like Ctrl-C, so the testbed's cleanup runs.
     signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
     ovs_miss = ovs_missing()
-    default = "vxlan,dnet1,dnet2" if QUICK or ovs_miss else "vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2"
+    default = ("vxlan,dnet1,dnet2,dnetenc1" if QUICK
+               else "vxlan,dnet1,dnet2,dnetudp1,dnetudp2,dnetenc1,dnetenc2" if ovs_miss
+               else "vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2,dnetenc1,dnetenc2")
     paths = [p.strip() for p in os.environ.get("PATHS", default).split(",") if p.strip()]
     bad = [p for p in paths
-           if p not in ("vxlan", "ovs") and not re.fullmatch(r"dnet(udp)?[1-9]\d*", p)]
+           if p not in ("vxlan", "ovs") and not re.fullmatch(r"dnet(udp|enc)?[1-9]\d*", p)]
     if bad:
-        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet<workers>, dnetudp<workers>")
+        sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet<workers>, dnetudp<workers>,"
+                 " dnetenc<workers>")
     results, notes = {}, []
     if ovs_miss and not QUICK and "PATHS" not in os.environ:
         notes.append(f"ovs: not measured, Open vSwitch not installed (missing {', '.join(ovs_miss)};"
@@ -408,10 +425,11 @@ def main():
                 continue
             results[OVS_LABEL] = run_ovs()
         else:
-            udp = p.startswith("dnetudp")
-            w = int(p[7:] if udp else p[4:])
+            udp, enc = p.startswith("dnetudp"), p.startswith("dnetenc")
+            w = int(p[7:] if udp or enc else p[4:])
             extra = " " + " ".join(DNET_ARGS) if DNET_ARGS else ""
-            results[f"dnet{' --encap udp' if udp else ''} --workers {w}{extra}"] = run_dnet(w, udp)
+            kind = " --encap udp --encrypt" if enc else " --encap udp" if udp else ""
+            results[f"dnet{kind} --workers {w}{extra}"] = run_dnet(w, udp, enc)
     cols = COLS
     print(f"\n{'path':<30}" + "".join(f"{c[1]:>22}" for c in cols))
     for name, r in results.items():
