@@ -466,6 +466,18 @@ mod tests {
                 .contains("start this host with --private-key FILE"),
             "{e}"
         );
+        // A static --peer beside the members needs its key in an encrypted network.
+        let mut s = fleet(None, true);
+        s.peers.push(Sourced {
+            value: Ipv4Addr::new(10, 200, 0, 9),
+            input: Input::flag("peer", "10.200.0.9"),
+        });
+        let e = s.apply_network(&net(true)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--peer 10.200.0.9: with --encrypt a peer needs its public key"),
+            "{e}"
+        );
         // Cleartext network: a key alone is unused, --encrypt is refused.
         let mut s = fleet(None, true);
         s.apply_network(&net(false)).unwrap();

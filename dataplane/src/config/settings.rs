@@ -409,6 +409,18 @@ impl Settings {
             ))),
             // A key for a network that does not encrypt: unused.
             (Some(_), false) => self.encrypt = None,
+            (Some(e), true) => {
+                // A --peer beside the network's members must bring its key too.
+                if let Some(p) = self
+                    .peers
+                    .iter()
+                    .find(|p| !e.peer_keys.iter().any(|k| k.value.0 == p.value))
+                {
+                    return Err(SettingsError::PeerWithoutKey {
+                        input: p.input.clone(),
+                    });
+                }
+            }
             _ => {}
         }
         self.gre.udp_port = net.udp_port;
