@@ -809,6 +809,26 @@ fn peers_added_at_run_time_bring_their_key() {
         "{err}"
     );
     assert!(!peers(&sa).contains(&c.underlay_ip));
+    // A's own key, or b's, is no key for c.
+    for (key, why) in [
+        (&keys[0].public, "is this host's own".to_string()),
+        (
+            &keys[1].public,
+            format!("is already peer {}'s", b.underlay_ip),
+        ),
+    ] {
+        let out = dnetctl(
+            &a.ns,
+            &["peer", "add", &cip, "--key", key, "--socket", &sock],
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("peer {cip}: public key {key} {why}")),
+            "{err}"
+        );
+        assert!(!peers(&sa).contains(&c.underlay_ip));
+    }
     dnetctl_ok(
         &a.ns,
         &[

@@ -58,6 +58,14 @@ pub enum PeerChangeError {
     /// A public key for a switch without `--encrypt`.
     #[error("{0}: a public key is only used by a switch started with --encrypt: add the peer without --key, or restart this switch with --encrypt")]
     KeyWithoutEncrypt(Input),
+    /// A public key the switch cannot take (its own, another peer's).
+    #[error("{input}")]
+    Key {
+        /// The peer as given.
+        input: Input,
+        /// Why.
+        source: ControlError,
+    },
     /// A public key that is not one.
     #[error("{input}: {why}")]
     BadKey {
@@ -317,7 +325,12 @@ impl SwitchInfo {
             config::peer::route_warnings(addr, route, self.local, self.mtu, &self.settings.gre, df);
         if let Some(k) = key {
             // Before the tunnel exists, so its first frames already go sealed.
-            self.dataplane.set_peer_key(addr, Some(k))?;
+            self.dataplane
+                .set_peer_key(addr, Some(k))
+                .map_err(|source| PeerChangeError::Key {
+                    input: peer.input.clone(),
+                    source,
+                })?;
         }
         let id = self.dataplane.add_peer(addr)?;
         let origin = PeerOrigin::from(&peer.input.origin);

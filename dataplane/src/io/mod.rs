@@ -218,6 +218,17 @@ pub enum ControlError {
     /// A key was given to a switch that does not encrypt.
     #[error("this switch does not encrypt: start it with --encrypt to give peers keys")]
     NotEncrypted,
+    /// A peer was given this host's own public key.
+    #[error("public key {0} is this host's own: give the peer's (`dnetctl pubkey` on the peer)")]
+    OwnKey(dnet_crypto::PublicKey),
+    /// A peer was given the key of another peer.
+    #[error("public key {key} is already peer {other}'s: each host has its own key pair (`dnetctl keygen`)")]
+    KeyInUse {
+        /// The key.
+        key: dnet_crypto::PublicKey,
+        /// The peer that has it.
+        other: Ipv4Addr,
+    },
 }
 
 /// The control plane's view of one network of a running data path: ports, counters, and
@@ -328,7 +339,22 @@ impl DataplaneControl {
         key: Option<dnet_crypto::PublicKey>,
     ) -> Result<(), ControlError> {
         let enc = self.encryption.as_ref().ok_or(ControlError::NotEncrypted)?;
+        if let Some(k) = key {
+            // Refused here rather than only logged by the endpoint: a tunnel whose key the
+            // endpoint refused would carry nothing.
+            if enc.crypto.with(|e| e.public_key()) == k {
+                return Err(ControlError::OwnKey(k));
+            }
+        }
         let mut g = enc.hosts.lock().expect("host table lock");
+        if let Some(k) = key {
+            if let Some((other, _)) = g.1.iter().find(|(a, v)| **v == k && **a != addr) {
+                return Err(ControlError::KeyInUse {
+                    key: k,
+                    other: *other,
+                });
+            }
+        }
         match key {
             Some(k) => g.1.insert(addr, k),
             None => g.1.remove(&addr),
