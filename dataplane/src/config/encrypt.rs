@@ -174,6 +174,14 @@ pub fn encrypt_settings(
     if let Some(p) = peer_keys.iter().find(|p| p.value.1 == own) {
         return Err(SettingsError::PeerKeyIsOwn(p.input.clone()));
     }
+    for (i, p) in peer_keys.iter().enumerate() {
+        if let Some(q) = peer_keys[..i].iter().find(|q| q.value.1 == p.value.1) {
+            return Err(SettingsError::PeerKeyTwice {
+                input: p.input.clone(),
+                other: q.value.0,
+            });
+        }
+    }
     Ok(Some(EncryptSettings {
         input,
         requested,
@@ -378,6 +386,20 @@ mod tests {
                     ..Options::default()
                 }),
                 "is this host's own public key".into(),
+            ),
+            (
+                udp(Options {
+                    peer: vec![
+                        peer(Some(k)),
+                        PeerSpec {
+                            addr: Ipv4Addr::new(10, 200, 0, 3),
+                            key: Some(k),
+                        },
+                    ],
+                    private_key: Some(good.path.clone()),
+                    ..Options::default()
+                }),
+                format!("--peer 10.200.0.3={k}: the same public key as peer 10.200.0.2: each host has its own key pair"),
             ),
             (
                 udp(Options {

@@ -245,6 +245,14 @@ pub enum SettingsError {
         /// The peer as given.
         input: Input,
     },
+    /// Two peers given one public key.
+    #[error("{input}: the same public key as peer {other}: each host has its own key pair (`dnetctl keygen` on each)")]
+    PeerKeyTwice {
+        /// The second peer as given.
+        input: Input,
+        /// The first peer with that key.
+        other: Ipv4Addr,
+    },
     /// A peer given this host's own public key.
     #[error(
         "{0}: that is this host's own public key: give the peer's (`dnetctl pubkey` on the peer)"
