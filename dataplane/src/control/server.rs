@@ -321,8 +321,15 @@ impl SwitchInfo {
             .collect();
         let route = config::check_peer(peer, &configured, &SystemHost)?;
         let df = self.settings.outer.is_none_or(|o| o.df);
-        let warnings =
-            config::peer::route_warnings(addr, route, self.local, self.mtu, &self.settings.gre, df);
+        let warnings = config::peer::route_warnings(
+            addr,
+            route,
+            self.local,
+            self.mtu,
+            &self.settings.gre,
+            config::seal_overhead(self.dataplane.encrypts()),
+            df,
+        );
         if let Some(k) = key {
             // Before the tunnel exists, so its first frames already go sealed.
             self.dataplane
