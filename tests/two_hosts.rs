@@ -1,10 +1,10 @@
 //! Two hosts, one container each, joined by two dnet-switch processes: connectivity, a verified
 //! TCP transfer, and switch counters that agree with what was sent.
 
-use dnet_e2e::{settled_stats, total_drops};
+use dnet_e2e::{event_count, settled_stats, total_drops};
 use dnet_testbed::traffic::{ping, tcp_transfer};
 use dnet_testbed::{tap_port, tunnel_port, Testbed, BRIDGE, DEFAULT_TAP};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
@@ -136,4 +136,64 @@ fn tap_mtu_and_bridge_membership() {
         "TAP not in {BRIDGE}: {link}"
     );
     assert!(link.contains("mtu 1462"), "TAP MTU: {link}");
+}
+
+/// Plain GRE leaves through the packet ring (the default) only once the kernel has resolved
+/// the peer's next hop: the first frames go through the raw GRE socket, which makes the kernel
+/// resolve it, and are counted as `ring_fallback`; then frames stop falling back.
+#[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
+fn first_frames_fall_back_to_the_raw_socket_until_the_next_hop_resolves() {
+    if std::env::var("DNET_SWITCH_ARGS").is_ok_and(|v| v.contains("--packet-rings")) {
+        eprintln!("skipped: DNET_SWITCH_ARGS sets --packet-rings; this test is about the default");
+        return;
+    }
+    let tb = Testbed::new(2).expect("building testbed");
+    let sw = tb.start_switches().expect("starting switches");
+    let (a, b) = (tb.host(0), tb.host(1));
+    // (fallbacks of a, of b; tunnel frames sent by a, by b), once counters have settled (a
+    // sender counts a frame after its send returns, which may be after the reply arrived).
+    let counts = || {
+        let st = settled_stats(&[&sw[0], &sw[1]]);
+        let sent = |s, peer| tunnel_port(s, peer).expect("tunnel port").tx_packets;
+        (
+            event_count(&st[0], "ring_fallback"),
+            event_count(&st[1], "ring_fallback"),
+            sent(&st[0], b.underlay_ip),
+            sent(&st[1], a.underlay_ip),
+        )
+    };
+    // Fresh namespaces: nothing has resolved b's address on a's underlay yet.
+    let neigh = dnet_testbed::cmd::ip_in(&a.ns, &["neigh", "show", &b.underlay_ip.to_string()])
+        .expect("ip neigh");
+    assert!(
+        !neigh.contains("lladdr"),
+        "b already resolved on a before any traffic: {neigh}"
+    );
+    let p = ping(&a.container_ns, b.container_ip, 1, Duration::from_secs(2)).expect("ping");
+    assert_eq!(p.received, 1, "the first ping got no reply: {p:?}");
+    assert!(
+        counts().0 >= 1,
+        "a's first frame to an unresolved next hop was not counted as ring_fallback"
+    );
+    // Now the neighbour resolves and the ring takes over: wait for a round of 20 pings in
+    // which neither switch fell back, while both tunnels carried them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = counts();
+        let p = ping(&a.container_ns, b.container_ip, 20, Duration::from_secs(2)).expect("ping");
+        assert_eq!(p.received, 20, "pings lost: {p:?}");
+        let after = counts();
+        let moved = (after.2 - before.2, after.3 - before.3);
+        assert!(moved.0 >= 20 && moved.1 >= 20, "tunnels carried {moved:?}");
+        if (after.0, after.1) == (before.0, before.1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "frames still fall back to the raw socket after 20 s: a {} b {}",
+            after.0,
+            after.1
+        );
+    }
 }

@@ -7,7 +7,7 @@
 use dnet_e2e::{drop_count, event_count, settled_stats, total_drops};
 use dnet_testbed::netns::spawn_in_netns;
 use dnet_testbed::traffic::{ping, tcp_transfer, udp_unicast};
-use dnet_testbed::{tunnel_port, SwitchOptions, Testbed};
+use dnet_testbed::{tap_port, tunnel_port, SwitchOptions, Testbed};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -148,7 +148,15 @@ fn small_datagram_burst(opts: &SwitchOptions, gre_in_udp: bool) {
         "{got} of {N} datagrams arrived; a sent {a_tx} frames in {gso} GSO messages (and \
          single datagrams), b read {gro} coalesced and wrote {coalesced} UDP super-frames"
     );
-    assert!(got >= N / 2, "only {got} of {N} datagrams reached b");
+    // How many of the N arrive depends on CPU time: a sender that outruns a switch the
+    // scheduler left waiting loses datagrams at the TAP's queue, before any switch sees them.
+    // So the test asserts what the switches did with every frame they took, not a share of N.
+    assert!(got > 0, "none of {N} datagrams reached b");
+    let a_read = d(0, &|s| tap_port(s).expect("a's TAP").rx_packets);
+    assert_eq!(
+        a_read, a_tx,
+        "a read {a_read} frames from its TAP but sent {a_tx} into the tunnel"
+    );
     if gre_in_udp {
         assert!(
             gso > 0,
@@ -163,10 +171,21 @@ fn small_datagram_burst(opts: &SwitchOptions, gre_in_udp: bool) {
         coalesced > 0,
         "b never wrote a UDP run to its TAP as one frame"
     );
-    // Each datagram of a GSO message arrived and was counted as its own frame.
-    assert_eq!(a_tx, b_rx, "a sent {a_tx} frames, b received {b_rx}");
+    // Each datagram of a GSO message arrived and was counted as its own frame, or, when b's
+    // worker was not scheduled in time for a burst, the kernel found b's receive ring full
+    // and b counted that (as a NIC counts an overrun ring): nothing goes missing uncounted.
+    let ring_full = d(1, &|s| drop_count(s, "rx_ring_full"));
+    assert_eq!(
+        a_tx,
+        b_rx + ring_full,
+        "a sent {a_tx} frames, b received {b_rx} and counted {ring_full} lost to a full ring"
+    );
     assert!(b_rx >= got);
-    assert_eq!(total_drops(&after[1]), total_drops(&before[1]), "b dropped");
+    assert_eq!(
+        total_drops(&after[1]) - ring_full,
+        total_drops(&before[1]),
+        "b dropped"
+    );
     assert_eq!(total_drops(&after[0]), total_drops(&before[0]), "a dropped");
 }
 

@@ -469,7 +469,7 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
         || show(&o.socket),
     )
     .map_err(|e| {
-        if format!("{e:#}").contains("dnet-switch running") {
+        if format!("{e:#}").contains("cannot connect to control socket") {
             e // the client's message already says what to check
         } else {
             anyhow!("{e:#} (is dnet-switch running? pass its --control-socket as --socket)")

@@ -1,11 +1,13 @@
 //! `dnetctl demo`: two simulated hosts, one container each, joined by two `dnet-switch`
-//! processes; pings and a verified TCP transfer across, then the switches' counters.
+//! processes, over plain GRE and then over GRE-in-UDP: pings and a verified TCP transfer
+//! across each, the switches' counters, and the two side by side.
 
 use crate::stats_cmd::{format_stats, human_bytes};
 use anyhow::{bail, Context};
 use clap::Args;
 use dnet_testbed::{
-    is_root, switch_binary, tap_port, traffic, tunnel_port, TeardownHandle, Testbed, BRIDGE,
+    is_root, switch_binary, tap_port, traffic, tunnel_port, SwitchOptions, TeardownHandle, Testbed,
+    BRIDGE,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -16,9 +18,10 @@ use std::time::{Duration, Instant};
 /// Show dnet working: two simulated hosts joined by dnet-switch (needs root).
 ///
 /// Builds two simulated hosts (network namespaces) with one container each, joins their
-/// container bridges with two dnet-switch processes over GRE, and shows traffic flowing: pings,
-/// a TCP transfer with every byte checked, and the switches' per-port counters. Everything is
-/// torn down at the end, on error and on Ctrl-C.
+/// container bridges with two dnet-switch processes over plain GRE, then over GRE-in-UDP, and
+/// shows traffic flowing over each: pings, a TCP transfer with every byte checked, and the
+/// switches' per-port counters; then RTT and throughput side by side. Everything is torn
+/// down at the end, on error and on Ctrl-C.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of pings from container a to container b.
@@ -69,11 +72,45 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn step(n: u32, msg: &str) {
-    println!("\n[{n}/6] {msg}");
+    println!("\n[{n}/4] {msg}");
+}
+
+/// The two encapsulations the demo runs, one after the other on the same hosts: the name,
+/// what to know when choosing, and the switch flags.
+const ENCAPS: [(&str, &str, &[&str]); 2] = [
+    (
+        "plain GRE",
+        "IP protocol 47, what Open vSwitch and Linux gretap speak (the default)",
+        &[],
+    ),
+    (
+        "GRE-in-UDP",
+        "--encap udp: crosses NAT and clouds that drop protocol 47, and moves 64 KiB batches",
+        &["--encap", "udp"],
+    ),
+];
+
+/// What one encapsulation's run measured.
+struct Run {
+    name: &'static str,
+    ping: traffic::PingResult,
+    transfer: Option<traffic::TransferResult>,
+    tap_rx: u64,
+    tun_tx: u64,
+    drops: u64,
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".to_string(),
+        |d| format!("{:.3}", d.as_secs_f64() * 1e3),
+    )
 }
 
 fn demo(a: &DemoArgs, bin: PathBuf, handle: TeardownHandle) -> anyhow::Result<()> {
-    println!("dnet demo: two simulated hosts joined by dnet-switch over GRE");
+    println!(
+        "dnet demo: two simulated hosts joined by dnet-switch, over plain GRE, then GRE-in-UDP"
+    );
     println!("switch binary: {}", bin.display());
 
     step(
@@ -89,129 +126,17 @@ fn demo(a: &DemoArgs, bin: PathBuf, handle: TeardownHandle) -> anyhow::Result<()
         );
     }
 
-    step(
-        2,
-        "starting one dnet-switch per host (TAP dnet0 joined to br0, GRE to the other host)",
-    );
-    let sa = tb
-        .start_switch(0)
-        .context("starting dnet-switch on host a")?;
-    println!(
-        "  host a: dnet-switch pid {} --peer {}  (control socket {})",
-        sa.pid,
-        hb.underlay_ip,
-        sa.socket.display()
-    );
-    let sb = tb
-        .start_switch(1)
-        .context("starting dnet-switch on host b")?;
-    println!(
-        "  host b: dnet-switch pid {} --peer {}  (control socket {})",
-        sb.pid,
-        ha.underlay_ip,
-        sb.socket.display()
-    );
-    let mtu = sa.stats()?.mtu;
-    println!("  tunnel MTU {mtu}: container eth0 MTU set to match");
-
-    step(
-        3,
-        &format!(
-            "ping {} -> {} ({} echo requests)",
-            ha.container_ip, hb.container_ip, a.pings
-        ),
-    );
-    let p = traffic::ping(
-        &ha.container_ns,
-        hb.container_ip,
-        a.pings,
-        Duration::from_secs(2),
-    )
-    .context("ping from container a to container b")?;
-    let ms = |d: Option<Duration>| {
-        d.map_or_else(
-            || "-".to_string(),
-            |d| format!("{:.3}", d.as_secs_f64() * 1e3),
-        )
-    };
-    println!(
-        "  {}/{} replies, rtt min/avg/max = {}/{}/{} ms",
-        p.received,
-        p.sent,
-        ms(p.min()),
-        ms(p.avg()),
-        ms(p.max())
-    );
-    if p.received < p.sent {
-        bail!(
-            "{} of {} pings got no reply (switch logs: {})",
-            p.sent - p.received,
-            p.sent,
-            tb.dir().display()
-        );
+    let mut runs = Vec::with_capacity(ENCAPS.len());
+    for (i, (name, about, flags)) in ENCAPS.into_iter().enumerate() {
+        step(2 + i as u32, &format!("{name}: {about}"));
+        runs.push(run_encap(a, &tb, name, flags)?);
     }
 
-    let transfer = if a.mib > 0 {
-        step(
-            4,
-            &format!(
-                "TCP transfer of {} MiB a -> b, every byte compared on arrival",
-                a.mib
-            ),
-        );
-        let bytes = a.mib << 20;
-        // Generous: a debug build of the switch may move only tens of MB/s.
-        let timeout = Duration::from_secs(60 + a.mib / 4);
-        let r = traffic::tcp_transfer(
-            &ha.container_ns,
-            &hb.container_ns,
-            hb.container_ip,
-            bytes,
-            timeout,
-        )
-        .context("TCP transfer from container a to container b")?;
-        println!(
-            "  {} verified in {:.2} s: {:.2} Gbit/s",
-            human_bytes(r.bytes),
-            r.elapsed.as_secs_f64(),
-            r.gbit_per_s()
-        );
-        Some(r)
-    } else {
-        step(4, "TCP transfer skipped (--mib 0)");
-        None
-    };
-
     step(
-        5,
-        "switch counters (frames through each port; `dnetctl stats --socket PATH` shows the same)",
-    );
-    let (st_a, st_b) = (sa.stats()?, sb.stats()?);
-    for (h, s) in [(&ha, &st_a), (&hb, &st_b)] {
-        println!("  host {}:", h.letter);
-        for l in format_stats(s).lines() {
-            println!("    {l}");
-        }
-    }
-    let tun_tx = tunnel_port(&st_a, hb.underlay_ip).map_or(0, |p| p.tx_packets);
-    let tap_rx = tap_port(&st_a).map_or(0, |p| p.rx_packets);
-    println!("  switch a took {tap_rx} frames from its TAP and sent {tun_tx} into the tunnel to b");
-
-    step(
-        6,
-        "tearing down: SIGTERM to both switches, then deleting the namespaces",
+        4,
+        "tearing down: deleting the namespaces (the switches were stopped after each run)",
     );
     let t = Instant::now();
-    for (h, sw) in [(&ha, &sa), (&hb, &sb)] {
-        match sw.terminate(Duration::from_secs(5)) {
-            Ok(st) => println!("  dnet-switch on host {} exited: {st}", h.letter),
-            Err(e) => println!(
-                "  dnet-switch on host {}: {:#} (will be killed)",
-                h.letter,
-                anyhow::Error::new(e)
-            ),
-        }
-    }
     let names = tb.namespaces();
     drop(tb);
     let left = leftover_namespaces(&names);
@@ -227,25 +152,151 @@ fn demo(a: &DemoArgs, bin: PathBuf, handle: TeardownHandle) -> anyhow::Result<()
         t.elapsed().as_secs_f64()
     );
 
-    println!("\nsummary:");
+    println!("\nsummary, the same two hosts, one encapsulation after the other:");
     println!(
-        "  ping      {}/{} replies, avg rtt {} ms",
-        p.received,
-        p.sent,
-        ms(p.avg())
+        "  {:<12} {:>9} {:>13} {:>14} {:>8}",
+        "", "pings", "avg rtt", "tcp", "drops"
     );
-    if let Some(r) = transfer {
+    for r in &runs {
         println!(
-            "  tcp       {} verified, {:.2} Gbit/s",
-            human_bytes(r.bytes),
-            r.gbit_per_s()
+            "  {:<12} {:>9} {:>13} {:>14} {:>8}",
+            r.name,
+            format!("{}/{}", r.ping.received, r.ping.sent),
+            format!("{} ms", ms(r.ping.avg())),
+            r.transfer.as_ref().map_or_else(
+                || "-".to_string(),
+                |t| format!("{:.2} Gbit/s", t.gbit_per_s())
+            ),
+            r.drops
+        );
+        println!(
+            "  {:<12} switch a: tap rx {} frames, tunnel tx {} frames",
+            "", r.tap_rx, r.tun_tx
         );
     }
-    println!("  switch a  tap rx {tap_rx} frames, tunnel tx {tun_tx} frames");
-    let drops: u64 = st_a.drops.iter().chain(&st_b.drops).map(|d| d.count).sum();
-    println!("  drops     {drops} (both switches)");
+    println!(
+        "  Every switch of an overlay uses the same encapsulation; plain GRE is the one Open \
+         vSwitch and gretap hosts understand."
+    );
     println!("dnet demo: OK");
     Ok(())
+}
+
+/// Starts a switch on each host with `flags`, pings, moves `a.mib` MiB of verified TCP,
+/// prints the switches' counters and stops them.
+fn run_encap(
+    a: &DemoArgs,
+    tb: &Testbed,
+    name: &'static str,
+    flags: &[&str],
+) -> anyhow::Result<Run> {
+    let (ha, hb) = (tb.host(0), tb.host(1));
+    let opts = SwitchOptions {
+        extra_args: flags.iter().map(|f| f.to_string()).collect(),
+        ..SwitchOptions::default()
+    };
+    let shown = if flags.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", flags.join(" "))
+    };
+    let sa = tb
+        .start_switch_with(0, &opts)
+        .with_context(|| format!("starting dnet-switch{shown} on host a"))?;
+    let sb = tb
+        .start_switch_with(1, &opts)
+        .with_context(|| format!("starting dnet-switch{shown} on host b"))?;
+    for (h, peer, sw) in [(ha, hb, &sa), (hb, ha, &sb)] {
+        println!(
+            "  host {}: dnet-switch pid {} --peer {}{shown}  (control socket {})",
+            h.letter,
+            sw.pid,
+            peer.underlay_ip,
+            sw.socket.display()
+        );
+    }
+    let mtu = sa.stats()?.mtu;
+    println!("  tunnel MTU {mtu}: container eth0 MTU set to match");
+
+    let p = traffic::ping(
+        &ha.container_ns,
+        hb.container_ip,
+        a.pings,
+        Duration::from_secs(2),
+    )
+    .with_context(|| format!("ping from container a to container b over {name}"))?;
+    println!(
+        "  ping {} -> {}: {}/{} replies, rtt min/avg/max = {}/{}/{} ms",
+        ha.container_ip,
+        hb.container_ip,
+        p.received,
+        p.sent,
+        ms(p.min()),
+        ms(p.avg()),
+        ms(p.max())
+    );
+    if p.received < p.sent {
+        bail!(
+            "{} of {} pings over {name} got no reply (switch logs: {})",
+            p.sent - p.received,
+            p.sent,
+            tb.dir().display()
+        );
+    }
+
+    let transfer = if a.mib > 0 {
+        let bytes = a.mib << 20;
+        // Generous: a debug build of the switch may move only tens of MB/s.
+        let timeout = Duration::from_secs(60 + a.mib / 4);
+        let r = traffic::tcp_transfer(
+            &ha.container_ns,
+            &hb.container_ns,
+            hb.container_ip,
+            bytes,
+            timeout,
+        )
+        .with_context(|| format!("TCP transfer from container a to container b over {name}"))?;
+        println!(
+            "  TCP a -> b: {} verified byte for byte in {:.2} s: {:.2} Gbit/s",
+            human_bytes(r.bytes),
+            r.elapsed.as_secs_f64(),
+            r.gbit_per_s()
+        );
+        Some(r)
+    } else {
+        println!("  TCP transfer skipped (--mib 0)");
+        None
+    };
+
+    println!("  switch counters (`dnetctl stats --socket PATH` shows the same):");
+    let (st_a, st_b) = (sa.stats()?, sb.stats()?);
+    for (h, s) in [(ha, &st_a), (hb, &st_b)] {
+        println!("    host {}:", h.letter);
+        for l in format_stats(s).lines() {
+            println!("      {l}");
+        }
+    }
+    let tun_tx = tunnel_port(&st_a, hb.underlay_ip).map_or(0, |p| p.tx_packets);
+    let tap_rx = tap_port(&st_a).map_or(0, |p| p.rx_packets);
+    let drops: u64 = st_a.drops.iter().chain(&st_b.drops).map(|d| d.count).sum();
+    for (h, sw) in [(ha, &sa), (hb, &sb)] {
+        match sw.terminate(Duration::from_secs(5)) {
+            Ok(st) => println!("  dnet-switch on host {} exited: {st}", h.letter),
+            Err(e) => println!(
+                "  dnet-switch on host {}: {:#} (will be killed)",
+                h.letter,
+                anyhow::Error::new(e)
+            ),
+        }
+    }
+    Ok(Run {
+        name,
+        ping: p,
+        transfer,
+        tap_rx,
+        tun_tx,
+        drops,
+    })
 }
 
 /// Which of `names` `ip netns list` still shows.

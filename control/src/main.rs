@@ -46,7 +46,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli: Cli = dnet_cli::parse();
     let r = match cli.cmd {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Attach(a) => attach_cmd::run_attach(a),

@@ -33,12 +33,8 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(dnet_proto::default_socket_path(&a.tap)));
     let timeout = Duration::try_from_secs_f64(a.timeout)
         .with_context(|| format!("--timeout {} is not a valid number of seconds", a.timeout))?;
-    let stats = dnet_proto::stats(&path, timeout).with_context(|| {
-        format!(
-            "no stats from {} (start the switch first, or pass --socket PATH / --tap NAME)",
-            path.display()
-        )
-    })?;
+    // The client's error already names the socket and the fix, as for the other commands.
+    let stats = dnet_proto::stats(&path, timeout)?;
     let text = if a.json {
         serde_json::to_string_pretty(&stats)? + "\n"
     } else {

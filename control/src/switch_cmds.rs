@@ -1,6 +1,6 @@
 //! `dnetctl show | fdb show | fdb flush | peer add | peer del | conflicts`: live control of a
 //! running `dnet-switch` through its control socket. Every command prints an aligned table
-//! (or a short sentence), or with `-j` the JSON documented in the README.
+//! (or a short sentence), or with `-j` the JSON documented in docs/reference/dnetctl.md.
 
 use crate::stats_cmd::human_bytes;
 use anyhow::{bail, Context};
@@ -52,19 +52,16 @@ impl Target {
                 self.timeout
             )
         })?;
-        dnet_proto::request(&path, &req, timeout).with_context(|| {
-            format!(
-                "no answer from {} (start the switch first, or pass --socket PATH / --tap NAME)",
-                path.display()
-            )
-        })
+        // The client's errors name the socket and the fix already.
+        Ok(dnet_proto::request(&path, &req, timeout)?)
     }
 }
 
 /// Show the switch: settings, and every port and peer with its state and counters.
 ///
-/// A tunnel's state comes from traffic (GRE has no keepalive): `active` if a frame arrived in
-/// the last 60 s, `idle` if not, `silent` if none ever did. ORIGIN says where a peer came
+/// A tunnel's state comes from traffic unless --keepalive is on: `active` if a frame arrived
+/// in the last 60 s, `idle` if not, `silent` if none ever did; with keepalives, `up` or
+/// `down`. ORIGIN says where a peer came
 /// from: `flag`, `config` (file; SIGHUP may remove it), `runtime` (`dnetctl peer add`) or
 /// `etcd` (a member of the --network; it goes when the member leaves). With --network, a line
 /// names the network, this host's address range, and since when etcd has not answered.

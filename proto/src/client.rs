@@ -10,10 +10,12 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached (switch not running, wrong path, permissions).
-    #[error("cannot connect to control socket {path} (is dnet-switch running with --control-socket {path}?)")]
+    #[error("cannot connect to control socket {path}: {hint}")]
     Connect {
         /// Socket path tried.
         path: String,
+        /// What the failure most likely means and what to do, from the error and the path.
+        hint: String,
         /// Underlying error.
         source: std::io::Error,
     },
@@ -52,6 +54,7 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
     };
     let mut s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
         path: p.clone(),
+        hint: connect_hint(path, &source),
         source,
     })?;
     s.set_read_timeout(Some(timeout)).map_err(io)?;
@@ -69,6 +72,34 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
         return Err(ClientError::Remote(message));
     }
     Ok(resp)
+}
+
+/// Why a connect to `path` failed, in an operator's terms, with the fix. `connect(2)` reports
+/// a directory, a plain file and a stale socket all as "connection refused"; the path's type
+/// tells them apart.
+fn connect_hint(path: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path).map(|m| m.file_type());
+    match (e.kind(), kind) {
+        (_, Ok(t)) if t.is_dir() => {
+            "a directory, not a socket: pass the socket file itself, e.g. /run/dnet/dnet0.sock"
+                .into()
+        }
+        (_, Ok(t)) if !t.is_socket() => {
+            "not a socket: pass the path dnet-switch's --control-socket names".into()
+        }
+        (NotFound, _) => "no such socket: start dnet-switch (it creates the socket; \
+             --control-socket sets where), or pass --socket PATH / --tap NAME"
+            .into(),
+        (ConnectionRefused, _) => "nothing listens on it (a stopped switch's leftover?): \
+             start dnet-switch, or pass the socket of one that runs"
+            .into(),
+        (PermissionDenied, _) => "permission denied: run as root, or start dnet-switch \
+             with --control-group GROUP and use an account in that group"
+            .into(),
+        _ => "check that dnet-switch runs and that this is its --control-socket".into(),
+    }
 }
 
 /// Convenience: fetch the switch's [`Stats`].
@@ -106,6 +137,7 @@ mod tests {
             (
                 ClientError::Connect {
                     path: path.into(),
+                    hint: "no such socket: start dnet-switch".into(),
                     source: errno(),
                 },
                 errno().to_string(),
@@ -138,6 +170,15 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_is_not_called_a_refused_connection() {
+        let dir = std::env::temp_dir();
+        let msg = stats(&dir, Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("a directory, not a socket"), "{msg}");
+    }
+
+    #[test]
     fn a_missing_socket_names_the_path_and_the_fix() {
         let dir = std::env::temp_dir().join(format!("dnet-proto-test-{}", std::process::id()));
         let path = dir.join("absent.sock");
@@ -145,7 +186,7 @@ mod tests {
         assert!(matches!(e, ClientError::Connect { .. }), "{e:?}");
         let msg = e.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
-        assert!(msg.contains("is dnet-switch running"), "{msg}");
+        assert!(msg.contains("start dnet-switch"), "{msg}");
         let cause = e.source().expect("the OS error is the cause").to_string();
         assert!(cause.contains("No such file or directory"), "{cause}");
     }

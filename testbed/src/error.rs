@@ -172,6 +172,7 @@ mod tests {
             }),
             Box::new(Error::Control(dnet_proto::ClientError::Connect {
                 path: "/run/dnet/dnet0.sock".into(),
+                hint: "no such socket: start dnet-switch".into(),
                 source: errno(),
             })),
         ];

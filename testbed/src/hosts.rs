@@ -91,6 +91,33 @@ pub fn switch_binary() -> Result<PathBuf> {
     }
 }
 
+/// Flags from `$DNET_SWITCH_ARGS` (whitespace-separated) for every switch the testbed starts,
+/// so a whole suite can run with a switch setting, e.g. `DNET_SWITCH_ARGS="--packet-rings on"`.
+/// A flag the test passes itself (in `explicit`) wins: the variable's copy, and its value, are
+/// left out.
+pub fn env_switch_args(explicit: &[String]) -> Vec<String> {
+    let Some(v) = std::env::var_os("DNET_SWITCH_ARGS") else {
+        return Vec::new();
+    };
+    let words: Vec<String> = v
+        .to_string_lossy()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let takes_value = words.get(i + 1).is_some_and(|n| !n.starts_with("--"));
+        let n = if takes_value { 2 } else { 1 };
+        if !(w.starts_with("--") && explicit.contains(w)) {
+            out.extend_from_slice(&words[i..i + n]);
+        }
+        i += n;
+    }
+    out
+}
+
 /// One simulated host: a host namespace with a bridge and underlay address, and its container.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -794,6 +821,7 @@ impl Testbed {
         }
         cmd.args(["--tap", &opts.tap, "--log-level", &opts.log_level]);
         cmd.arg("--control-socket").arg(&socket);
+        cmd.args(env_switch_args(&opts.extra_args));
         cmd.args(&opts.extra_args);
         let pid = self.spawn_logged(cmd, &log, "dnet-switch", &h.ns, Some(&socket))?;
         Ok(Switch {

@@ -57,7 +57,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = dnet_cli::parse();
     if let Some(shell) = cli.completions {
         let mut cmd = Cli::command();
         clap_complete::generate(shell, &mut cmd, "dnet-switch", &mut std::io::stdout());
@@ -349,6 +349,7 @@ fn reload(path: Option<&Path>, info: &SwitchInfo) {
 /// The TAP, its MTU and the tunnels' settings, once the data path is up.
 fn log_dataplane(dp: &Dataplane, r: &Resolved) {
     let cfg = &r.dataplane;
+    log::info!("{}", r.workers_why);
     log::info!(
         "TAP {} up, MTU {} (underlay MTU {} − {} bytes of encapsulation){}",
         dp.tap,

@@ -348,6 +348,7 @@ encap = "udp"
                 "metrics" => "\"127.0.0.1:1\"",
                 "log_level" => "\"info\"",
                 "encap" => "\"gre\"",
+                "packet_rings" => "\"on\"",
                 _ => "\"x\"",
             };
             parse(Path::new("k.toml"), &format!("{k} = {v}\n"))

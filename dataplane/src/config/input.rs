@@ -1,7 +1,7 @@
 //! [`Input`]: a setting as the operator gave it (which, the value as written, and where),
 //! the way every refusal names it.
 
-use super::options::{Encap, LogLevel, Options};
+use super::options::{Encap, LogLevel, Options, PacketRings};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -164,4 +164,4 @@ macro_rules! flag_text_by_value_name {
         }
     )*};
 }
-flag_text_by_value_name!(LogLevel, Encap);
+flag_text_by_value_name!(LogLevel, Encap, PacketRings);

@@ -5,9 +5,11 @@
 //! defaults and validates.
 //!
 //! The two negative flags are the exception to "key = flag with `_`": `--no-offload` and
-//! `--no-loop-guard` set the keys `offload` and `loop_guard` to false, as the README documents.
-//! Adding a setting means adding a field here and reading (and validating) it in
-//! [`super::Settings::new`].
+//! `--no-loop-guard` set the keys `offload` and `loop_guard` to false, as
+//! docs/reference/dnet-switch.md documents.
+//! Adding a setting means adding a field here, reading (and validating) it in
+//! [`super::Settings::new`], and a row in docs/reference/dnet-switch.md and a line in
+//! dist/dnet.toml (tests/docs.rs fails until both are there).
 
 use super::encrypt::PeerSpec;
 use clap::{Args, Command, ValueEnum};
@@ -52,7 +54,8 @@ pub struct Options {
 
     /// GRE key (32-bit network id, as OVS `options:key`). Packets with another or no key are
     /// dropped; no key and key 0 are the same network.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = dnet_cli::int_in(0u32, u32::MAX, "GRE key"))]
     pub key: Option<u32>,
 
     /// Add GRE checksums to sent packets (received checksums are always verified).
@@ -65,14 +68,17 @@ pub struct Options {
     pub seq: Option<bool>,
 
     /// Outer IPv4 TTL [default: 64].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = dnet_cli::int_in(1u8, 255, "TTL"))]
     pub ttl: Option<u8>,
 
     /// Outer IPv4 TOS byte [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = dnet_cli::int_in(0u8, 255, "TOS byte"))]
     pub tos: Option<u8>,
 
-    /// Worker threads, each with its own TAP queue and GRE socket [default: number of cores].
+    /// Worker threads, each with its own TAP queue and GRE socket [default: half the cores,
+    /// at least 1].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
@@ -101,7 +107,7 @@ pub struct Options {
 
     /// Flood at most PPS frames per second (broadcast, multicast, unknown unicast) from each
     /// port; the rest are dropped and counted as flood_limit [default: unlimited].
-    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "PPS", value_parser = dnet_cli::int_in(1u32, u32::MAX, "flood limit in frames per second"))]
     pub flood_limit: Option<u32>,
 
     /// After setup, switch to this user (and its group), keeping only CAP_NET_ADMIN and
@@ -120,12 +126,12 @@ pub struct Options {
     pub keepalive: Option<bool>,
 
     /// Keepalive interval in milliseconds [default: 1000 with --keepalive].
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, value_name = "MS", value_parser = dnet_cli::int_in(10u64, u64::MAX, "keepalive interval in ms"))]
     pub keepalive_interval: Option<u64>,
 
     /// Keepalive intervals without any frame from a peer before it is declared down
     /// [default: 3].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    #[arg(long, value_name = "N", value_parser = dnet_cli::int_in(1u32, 255, "keepalive multiplier"))]
     pub keepalive_multiplier: Option<u32>,
 
     /// Do not block a tunnel whose stations flap with the local port (a loop through the
@@ -141,8 +147,16 @@ pub struct Options {
     #[arg(long, value_name = "KIND")]
     pub encap: Option<Encap>,
 
+    /// Plain GRE through AF_PACKET rings on the underlay device: `tx` sends bursts through a
+    /// TX ring that bypasses routing, IP output and the qdisc (the outer Ethernet header comes
+    /// from the kernel's route and neighbour tables), `rx` receives through RX rings shared by
+    /// the workers (fanout by flow), `on` both, `off` neither (raw GRE sockets only). Without
+    /// an Ethernet underlay device the raw sockets are used [default: on].
+    #[arg(long, value_name = "MODE")]
+    pub packet_rings: Option<PacketRings>,
+
     /// UDP port of GRE-in-UDP (--encap udp), on every host [default: 4754, IANA gre-in-udp].
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "PORT", value_parser = dnet_cli::int_in(1u16, u16::MAX, "UDP port"))]
     pub udp_port: Option<u16>,
 
     /// Run a rapid spanning tree (802.1D BPDUs, hello 2 s, max age 20 s, forward delay 15 s)
@@ -175,8 +189,9 @@ pub struct Options {
     #[arg(long, value_name = "FILE", help_heading = "Encryption")]
     pub private_key: Option<PathBuf>,
 
-    /// Rekey sessions after this many seconds (1 to 120) [default: 120]. For tests.
-    #[arg(long, value_name = "SECONDS", hide = true)]
+    /// New session keys after this many seconds, 1 to 120 [default: 120]. Meant for tests:
+    /// shorter only adds handshakes.
+    #[arg(long, value_name = "SECONDS", help_heading = "Encryption")]
     pub rekey_after: Option<u64>,
 
     /// Join this overlay network, defined once in etcd (`dnetctl network create`): its members
@@ -302,6 +317,21 @@ pub enum Encap {
     Udp,
 }
 
+/// `--packet-rings`: which AF_PACKET rings plain GRE uses.
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PacketRings {
+    /// Raw GRE sockets only.
+    Off,
+    /// Send through a TX ring.
+    Tx,
+    /// Receive through RX rings.
+    Rx,
+    /// Both rings.
+    #[default]
+    On,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,7 +396,7 @@ mod tests {
     fn keys_are_the_flags_names() {
         let keys = Options::keys();
         assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
-        assert_eq!(keys.len(), 39);
+        assert_eq!(keys.len(), 40);
         for k in &keys {
             let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
             let expect = match k.as_str() {

@@ -7,7 +7,7 @@ use super::encrypt::{
 };
 use super::fleet::{fleet_settings, FleetSettings, MAX_TTL_SECS, MIN_TTL_SECS};
 use super::input::{Input, Sourced};
-use super::options::Encap;
+use super::options::{Encap, PacketRings};
 use super::sources::{get, Sources};
 use crate::privdrop::{self, User};
 use crate::switch::tunnel::GreOptions;
@@ -51,6 +51,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// TAP offloads.
     pub offload: bool,
+    /// Which AF_PACKET rings plain GRE uses.
+    pub packet_rings: PacketRings,
     /// Log level.
     pub log_level: log::LevelFilter,
     /// Control socket path; `None`: `/run/dnet/<TAP>.sock` once the TAP's name is known.
@@ -379,6 +381,7 @@ impl Settings {
             tos: get!(s, tos).map_or(0, |t| t.value),
             workers: workers.map(|w| w.value),
             offload: flag(get!(s, offload), true),
+            packet_rings: get!(s, packet_rings).map_or(PacketRings::default(), |r| r.value),
             log_level: s.log_level(),
             control_socket: get!(s, control_socket).map(|p| p.value),
             control_group,

@@ -58,12 +58,61 @@ pub struct Datagram<'a> {
     /// For plain GRE the whole IPv4 packet; for GRE-in-UDP the UDP payload (GRE header and
     /// frame, or with `--encrypt` a sealed one, opened in place), possibly several datagrams
     /// of `segment_size` bytes each.
-    pub data: &'a mut [u8],
+    pub data: Payload<'a>,
     /// Set when the kernel coalesced several GRE-in-UDP datagrams (`UDP_GRO`): each but the
     /// last is this long.
     pub segment_size: Option<usize>,
     /// It did not fit the receive buffer and was cut short.
     pub truncated: bool,
+}
+
+/// The bytes of a [`Datagram`]: the receive buffers of the sockets are the core's to change
+/// (a sealed datagram is opened in place), a packet ring's frames (plain GRE, never sealed)
+/// are only read.
+#[derive(Debug)]
+pub enum Payload<'a> {
+    /// Read only (a packet ring's frame).
+    Shared(&'a [u8]),
+    /// May be changed in place (a socket's receive buffer).
+    Owned(&'a mut [u8]),
+}
+
+impl<'a> Payload<'a> {
+    /// The bytes, for reading, for as long as the buffer lives.
+    pub fn into_shared(self) -> &'a [u8] {
+        match self {
+            Payload::Shared(d) => d,
+            Payload::Owned(d) => d,
+        }
+    }
+}
+
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Shared(d) => d,
+            Payload::Owned(d) => d,
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Payload<'a> {
+    fn from(d: &'a [u8]) -> Self {
+        Payload::Shared(d)
+    }
+}
+
+impl<'a> From<&'a mut [u8]> for Payload<'a> {
+    fn from(d: &'a mut [u8]) -> Self {
+        Payload::Owned(d)
+    }
+}
+
+impl PartialEq<&[u8]> for Payload<'_> {
+    fn eq(&self, other: &&[u8]) -> bool {
+        **self == **other
+    }
 }
 
 /// A frame the core made, to be sent now (from [`Core::poll_transmit`]).
@@ -531,7 +580,7 @@ impl Core {
                 continue;
             }
             if !self.udp {
-                let data: &'a [u8] = d.data;
+                let data: &'a [u8] = d.data.into_shared();
                 match tunnel::open_ipv4(data) {
                     Ok((src, gre_bytes)) => self.gre_packet(now, src, gre_bytes, &mut runs, out),
                     Err(why) => self.gre_drop(now, data, why),
@@ -550,10 +599,21 @@ impl Core {
                 _ => d.data.len(),
             };
             if let Some(c) = &crypto {
-                self.open_sealed(now, c, d.source, d.data, seg, &mut runs, out);
+                match d.data {
+                    Payload::Owned(data) => {
+                        self.open_sealed(now, c, d.source, data, seg, &mut runs, out)
+                    }
+                    // Sealed datagrams come from the UDP sockets only (packet rings carry
+                    // plain GRE); one that cannot be opened in place is not accepted.
+                    Payload::Shared(_) => {
+                        let mut refused = dnet_crypto::Counts::default();
+                        refused.reject(dnet_crypto::Reject::UnknownType);
+                        self.global.add_crypto(&refused);
+                    }
+                }
                 continue;
             }
-            let data: &'a [u8] = d.data;
+            let data: &'a [u8] = d.data.into_shared();
             for chunk in data.chunks(seg) {
                 self.gre_packet(now, d.source, chunk, &mut runs, out);
             }

@@ -324,7 +324,7 @@ impl Net {
             let mut out = self.sink(k);
             let burst = data.iter_mut().map(|d| Datagram {
                 source: host(h),
-                data: d,
+                data: Payload::Owned(d),
                 segment_size: None,
                 truncated: false,
             });
@@ -382,7 +382,7 @@ impl Net {
                 let mut out = self.sink(k);
                 let d = Datagram {
                     source: host(h),
-                    data: &mut m,
+                    data: Payload::Owned(&mut m),
                     segment_size: None,
                     truncated: false,
                 };
@@ -496,7 +496,7 @@ fn frames_from_strangers_and_with_the_wrong_key_are_dropped_and_counted() {
     fn d(data: &mut [u8]) -> Datagram<'_> {
         Datagram {
             source: host(0),
-            data,
+            data: data.into(),
             segment_size: None,
             truncated: false,
         }
@@ -809,7 +809,7 @@ fn a_removed_port_takes_its_queued_frames_and_peer_with_it() {
     .concat();
     let d = Datagram {
         source: host(1),
-        data: &mut g,
+        data: Payload::Owned(&mut g),
         segment_size: None,
         truncated: false,
     };
@@ -832,7 +832,7 @@ fn a_loop_the_guard_blocks_asks_the_edge_to_flush_the_bridge_once() {
         let mut g = from_tunnel.clone();
         let d = Datagram {
             source: host(1),
-            data: &mut g,
+            data: Payload::Owned(&mut g),
             segment_size: None,
             truncated: false,
         };
@@ -916,7 +916,7 @@ fn networks_side_by_side_never_see_each_others_frames() {
     let mut got = MemSink::new();
     let d = Datagram {
         source: host(0),
-        data: &mut to_b[0],
+        data: Payload::Owned(&mut to_b[0]),
         segment_size: None,
         truncated: false,
     };
@@ -945,7 +945,7 @@ fn networks_side_by_side_never_see_each_others_frames() {
     fn dg(src: usize, data: &mut [u8]) -> Datagram<'_> {
         Datagram {
             source: host(src),
-            data,
+            data: data.into(),
             segment_size: None,
             truncated: false,
         }
@@ -1008,7 +1008,7 @@ fn forged_cleartext_and_replayed_datagrams_deliver_nothing() {
     let mut out = net.sink(1);
     let d = Datagram {
         source: host(0),
-        data: &mut forged,
+        data: Payload::Owned(&mut forged),
         segment_size: None,
         truncated: false,
     };
@@ -1026,7 +1026,7 @@ fn forged_cleartext_and_replayed_datagrams_deliver_nothing() {
         let mut got = net.sink(1);
         let d = Datagram {
             source: host(0),
-            data: &mut m,
+            data: Payload::Owned(&mut m),
             segment_size: None,
             truncated: false,
         };
@@ -1045,7 +1045,7 @@ fn forged_cleartext_and_replayed_datagrams_deliver_nothing() {
     let mut got = net.sink(1);
     let d = Datagram {
         source: host(0),
-        data: &mut bad,
+        data: Payload::Owned(&mut bad),
         segment_size: None,
         truncated: false,
     };

@@ -129,6 +129,33 @@ fn assemble(prog: &[Op]) -> Vec<Insn> {
 /// Packets too short to hash go to worker 0, which counts them as truncated.
 fn partition_filter(n: u32, idx: u32) -> Vec<Insn> {
     use Op::*;
+    let mut prog = flow_hash();
+    prog.extend([
+        I(0x94, n), // mod #n
+        J(0x15, idx, "", "drop"),
+        I(0x06, 0x0004_0000), // ret accept
+        L("drop"),
+        I(0x06, 0), // ret drop
+    ]);
+    assemble(&prog)
+}
+
+/// The same split for a `PACKET_FANOUT_CBPF` group of packet rings: the program returns the
+/// flow hash, and the kernel hands the packet to member hash mod members. The packet starts
+/// at the outer IPv4 header there too. As (code, jt, jf, k).
+pub fn fanout_program() -> Vec<(u16, u8, u8, u32)> {
+    let mut prog = flow_hash();
+    prog.push(Op::I(0x16, 0)); // ret a
+    assemble(&prog)
+        .into_iter()
+        .map(|i| (i.code, i.jt, i.jf, i.k))
+        .collect()
+}
+
+/// Computes the flow hash of a GRE packet (outer IPv4 header first) into A, ending at label
+/// "pick" with the hash folded so that `mod n` sees all its bits (0 when too short to hash).
+fn flow_hash() -> Vec<Op> {
+    use Op::*;
     // Offsets below are from X = outer IHL + optional GRE fields; the inner frame starts at
     // X+4, its IPv4 header at X+18.
     let prog = [
@@ -210,13 +237,8 @@ fn partition_filter(n: u32, idx: u32) -> Vec<Insn> {
         I(0x61, 3),  // ldx M[3]
         I(0xac, 0),  // xor x
         L("pick"),
-        I(0x94, n), // mod #n
-        J(0x15, idx, "", "drop"),
-        I(0x06, 0x0004_0000), // ret accept
-        L("drop"),
-        I(0x06, 0), // ret drop
     ];
-    assemble(&prog)
+    prog.into()
 }
 
 /// One worker's sockets: the one it receives on (raw GRE, or the shared GRE-in-UDP port), the
@@ -294,6 +316,35 @@ impl Sockets {
             _ if self.senders.is_empty() => self.main.as_fd(),
             _ => self.senders[flow as usize % self.senders.len()].as_fd(),
         }
+    }
+
+    /// Leaves received GRE to a packet ring on device `ring_if` holding packets of up to
+    /// `max` bytes: the raw socket then only receives what the ring does not (packets from
+    /// other devices, or longer ones), and only in the worker that takes `leftovers`; the
+    /// others' raw sockets receive nothing. The socket stays open either way, so the kernel
+    /// does not answer GRE with protocol-unreachable.
+    pub fn leave_to_ring(
+        &self,
+        ring_if: u32,
+        max: usize,
+        leftovers: bool,
+    ) -> Result<(), SocketError> {
+        let prog = if leftovers {
+            let ifindex = (libc::SKF_AD_OFF + libc::SKF_AD_IFINDEX) as u32;
+            vec![
+                socket2::SockFilter::new(0x20, 0, 0, ifindex), // ld ifindex
+                socket2::SockFilter::new(0x15, 0, 2, ring_if), // jeq #ring_if
+                socket2::SockFilter::new(0x80, 0, 0, 0),       // ld len
+                socket2::SockFilter::new(0x25, 0, 1, max as u32), // jgt #max
+                socket2::SockFilter::new(0x06, 0, 0, 0x0004_0000), // ret accept
+                socket2::SockFilter::new(0x06, 0, 0, 0),       // ret drop
+            ]
+        } else {
+            vec![socket2::SockFilter::new(0x06, 0, 0, 0)]
+        };
+        self.main
+            .attach_filter(&prog)
+            .map_err(opt("attach the filter that leaves GRE to the packet ring"))
     }
 
     /// The UDP source ports GRE-in-UDP datagrams leave from (empty for plain GRE).
@@ -492,6 +543,7 @@ mod tests {
                 0x94 => a %= i.k,
                 0x15 => pc += if a == i.k { i.jt } else { i.jf } as usize,
                 0x06 => return i.k,
+                0x16 => return a,
                 c => panic!("opcode {c:#x} not modelled"),
             }
         }
@@ -580,6 +632,32 @@ mod tests {
         // A non-first fragment hashes on addresses only: same worker as offset 0 with no ports.
         let frag = flow_packet(17, true, 1, 2, 0x0010);
         assert_eq!(take(&frag).len(), 1);
+    }
+
+    #[test]
+    fn packet_ring_fanout_splits_flows_as_the_raw_sockets_do() {
+        let fan: Vec<Insn> = fanout_program()
+            .into_iter()
+            .map(|(code, jt, jf, k)| Insn { code, jt, jf, k })
+            .collect();
+        for n in [2u32, 3] {
+            let progs: Vec<_> = (0..n).map(|i| partition_filter(n, i)).collect();
+            for proto in [6u8, 17] {
+                for sport in 40_000..40_032u16 {
+                    for fwd in [true, false] {
+                        let p = flow_packet(proto, fwd, sport, 5201, 0x4000);
+                        let raw: Vec<u32> = (0..n)
+                            .filter(|&w| run(&progs[w as usize], &p) > 0)
+                            .collect();
+                        assert_eq!(
+                            raw,
+                            vec![run(&fan, &p) % n],
+                            "n {n} proto {proto} sport {sport}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

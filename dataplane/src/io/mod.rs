@@ -2,6 +2,8 @@
 //! Nothing here decides where a frame goes; that is [`crate::switch`].
 
 pub mod gre_socket;
+pub mod nexthop;
+pub mod ring;
 #[allow(unsafe_code)]
 pub mod sys;
 #[allow(unsafe_code)]
@@ -37,6 +39,8 @@ pub struct DataplaneConfig {
     /// Ask the kernel for TCP super-frames and partial checksums on the TAPs (segmented and
     /// coalesced in userspace, see [`crate::offload`]).
     pub offload: bool,
+    /// Plain GRE through packet rings on the underlay device (`--packet-rings`).
+    pub rings: ring::RingMode,
     /// The overlay networks this switch serves, at least one, with distinct keys and TAPs.
     pub networks: Vec<NetworkConfig>,
     /// Seal every tunnel datagram (`--encrypt`, GRE-in-UDP only).
@@ -640,6 +644,12 @@ impl Dataplane {
             + crate::wire::ethernet::TAGGED_HEADER_LEN
             + crate::wire::gre::MAX_HEADER_LEN
             + dnet_crypto::wire::OVERHEAD;
+        let ring_dev = ring_device(cfg);
+        let mut rx_rings = match &ring_dev {
+            Some(dev) if cfg.rings.rx => open_rx_rings(cfg, dev, n),
+            _ => Vec::new(),
+        }
+        .into_iter();
         let mut workers = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         let mut cmds = Vec::with_capacity(n);
@@ -685,6 +695,30 @@ impl Dataplane {
                     core.set_port(net as NetId, pid as PortId, Some(*kind));
                 }
             }
+            let ring_rx = rx_rings.next();
+            if let (Some(r), Some(dev)) = (&ring_rx, &ring_dev) {
+                socks.leave_to_ring(dev.index, r.max_packet(), id == 0)?;
+            }
+            let ring_tx = match &ring_dev {
+                Some(dev) if cfg.rings.tx => {
+                    ring::RingTx::open(dev, cfg.local, cfg.outer, g.clone(), id)
+                        .map_err(|e| {
+                            log::warn!("worker {id}: {e}; sending through the raw GRE socket")
+                        })
+                        .ok()
+                }
+                _ => None,
+            };
+            if let (0, Some(dev)) = (id, &ring_dev) {
+                let via = |ring: bool| if ring { "ring" } else { "raw socket" };
+                log::info!(
+                    "plain GRE through packet rings on {} (MTU {}): send {}, receive {}",
+                    dev.name,
+                    dev.mtu,
+                    via(ring_tx.is_some()),
+                    via(ring_rx.is_some()),
+                );
+            }
             let (poll, waker) = worker::poll_with_waker().map_err(StartError::Thread)?;
             // Bounded: the control server sends a few commands per request and serves one
             // client at a time; the worker drains them every turn of its loop.
@@ -708,6 +742,8 @@ impl Dataplane {
                 poll,
                 crypto: shared.crypto.clone(),
                 max_sealed,
+                ring_tx,
+                ring_rx,
             });
             wakers.push(waker);
             for (net, c) in per_net.into_iter().enumerate() {
@@ -793,6 +829,57 @@ impl Dataplane {
             }
         }
     }
+}
+
+/// The device the packet rings use, if `--packet-rings` asks for any and plain GRE is on:
+/// the one the route to the first configured peer leaves by or, with no peer at start (a
+/// fleet's first member), the one holding the underlay address. `None` (logged) where rings
+/// cannot work, so plain GRE goes through the raw sockets.
+fn ring_device(cfg: &DataplaneConfig) -> Option<nexthop::Link> {
+    if !cfg.rings.any() || cfg.gre.udp_port.is_some() {
+        return None;
+    }
+    let dev = match cfg.networks.iter().find_map(|n| n.peers.first().copied()) {
+        Some(peer) => ring::underlay_device(peer),
+        None => ring::device_holding(cfg.local),
+    };
+    match dev {
+        Ok(d) => Some(d),
+        Err(e) => {
+            log::warn!("{e}; plain GRE goes through the raw GRE socket");
+            None
+        }
+    }
+}
+
+/// One RX ring per worker on `dev`, in one fanout group; none at all (logged) if any cannot
+/// be set up, since the raw sockets of workers with a ring leave its packets to the group,
+/// which would then hand a missing worker's share to the others while its raw socket took it
+/// too. Rings start receiving before the raw sockets' filters leave packets to them: at
+/// start a packet may be handled twice, never lost.
+fn open_rx_rings(cfg: &DataplaneConfig, dev: &nexthop::Link, n: usize) -> Vec<ring::RingRx> {
+    let mut fanout = sys::packet::Fanout::New;
+    let mut rings = Vec::with_capacity(n);
+    for id in 0..n {
+        let r = ring::RingRx::open(dev, cfg.local, fanout, n).and_then(|r| {
+            let gid = r.fanout_id().map_err(|source| ring::RingError::Step {
+                op: "read the fanout group id".into(),
+                source,
+            })?;
+            Ok((r, gid))
+        });
+        match r {
+            Ok((r, gid)) => {
+                fanout = sys::packet::Fanout::Join(gid);
+                rings.push(r);
+            }
+            Err(e) => {
+                log::warn!("worker {id}: {e}; receiving plain GRE through the raw GRE sockets");
+                return Vec::new();
+            }
+        }
+    }
+    rings
 }
 
 impl Drop for Dataplane {

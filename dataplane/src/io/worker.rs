@@ -4,6 +4,7 @@
 //! and TAP queue, then sends what the core made and passes on what it asks for.
 
 use super::gre_socket::Sockets;
+use super::ring::{RingRx, RingTx};
 use super::sys::mmsg::{self, RecvQueue, SendBatch, SendQueue};
 use super::sys::sockopt;
 use super::tap::TapQueue;
@@ -46,6 +47,8 @@ const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
 
 /// Token of the tunnel socket; TAP queues have tokens 0.. by network.
 const SOCK: Token = Token(usize::MAX - 1);
+/// Token of the packet RX ring (`--packet-rings`).
+const RING: Token = Token(usize::MAX - 2);
 /// Token of the waker that interrupts `poll` for shutdown and control requests.
 pub const WAKE: Token = Token(usize::MAX);
 
@@ -125,6 +128,10 @@ pub struct Worker {
     /// Longest datagram a sealed message can be (largest TAP MTU + Ethernet header with a tag
     /// + GRE header + the seal's overhead).
     pub max_sealed: usize,
+    /// Plain GRE leaves through this packet ring when it can (`--packet-rings`).
+    pub ring_tx: Option<RingTx>,
+    /// Plain GRE arrives through this packet ring (`--packet-rings`).
+    pub ring_rx: Option<RingRx>,
 }
 
 /// Creates a poll instance and its waker.
@@ -168,6 +175,7 @@ struct Out<'a> {
     seal: Option<(&'a dnet_crypto::Sessions, Millis)>,
     /// What sealing refused since the last flush.
     refused: dnet_crypto::Counts,
+    ring: Option<&'a mut RingTx>,
 }
 
 /// Lays out `gre`, `parts` as a sealed data message in `buf` (room for the seal's header
@@ -207,6 +215,11 @@ fn seal_into(
 impl<'a> Sink<'a> for Out<'a> {
     #[inline]
     fn push_tunnel(&mut self, msg: &TunnelMsg<'_>, payload: &'a [u8]) {
+        if let Some(r) = self.ring.as_deref_mut() {
+            if r.push(msg, payload) {
+                return;
+            }
+        }
         let fd = self.socks.send_fd(msg.flow, msg.fragmentable);
         let (repr, headers) = (msg.gre, msg.headers);
         let tag = Tag {
@@ -253,13 +266,15 @@ impl<'a> Sink<'a> for Out<'a> {
 
     #[inline]
     fn tunnel_full(&self) -> bool {
-        self.batch.is_full()
+        self.batch.is_full() || self.ring.as_deref().is_some_and(RingTx::is_full)
     }
 
     #[inline]
     fn tunnel_empty(&self) -> bool {
         // Refused seals are reported by a flush too.
-        self.batch.is_empty() && self.refused == dnet_crypto::Counts::default()
+        self.batch.is_empty()
+            && self.refused == dnet_crypto::Counts::default()
+            && self.ring.as_deref().is_none_or(RingTx::is_empty)
     }
 
     fn flush_tunnels(
@@ -267,6 +282,9 @@ impl<'a> Sink<'a> for Out<'a> {
         mut done: impl FnMut(NetId, PortId, usize, SendOutcome),
     ) -> Flushed {
         let mut f = Flushed::default();
+        if let Some(r) = self.ring.as_deref_mut() {
+            r.flush(&mut done);
+        }
         let mut report = |t: Tag, r| done(t.net, t.port, t.len as usize, r);
         if !self.batch.udp_gso() {
             self.batch.flush(report);
@@ -323,6 +341,11 @@ impl<'a> Sink<'a> for Out<'a> {
     }
 }
 
+/// A datagram borrowed for less long (the ring's batch outlives the burst's sink).
+fn shorten<'s, 'l: 's>(d: Datagram<'l>) -> Datagram<'s> {
+    d
+}
+
 impl Worker {
     /// Runs until `stop` is set. Errors if the event loop fails or the TAP is gone.
     pub fn run(mut self) -> io::Result<()> {
@@ -339,6 +362,9 @@ impl Worker {
             SOCK,
             Interest::READABLE,
         )?;
+        if let Some(r) = &self.ring_rx {
+            reg.register(&mut SourceFd(&r.fd().as_raw_fd()), RING, Interest::READABLE)?;
+        }
         let mut events = Events::with_capacity(16);
         let owned = if self.crypto.is_some() {
             self.max_sealed
@@ -359,9 +385,10 @@ impl Worker {
         // Drain anything that arrived before registration.
         let mut tap_ready = vec![true; self.taps.len()];
         let mut sock_ready = true;
+        let mut ring_ready = self.ring_rx.is_some();
         log::debug!("worker {} running", self.id);
         loop {
-            let timeout = if sock_ready || tap_ready.iter().any(|r| *r) {
+            let timeout = if sock_ready || ring_ready || tap_ready.iter().any(|r| *r) {
                 Duration::ZERO
             } else {
                 let wait = self.core.poll_timeout().saturating_sub(self.now());
@@ -375,6 +402,7 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     SOCK => sock_ready = true,
+                    RING => ring_ready = true,
                     WAKE => {}
                     Token(i) => {
                         if let Some(r) = tap_ready.get_mut(i) {
@@ -394,6 +422,12 @@ impl Worker {
             while let Ok(c) = self.cmd_rx.try_recv() {
                 self.command(now, c);
             }
+            if let Some(r) = &mut self.ring_tx {
+                r.maintain(now, &self.core);
+            }
+            if let Some(r) = &mut self.ring_rx {
+                r.count_drops(now, self.core.global_counters());
+            }
             for (i, ready) in tap_ready.iter_mut().enumerate() {
                 if *ready {
                     *ready = self.tap_burst(now, i as NetId, &mut b)?;
@@ -402,6 +436,9 @@ impl Worker {
             if sock_ready {
                 sock_ready = self.sock_burst(now, &mut b);
             }
+            if ring_ready {
+                ring_ready = self.ring_burst(now, &mut b);
+            }
             self.core.handle_timeout(now);
             self.drain(&mut b);
         }
@@ -409,7 +446,12 @@ impl Worker {
 
     fn command(&mut self, now: Millis, c: WorkerCommand) {
         match c {
-            WorkerCommand::SetPort { net, id, kind } => self.core.set_port(net, id, kind),
+            WorkerCommand::SetPort { net, id, kind } => {
+                self.core.set_port(net, id, kind);
+                if let Some(r) = &mut self.ring_tx {
+                    r.invalidate();
+                }
+            }
             WorkerCommand::SetHost { addr, id } => self.core.set_host(addr, id),
             WorkerCommand::FlushFdb { net, port, reply } => {
                 let _ = reply.send(self.core.flush_fdb(net, port));
@@ -467,6 +509,7 @@ impl Worker {
             id,
             seal: self.crypto.as_ref().map(|c| (&*c.sessions, now)),
             refused: Default::default(),
+            ring: self.ring_tx.as_mut(),
         };
         self.core.handle_tap_frames(now, net, frames, &mut out);
         match gone {
@@ -500,7 +543,7 @@ impl Worker {
         };
         let datagrams = recv.iter_mut().map(|m| Datagram {
             source: m.source,
-            data: m.data,
+            data: m.data.into(),
             segment_size: m.segment_size,
             truncated: m.truncated,
         });
@@ -511,9 +554,38 @@ impl Worker {
             id: self.id,
             seal: self.crypto.as_ref().map(|c| (&*c.sessions, now)),
             refused: Default::default(),
+            ring: self.ring_tx.as_mut(),
         };
         self.core.handle_tunnel_datagrams(now, datagrams, &mut out);
         n == BURST
+    }
+
+    /// Hands the packets waiting in the RX ring to the core. Returns true if more may be
+    /// waiting.
+    fn ring_burst(&mut self, now: Millis, b: &mut Buffers) -> bool {
+        let Some(rx) = self.ring_rx.as_mut() else {
+            return false;
+        };
+        let Buffers { send, .. } = b;
+        let core = &mut self.core;
+        // Packets not yet known to belong to any network count switch-wide, as the core
+        // counts what it refuses before reading the GRE key.
+        let counters = core.global_counters().clone();
+        let (socks, taps, id) = (&self.socks, &self.taps, self.id);
+        let ring_tx = &mut self.ring_tx;
+        let seal = self.crypto.as_ref().map(|c| (&*c.sessions, now));
+        rx.burst(&counters, |datagrams| {
+            let mut out = Out {
+                batch: send.batch(),
+                socks,
+                taps,
+                id,
+                seal,
+                refused: Default::default(),
+                ring: ring_tx.as_mut(),
+            };
+            core.handle_tunnel_datagrams(now, datagrams.map(shorten), &mut out)
+        })
     }
 
     /// Sends the frames the core made, reads the path MTUs it asks for, and passes its

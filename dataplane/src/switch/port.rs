@@ -152,11 +152,14 @@ pub enum DropReason {
     /// A BPDU from the local side: a bridge behind the TAP runs STP, and the TAP is an edge
     /// port, so dnet neither forwards nor obeys it (`--stp`).
     EdgeBpdu,
+    /// A plain GRE packet the kernel could not copy into a full packet receive ring
+    /// (`--packet-rings`): the worker fell behind, as a full socket buffer would have.
+    RxRingFull,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = DropReason::EdgeBpdu as usize + 1;
+    pub const COUNT: usize = DropReason::RxRingFull as usize + 1;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::BadOuterIp,
@@ -185,6 +188,7 @@ impl DropReason {
         DropReason::StpDiscarding,
         DropReason::BadBpdu,
         DropReason::EdgeBpdu,
+        DropReason::RxRingFull,
     ];
 
     /// Stable snake_case name.
@@ -216,6 +220,7 @@ impl DropReason {
             DropReason::StpDiscarding => "stp_discarding",
             DropReason::BadBpdu => "bad_bpdu",
             DropReason::EdgeBpdu => "edge_bpdu",
+            DropReason::RxRingFull => "rx_ring_full",
         }
     }
 }
@@ -257,11 +262,15 @@ pub enum Event {
     /// Several UDP datagrams of one flow from a tunnel written to the TAP as one UDP GSO
     /// frame (offloads on; the container's stack splits it back).
     UdpCoalesced,
+    /// A plain GRE packet that could have left through the packet ring went through the raw
+    /// socket instead: its peer's next hop was not resolved (yet), its neighbour entry needed
+    /// confirming, or the ring was full (`--packet-rings`).
+    RingFallback,
 }
 
 impl Event {
     /// Number of events.
-    pub const COUNT: usize = Event::UdpCoalesced as usize + 1;
+    pub const COUNT: usize = Event::RingFallback as usize + 1;
     /// Every event, in counter order.
     pub const ALL: [Event; Event::COUNT] = [
         Event::FdbFull,
@@ -279,6 +288,7 @@ impl Event {
         Event::UdpGsoSent,
         Event::UdpGroReceived,
         Event::UdpCoalesced,
+        Event::RingFallback,
     ];
 
     /// Stable snake_case name.
@@ -299,6 +309,7 @@ impl Event {
             Event::UdpGsoSent => "udp_gso_sent",
             Event::UdpGroReceived => "udp_gro_received",
             Event::UdpCoalesced => "udp_coalesced",
+            Event::RingFallback => "ring_fallback",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`msghdr`]: the one `msghdr`/control-message builder (`UDP_SEGMENT` out, `UDP_GRO` in).
 //! - [`sockopt`]: integer socket options, the one `IP_MTU` reader, unix peer credentials.
 //! - [`netdev`]: interface ioctls and address lookups (MTU, flags, MAC, bridge ports).
+//! - [`packet`]: `AF_PACKET` sockets with memory-mapped TX and RX rings (plain GRE at speed).
 //! - [`privdrop`]: user and group lookups, and dropping root for `--user`.
 //!
 //! Constants come from `libc`; none is copied here.
@@ -16,5 +17,6 @@
 pub mod mmsg;
 pub mod msghdr;
 pub mod netdev;
+pub mod packet;
 pub mod privdrop;
 pub mod sockopt;
