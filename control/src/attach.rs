@@ -57,6 +57,8 @@ pub struct AttachOptions {
     pub address: Option<(Ipv4Addr, u8)>,
     /// Control socket of the running switch.
     pub socket: PathBuf,
+    /// The switch's network to join, of a switch serving several; `None`: its first.
+    pub network: Option<String>,
     /// Container-side interface name.
     pub ifname: String,
     /// Container-side MAC; `None` derives a stable one ([`derived_mac`]).
@@ -316,7 +318,11 @@ enum Undo {
     /// A default route in the container.
     Route { index: u32, gateway: Ipv4Addr },
     /// An address the switch allocated (and recorded in etcd) for this attach.
-    Allocation { socket: PathBuf, holder: String },
+    Allocation {
+        socket: PathBuf,
+        network: Option<String>,
+        holder: String,
+    },
 }
 
 /// The steps done so far, undone in reverse unless [`Rollback::commit`]ted (also on drop, so a
@@ -356,9 +362,13 @@ impl Rollback {
                     format!("deleting veth {name}"),
                     self.host.del_link(*host_index),
                 ),
-                Undo::Allocation { socket, holder } => {
+                Undo::Allocation {
+                    socket,
+                    network,
+                    holder,
+                } => {
                     let what = format!("freeing the address allocated to {holder}");
-                    match release(socket, holder) {
+                    match release(socket, network.as_deref(), holder) {
                         Ok(_) => log::info!("rolled back: {what}"),
                         Err(e) => problems.push(format!(
                             "{what}: {:#}; free it with `dnetctl detach` once the switch answers",
@@ -466,7 +476,7 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
     let sock = o.socket.display();
     let stats = step(
         &format!("asking the switch on {sock} for its TAP, MTU and network"),
-        || show(&o.socket),
+        || show(&o.socket, o.network.as_deref()),
     )
     .map_err(|e| {
         if format!("{e:#}").contains("cannot connect to control socket") {
@@ -555,10 +565,17 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
                 None => format!("asking the switch on {sock} for an address for {who}"),
             };
             let got = step(&what, || {
-                allocate(&o.socket, &who, &c.spec, want.map(|(a, _)| a))
+                allocate(
+                    &o.socket,
+                    o.network.as_deref(),
+                    &who,
+                    &c.spec,
+                    want.map(|(a, _)| a),
+                )
             })?;
             rb.done.push(Undo::Allocation {
                 socket: o.socket.clone(),
+                network: o.network.clone(),
                 holder: who,
             });
             (
@@ -674,9 +691,17 @@ fn attach_resolved(c: &Container, o: &AttachOptions) -> anyhow::Result<Attached>
     })
 }
 
-/// The switch's `show` (TAP, MTU, and its etcd network if any).
-fn show(socket: &Path) -> Result<Show, dnet_proto::ClientError> {
-    match dnet_proto::request(socket, &Request::Show, SWITCH_TIMEOUT)? {
+/// The switch's `show` (TAP, MTU, and its etcd network if any) of `network` (`None`: its
+/// first).
+fn show(socket: &Path, network: Option<&str>) -> Result<Show, dnet_proto::ClientError> {
+    let req = match network {
+        Some(n) => Request::In {
+            network: n.to_string(),
+            request: Box::new(Request::Show),
+        },
+        None => Request::Show,
+    };
+    match dnet_proto::request(socket, &req, SWITCH_TIMEOUT)? {
         Response::Show(s) => Ok(s),
         other => Err(dnet_proto::ClientError::Remote(format!(
             "unexpected reply {other:?}"
@@ -687,12 +712,13 @@ fn show(socket: &Path) -> Result<Show, dnet_proto::ClientError> {
 /// Asks the switch for an address for `holder` (or to record `address`).
 fn allocate(
     socket: &Path,
+    network: Option<&str>,
     holder: &str,
     name: &str,
     address: Option<Ipv4Addr>,
 ) -> Result<Allocated, dnet_proto::ClientError> {
     let req = Request::Allocate {
-        network: None,
+        network: network.map(String::from),
         container: holder.to_string(),
         name: Some(name.to_string()),
         address,
@@ -706,9 +732,13 @@ fn allocate(
 }
 
 /// Asks the switch to free `holder`'s address; returns it (`None`: it held none).
-fn release(socket: &Path, holder: &str) -> Result<Option<Ipv4Addr>, dnet_proto::ClientError> {
+fn release(
+    socket: &Path,
+    network: Option<&str>,
+    holder: &str,
+) -> Result<Option<Ipv4Addr>, dnet_proto::ClientError> {
     let req = Request::Release {
-        network: None,
+        network: network.map(String::from),
         container: Some(holder.to_string()),
         address: None,
     };
@@ -736,18 +766,28 @@ pub struct Detached {
 /// end goes with it, and with it the address and route), and asks the switch on `socket` to
 /// free the address it allocated for it. Refuses interfaces attach did not make. An interface
 /// already gone whose address is still allocated only has its address freed.
-pub fn detach(container: &str, ifname: &str, socket: &Path) -> anyhow::Result<Detached> {
+pub fn detach(
+    container: &str,
+    ifname: &str,
+    socket: &Path,
+    network: Option<&str>,
+) -> anyhow::Result<Detached> {
     let ctx = |e: anyhow::Error| anyhow!("detach {container}: {e:#}");
     let c = resolve_container(container).map_err(ctx)?;
-    detach_resolved(&c, ifname, socket).map_err(ctx)
+    detach_resolved(&c, ifname, socket, network).map_err(ctx)
 }
 
-fn detach_resolved(c: &Container, ifname: &str, socket: &Path) -> anyhow::Result<Detached> {
+fn detach_resolved(
+    c: &Container,
+    ifname: &str,
+    socket: &Path,
+    network: Option<&str>,
+) -> anyhow::Result<Detached> {
     check_ifname("--ifname", ifname)?;
     let cdesc = &c.desc;
     // Only a switch in an etcd network has allocations; one that does not answer is told
     // about below, once the interface is gone.
-    let fleet = show(socket).map(|s| s.fleet.is_some());
+    let fleet = show(socket, network).map(|s| s.fleet.is_some());
     let who = holder(&c.key, ifname);
     let free = || -> anyhow::Result<Option<Ipv4Addr>> {
         match &fleet {
@@ -757,7 +797,7 @@ fn detach_resolved(c: &Container, ifname: &str, socket: &Path) -> anyhow::Result
                     "asking the switch on {} to free {who}'s address",
                     socket.display()
                 ),
-                || release(socket, &who),
+                || release(socket, network, &who),
             ),
             // Without a switch there is nothing to free, unless it runs with --network
             // somewhere else: say so, and leave the interface's removal a success.

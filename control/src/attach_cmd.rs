@@ -47,6 +47,10 @@ pub struct AttachArgs {
     /// Control socket of the running dnet-switch (its --control-socket).
     #[arg(short, long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// The network to join, of a switch serving several (dnet-switch --network blue
+    /// --network red) [default: its first].
+    #[arg(short, long, value_name = "NAME")]
+    network: Option<String>,
     /// Interface name inside the container.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_IFNAME)]
     ifname: String,
@@ -89,6 +93,9 @@ pub struct DetachArgs {
     /// address it allocated.
     #[arg(short, long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// The network the interface was attached to, of a switch serving several.
+    #[arg(short, long, value_name = "NAME")]
+    network: Option<String>,
     /// Print the result as JSON.
     #[arg(short, long)]
     json: bool,
@@ -108,6 +115,7 @@ pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
         container: a.container,
         address: a.addr,
         socket: a.socket,
+        network: a.network,
         ifname: a.ifname,
         mac: a.mac,
         mtu: a.mtu,
@@ -154,7 +162,7 @@ pub fn run_attach(a: AttachArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_detach(a: DetachArgs) -> anyhow::Result<()> {
-    let d = attach::detach(&a.container, &a.ifname, &a.socket)?;
+    let d = attach::detach(&a.container, &a.ifname, &a.socket, a.network.as_deref())?;
     if a.json {
         let v = serde_json::json!({
             "container": a.container,

@@ -1,50 +1,23 @@
 //! `dnetctl stats`: print a running switch's counters.
 
-use anyhow::Context;
 use clap::Args;
 use dnet_proto::{PortKind, Stats};
-use std::io::Write;
-use std::path::PathBuf;
-use std::time::Duration;
 
 /// Show a running dnet-switch's per-port counters and drops (via its control socket).
 ///
 /// Ports are listed TAP first, then one GRE tunnel per peer, with frames and bytes received
 /// and sent; drop reasons with a non-zero count follow.
+///
+/// A switch serving several networks shows each (or only `--network NAME`'s); frames with a
+/// GRE key no network has are dropped and counted (`unknown_key`) in every network's list.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Control socket of the switch [default: /run/dnet/<TAP>.sock].
-    #[arg(short, long, value_name = "PATH", conflicts_with = "tap")]
-    socket: Option<PathBuf>,
-    /// TAP name of the switch, to find its default control socket.
-    #[arg(short, long, value_name = "NAME", default_value = "dnet0")]
-    tap: String,
-    /// Print the raw JSON reply instead of a table.
-    #[arg(short, long)]
-    json: bool,
-    /// Seconds to wait for the switch's reply.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    timeout: f64,
+    #[command(flatten)]
+    target: crate::switch_cmds::Target,
 }
 
 pub fn run(a: StatsArgs) -> anyhow::Result<()> {
-    let path = a
-        .socket
-        .unwrap_or_else(|| PathBuf::from(dnet_proto::default_socket_path(&a.tap)));
-    let timeout = Duration::try_from_secs_f64(a.timeout)
-        .with_context(|| format!("--timeout {} is not a valid number of seconds", a.timeout))?;
-    // The client's error already names the socket and the fix, as for the other commands.
-    let stats = dnet_proto::stats(&path, timeout)?;
-    let text = if a.json {
-        serde_json::to_string_pretty(&stats)? + "\n"
-    } else {
-        format_stats(&stats)
-    };
-    // Not println!: piping into `head` closes stdout early, which is not an error worth a panic.
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
-        _ => Ok(()),
-    }
+    crate::switch_cmds::run_stats(&a.target)
 }
 
 /// Bytes in binary units, e.g. `1.50 MiB`, exact below 1 KiB.

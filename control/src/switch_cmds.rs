@@ -38,10 +38,51 @@ pub struct Target {
     /// Seconds to wait for the switch's reply.
     #[arg(long, value_name = "SECS", default_value_t = 2.0, global = true)]
     timeout: f64,
+    /// Only this network of a switch serving several (`dnet-switch --network blue --network
+    /// red`) [default: show, stats and fdb show every network; other commands the first].
+    #[arg(short, long, value_name = "NAME", global = true)]
+    network: Option<String>,
 }
 
 impl Target {
+    /// `req` for the `--network` asked for, or as it is.
     fn ask(&self, req: Request) -> anyhow::Result<Response> {
+        match &self.network {
+            Some(n) => self.ask_raw(Request::In {
+                network: n.clone(),
+                request: Box::new(req),
+            }),
+            None => self.ask_raw(req),
+        }
+    }
+
+    /// `req` asked of every network the switch serves (or of `--network` only): the network's
+    /// name (`None` for a switch of one network, or one that does not list its networks) and
+    /// its answer, first network first.
+    pub fn ask_each(&self, req: Request) -> anyhow::Result<Vec<(Option<String>, Response)>> {
+        if let Some(n) = &self.network {
+            return Ok(vec![(Some(n.clone()), self.ask(req)?)]);
+        }
+        let names = match self.ask_raw(Request::Networks)? {
+            Response::Networks { networks } if networks.len() > 1 => {
+                networks.into_iter().map(|n| n.name).collect::<Vec<_>>()
+            }
+            // One network, or a switch older than the request: the plain request is it.
+            _ => return Ok(vec![(None, self.ask_raw(req)?)]),
+        };
+        names
+            .into_iter()
+            .map(|n| {
+                let r = self.ask_raw(Request::In {
+                    network: n.clone(),
+                    request: Box::new(req.clone()),
+                })?;
+                Ok((Some(n), r))
+            })
+            .collect()
+    }
+
+    fn ask_raw(&self, req: Request) -> anyhow::Result<Response> {
         let path = self
             .socket
             .clone()
@@ -147,29 +188,81 @@ fn unexpected(r: Response) -> anyhow::Error {
     anyhow::anyhow!("unexpected reply from the switch: {r:?}")
 }
 
+/// Prints one answer per network: as it was for a switch of one network; with several, each
+/// under a `network NAME:` heading (JSON: an object by network name).
+pub fn print_each<T: serde::Serialize>(
+    target: &Target,
+    answers: Vec<(Option<String>, T)>,
+    text: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if let [(None, one)] = &answers[..] {
+        return print(&if target.json { json(one)? } else { text(one) });
+    }
+    if target.json {
+        let map: serde_json::Map<String, serde_json::Value> = answers
+            .iter()
+            .map(|(n, v)| Ok((n.clone().unwrap_or_default(), serde_json::to_value(v)?)))
+            .collect::<anyhow::Result<_>>()?;
+        return print(&json(&map)?);
+    }
+    let mut out = String::new();
+    for (i, (n, v)) in answers.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out += &format!("network {}:\n", n.as_deref().unwrap_or(""));
+        out += &text(v);
+    }
+    print(&out)
+}
+
+/// The answers of [`Target::ask_each`], each the reply `pick` takes, or the switch's refusal.
+fn expect_each<T>(
+    answers: Vec<(Option<String>, Response)>,
+    pick: impl Fn(Response) -> Option<T>,
+) -> anyhow::Result<Vec<(Option<String>, T)>> {
+    answers
+        .into_iter()
+        .map(|(n, r)| match r {
+            Response::Error { message } => match &n {
+                Some(n) => bail!("network {n}: {message}"),
+                None => bail!("{message}"),
+            },
+            r => pick(r)
+                .map(|v| (n, v))
+                .ok_or_else(|| anyhow::anyhow!("unexpected reply from the switch")),
+        })
+        .collect()
+}
+
 /// `dnetctl show`.
 pub fn run_show(a: ShowArgs) -> anyhow::Result<()> {
-    let Response::Show(s) = a.target.ask(Request::Show)? else {
-        bail!("unexpected reply from the switch");
-    };
-    print(&if a.target.json {
-        json(&s)?
-    } else {
-        format_show(&s)
-    })
+    let answers = expect_each(a.target.ask_each(Request::Show)?, |r| match r {
+        Response::Show(s) => Some(s),
+        _ => None,
+    })?;
+    print_each(&a.target, answers, format_show)
+}
+
+/// `dnetctl stats`.
+pub fn run_stats(target: &Target) -> anyhow::Result<()> {
+    let answers = expect_each(target.ask_each(Request::Stats)?, |r| match r {
+        Response::Stats(s) => Some(s),
+        _ => None,
+    })?;
+    print_each(target, answers, crate::stats_cmd::format_stats)
 }
 
 /// `dnetctl fdb ...`.
 pub fn run_fdb(a: FdbArgs) -> anyhow::Result<()> {
     match a.cmd {
-        FdbCmd::Show => match a.target.ask(Request::FdbShow)? {
-            Response::Fdb(t) => print(&if a.target.json {
-                json(&t)?
-            } else {
-                format_fdb(&t)
-            }),
-            r => Err(unexpected(r)),
-        },
+        FdbCmd::Show => {
+            let answers = expect_each(a.target.ask_each(Request::FdbShow)?, |r| match r {
+                Response::Fdb(t) => Some(t),
+                _ => None,
+            })?;
+            print_each(&a.target, answers, format_fdb)
+        }
         FdbCmd::Flush { port } => match a.target.ask(Request::FdbFlush { port: port.clone() })? {
             Response::FdbFlushed { removed } => print(&if a.target.json {
                 json(&serde_json::json!({ "removed": removed }))?

@@ -355,6 +355,18 @@ impl Netlink {
         Ok(())
     }
 
+    /// Creates a Linux bridge `name` (`ip link add NAME type bridge`), down. No MTU is set,
+    /// so the kernel keeps the bridge's at its ports' smallest.
+    pub fn add_bridge(&mut self, name: &str) -> NlResult<()> {
+        let mut m = LinkMessage::default();
+        m.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
+        ];
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)?;
+        Ok(())
+    }
+
     fn set_link(&mut self, index: u32, f: impl FnOnce(&mut LinkMessage)) -> NlResult<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;

@@ -19,13 +19,13 @@
 //! [`Backend`] (through [`control::answer`]) for addresses; netlink for veths.
 //!
 //! # Wiring into dnet-switch
-//! Implement [`Backend`] for the switch's networks; then, with `--docker`, call
-//! [`docker::DockerPlugin::start`] from a thread in the host namespace (after the bridges
-//! exist) with [`docker::DockerOptions`] (`plugin_dir` from `--docker-plugin-dir`), keep the
-//! returned value for as long as the switch runs, and log its `engine_error` and `ensured`.
-//! For `dnet-cni`, answer the [`control::ControlRequest`] commands on the control socket with
-//! [`control::answer`] (or map them onto `dnet_proto::Request`; the field names match the
-//! allocation requests there).
+//! `dnet-switch --docker` implements [`Backend`] over each joined network's etcd allocator
+//! (its `dnet-switch/docker.rs`) and calls [`docker::DockerPlugin::start`] from its main
+//! thread in the host namespace, after the bridges exist; the plugin serves on its own
+//! thread. `dnet-cni`'s [`control::ControlClient`] talks to the switch's control socket
+//! directly: the switch answers `networks`, `allocate`, `release` and `allocations` with the
+//! fields [`control::ControlRequest`] uses (its refusals come back as
+//! [`BackendError::Failed`] with the switch's message).
 
 #![warn(missing_docs)]
 

@@ -70,6 +70,18 @@ pub enum Request {
         #[serde(default)]
         network: Option<String>,
     },
+    /// The networks this switch serves (`dnetctl show` lists them all; `dnet-cni` finds its
+    /// network's bridge, range and MTU here).
+    Networks,
+    /// `request` as asked of one network of a switch serving several (`dnetctl show
+    /// --network red`). Requests not wrapped go to the switch's first network, except the
+    /// allocation requests, which name their network themselves.
+    In {
+        /// Network name.
+        network: String,
+        /// The request for that network.
+        request: Box<Request>,
+    },
 }
 
 /// What the switch answers.
@@ -116,11 +128,43 @@ pub enum Response {
     },
     /// Answer to [`Request::Allocations`].
     Allocations(AllocationList),
+    /// Answer to [`Request::Networks`].
+    Networks {
+        /// The networks, the first one first (the one unwrapped requests go to).
+        networks: Vec<NetworkEntry>,
+    },
     /// The request was malformed or failed.
     Error {
         /// Human-readable reason.
         message: String,
     },
+}
+
+/// One network a switch serves, as [`Request::Networks`] lists it. The etcd fields are present
+/// only for a network joined through etcd (`--network`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkEntry {
+    /// Network name (empty for the unnamed network of a switch given peers by hand).
+    pub name: String,
+    /// Its TAP.
+    pub tap: String,
+    /// The bridge its TAP is a port of (container interfaces join it).
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// TAP MTU: the MTU of the network's container interfaces.
+    pub mtu: u32,
+    /// Its GRE key.
+    #[serde(default)]
+    pub key: Option<u32>,
+    /// The network's whole subnet (etcd networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// This host's range of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    /// The range's gateway (the bridge's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// A snapshot of a running switch.
@@ -489,10 +533,53 @@ mod tests {
     }
 
     #[test]
+    fn networks_list_their_etcd_fields_only_when_joined() {
+        assert_wire(
+            &Response::Networks {
+                networks: vec![
+                    NetworkEntry {
+                        name: "blue".into(),
+                        tap: "dnet-blue".into(),
+                        bridge: Some("br-blue".into()),
+                        mtu: 1450,
+                        key: Some(1),
+                        subnet: Some("10.77.0.0/16".into()),
+                        range: Some("10.77.3.0/24".into()),
+                        gateway: Some(addr("10.77.3.1")),
+                    },
+                    NetworkEntry {
+                        name: String::new(),
+                        tap: "dnet0".into(),
+                        bridge: None,
+                        mtu: 1462,
+                        key: None,
+                        subnet: None,
+                        range: None,
+                        gateway: None,
+                    },
+                ],
+            },
+            concat!(
+                r#"{"reply":"networks","networks":[{"name":"blue","tap":"dnet-blue","bridge":"br-blue","mtu":1450,"key":1,"#,
+                r#""subnet":"10.77.0.0/16","range":"10.77.3.0/24","gateway":"10.77.3.1"},"#,
+                r#"{"name":"","tap":"dnet0","bridge":null,"mtu":1462,"key":null}]}"#
+            ),
+        );
+    }
+
+    #[test]
     fn every_request_is_one_tagged_object() {
         assert_wire(&Request::Stats, r#"{"cmd":"stats"}"#);
         assert_wire(&Request::Show, r#"{"cmd":"show"}"#);
         assert_wire(&Request::FdbShow, r#"{"cmd":"fdb_show"}"#);
+        assert_wire(&Request::Networks, r#"{"cmd":"networks"}"#);
+        assert_wire(
+            &Request::In {
+                network: "red".into(),
+                request: Box::new(Request::Show),
+            },
+            r#"{"cmd":"in","network":"red","request":{"cmd":"show"}}"#,
+        );
         assert_wire(
             &Request::FdbFlush { port: None },
             r#"{"cmd":"fdb_flush","port":null}"#,

@@ -5,6 +5,8 @@
 #![deny(unsafe_code)]
 
 // Beside the binary, not in src/bin/ (where cargo would take it for a binary of its own).
+#[path = "dnet-switch/docker.rs"]
+mod docker;
 #[path = "dnet-switch/fleet.rs"]
 mod fleet;
 
@@ -12,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 use dnet::config::{self, Host, Options, Resolved, Settings, Sources, SystemHost};
 use dnet::control::metrics::MetricsServer;
-use dnet::control::{ControlServer, PeerOrigin, SwitchInfo, SwitchSettings};
+use dnet::control::{ControlServer, Networks, PeerOrigin, SwitchInfo, SwitchSettings};
 use dnet::error_chain;
 use dnet::io::watch::LinkWatch;
 use dnet::io::Dataplane;
@@ -96,7 +98,7 @@ fn run(sources: &Sources) -> Result<()> {
     let mut resolved = config::resolve(&settings, &SystemHost)?;
     // Signals are caught from here on, so a Ctrl-C during setup still tears down cleanly.
     let signals = Signals::install()?;
-    let fleet = match &settings.fleet {
+    let fleet = match settings.fleet.clone() {
         Some(f) => {
             // What would stop this switch after it joined is refused before: a member that
             // joins and dies at once is a tunnel on every other host until its lease ends.
@@ -105,12 +107,23 @@ fn run(sources: &Sources) -> Result<()> {
                 .encrypt
                 .as_ref()
                 .map(|e| e.private_key.public_key());
-            let fleet = fleet::Fleet::join(f, resolved.dataplane.local, public_key)?;
-            settings.apply_network(&fleet.network_settings())?;
+            let mut fleets = Vec::with_capacity(f.networks.len());
+            for (i, name) in f.networks.iter().enumerate() {
+                let fleet = fleet::Fleet::join(&f, name, resolved.dataplane.local, public_key)?;
+                if i == 0 {
+                    settings.apply_network(&fleet.network_settings())?;
+                } else {
+                    settings.add_network(&fleet.network_settings())?;
+                }
+                fleets.push(fleet);
+            }
+            if settings.docker.is_some() {
+                docker_bridges(&mut settings, &fleets)?;
+            }
             resolved = config::resolve(&settings, &SystemHost)?;
-            Some(fleet)
+            fleets
         }
-        None => None,
+        None => Vec::new(),
     };
     for w in &resolved.warnings {
         log::warn!("{w}");
@@ -123,13 +136,60 @@ fn run(sources: &Sources) -> Result<()> {
     outcome
 }
 
+/// `--docker`: every network gets a bridge (`br-NAME` unless `--bridge` names one) carrying
+/// this host's gateway address, for the containers' veths.
+fn docker_bridges(s: &mut Settings, fleets: &[fleet::Fleet]) -> Result<()> {
+    for (i, f) in fleets.iter().enumerate() {
+        let a = f.allocator();
+        let given = if i == 0 {
+            s.bridge.as_ref()
+        } else {
+            s.extra_networks[i - 1].bridge.as_ref()
+        };
+        let name = given.map_or_else(|| docker::default_bridge(a.network()), |b| b.value.clone());
+        if name.len() > 15 {
+            bail!(
+                "bridge {name} for network {}: longer than 15 bytes: name a bridge with --bridge",
+                a.network()
+            );
+        }
+        let range = a.range();
+        docker::ensure_bridge(
+            &name,
+            dnet_cluster::ranges::gateway(range),
+            a.subnet().prefix_len(),
+        )?;
+        let b = Some(config::Sourced {
+            input: given.map_or_else(|| config::Input::flag("docker", &name), |b| b.input.clone()),
+            value: name,
+        });
+        if i == 0 {
+            s.bridge = b;
+        } else {
+            s.extra_networks[i - 1].bridge = b;
+        }
+    }
+    Ok(())
+}
+
 /// The TAP name and the control socket are free (they are taken for good only later).
 fn preflight(s: &Settings) -> Result<()> {
-    if !s.tap.contains('%') && SystemHost.link_exists(&s.tap) {
-        bail!(
-            "interface {} already exists (another dnet-switch running?): choose another --tap name or remove it",
-            s.tap
-        );
+    let several = s.fleet.as_ref().is_some_and(|f| f.networks.len() > 1);
+    let taps = s.fleet.as_ref().filter(|_| several).map_or_else(
+        || vec![s.tap.clone()],
+        |f| f.networks.iter().map(|n| config::network_tap(n)).collect(),
+    );
+    for tap in taps {
+        if !tap.contains('%') && SystemHost.link_exists(&tap) {
+            bail!(
+                "interface {tap} already exists (another dnet-switch running?): {}",
+                if several {
+                    "stop the switch that serves that network, or remove the interface"
+                } else {
+                    "choose another --tap name or remove it"
+                }
+            );
+        }
     }
     let socket = s
         .control_socket
@@ -174,43 +234,66 @@ struct Running {
     dataplane: Dataplane,
     control: ControlServer,
     _metrics: Option<MetricsServer>,
+    /// The first network's (SIGHUP's peers and the metrics are its).
     info: Arc<SwitchInfo>,
+    /// Every network's, first one first.
+    infos: Vec<Arc<SwitchInfo>>,
     links: LinkWatch,
-    /// Stopped first, so no member change reaches a stopping data path.
-    fleet: Option<fleet::Fleet>,
+    /// One per network joined through etcd; stopped first, so no member change reaches a
+    /// stopping data path.
+    fleet: Vec<fleet::Fleet>,
+    /// `--docker`: the plugin; stopped before anything else.
+    docker: Option<dnet_plugins::docker::DockerPlugin>,
 }
 
 impl Running {
-    fn start(s: &Settings, r: &Resolved, mut fleet: Option<fleet::Fleet>) -> Result<Running> {
+    fn start(s: &Settings, r: &Resolved, mut fleet: Vec<fleet::Fleet>) -> Result<Running> {
         let cfg = &r.dataplane;
         let dataplane = Dataplane::start(cfg).context("starting the data path")?;
         log_dataplane(&dataplane, r);
-        if let Some(br) = &cfg.networks[0].bridge {
-            warn_bridge_mtu(br, &dataplane.tap, cfg.networks[0].mtu, r.overhead);
+        log_more_networks(&dataplane, r);
+        for (net, dc) in cfg.networks.iter().zip(&dataplane.networks) {
+            if let Some(br) = &net.bridge {
+                warn_bridge_mtu(br, &dc.tap, net.mtu, r.overhead);
+            }
         }
         let socket = s
             .control_socket
             .clone()
             .unwrap_or_else(|| dnet_proto::default_socket_path(&dataplane.tap).into());
-        let info = Arc::new(SwitchInfo::new(
-            dataplane.tap.clone(),
-            cfg.networks[0].mtu,
-            cfg.local,
-            dataplane.control.clone(),
-            SwitchSettings {
-                bridge: cfg.networks[0].bridge.clone(),
-                gre: cfg.gre,
-                outer: Some(cfg.outer),
-                control_socket: socket.display().to_string(),
-                metrics: s.metrics.map(|a| a.to_string()),
-                config_file: s.config_file.as_ref().map(|p| p.display().to_string()),
-            },
-            s.peers
-                .iter()
-                .map(|p| (p.value, PeerOrigin::from(&p.input.origin))),
-        ));
+        let infos: Vec<Arc<SwitchInfo>> = cfg
+            .networks
+            .iter()
+            .zip(&dataplane.networks)
+            .enumerate()
+            .map(|(i, (net, dc))| {
+                Arc::new(SwitchInfo::new(
+                    dc.tap.clone(),
+                    net.mtu,
+                    cfg.local,
+                    dc.clone(),
+                    SwitchSettings {
+                        bridge: net.bridge.clone(),
+                        gre: dnet::switch::tunnel::GreOptions {
+                            key: net.key,
+                            ..cfg.gre
+                        },
+                        outer: Some(cfg.outer),
+                        control_socket: socket.display().to_string(),
+                        metrics: s.metrics.map(|a| a.to_string()),
+                        config_file: s.config_file.as_ref().map(|p| p.display().to_string()),
+                    },
+                    // Static peers (flags, file) are the first network's.
+                    s.peers
+                        .iter()
+                        .filter(|_| i == 0)
+                        .map(|p| (p.value, PeerOrigin::from(&p.input.origin))),
+                ))
+            })
+            .collect();
+        let info = infos[0].clone();
         let gid = s.control_group.as_ref().map(|g| g.gid);
-        let control = ControlServer::start(&socket, info.clone(), gid)
+        let control = ControlServer::start_networks(&socket, Networks::new(infos.clone()), gid)
             .context("starting the control socket")?;
         let metrics = match s.metrics {
             Some(addr) => {
@@ -242,17 +325,34 @@ impl Running {
             );
         }
         let links = LinkWatch::new(&dataplane.tap, cfg.networks[0].bridge.as_deref());
-        if let Some(f) = &mut fleet {
-            f.apply_to(info.clone())?;
+        for (f, i) in fleet.iter_mut().zip(&infos) {
+            f.apply_to(i.clone())?;
         }
+        let docker = match &s.docker {
+            Some(dir) => {
+                let served = fleet
+                    .iter()
+                    .zip(&cfg.networks)
+                    .map(|(f, n)| docker::Served {
+                        alloc: f.allocator(),
+                        bridge: n.bridge.clone().unwrap_or_default(),
+                        mtu: n.mtu,
+                    })
+                    .collect();
+                Some(docker::start(served, dir.clone())?)
+            }
+            None => None,
+        };
         log::info!("control socket {}; ready", control.path().display());
         Ok(Running {
             dataplane,
             control,
             _metrics: metrics,
             info,
+            infos,
             links,
             fleet,
+            docker,
         })
     }
 
@@ -287,16 +387,21 @@ impl Running {
             dataplane,
             control,
             _metrics,
-            info,
+            info: _,
+            infos,
             links: _,
             fleet,
+            docker,
         } = self;
-        if let Some(f) = fleet {
+        drop(docker);
+        for f in fleet {
             f.stop();
         }
         drop(dataplane);
         drop(control);
-        log_totals(&info);
+        for i in &infos {
+            log_totals(i);
+        }
     }
 }
 
@@ -394,6 +499,23 @@ fn log_dataplane(dp: &Dataplane, r: &Resolved) {
     );
 }
 
+/// The networks after the first, one line each.
+fn log_more_networks(dp: &Dataplane, r: &Resolved) {
+    for (net, dc) in r.dataplane.networks.iter().zip(&dp.networks).skip(1) {
+        log::info!(
+            "network {}: TAP {} up, MTU {}, key {}{}",
+            net.name,
+            dc.tap,
+            net.mtu,
+            net.key.map_or("none".into(), |k| k.to_string()),
+            net.bridge
+                .as_deref()
+                .map(|b| format!(", attached to bridge {b}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
 /// Keepalives, loop guard, MSS clamping and the spanning tree.
 fn log_protection(dp: &Dataplane, r: &Resolved) {
     let core = &r.dataplane.networks[0].core;
@@ -480,7 +602,8 @@ fn log_totals(info: &SwitchInfo) {
     let st = info.stats();
     for p in &st.ports {
         log::info!(
-            "port {}: rx {} frames / {} bytes, tx {} frames / {} bytes",
+            "{}port {}: rx {} frames / {} bytes, tx {} frames / {} bytes",
+            network_prefix(info),
             p.name,
             p.rx_packets,
             p.rx_bytes,
@@ -495,6 +618,15 @@ fn log_totals(info: &SwitchInfo) {
         .map(|d| format!("{} {}", d.reason, d.count))
         .collect();
     if !drops.is_empty() {
-        log::info!("dropped: {}", drops.join(", "));
+        log::info!("{}dropped: {}", network_prefix(info), drops.join(", "));
+    }
+}
+
+/// `network blue: ` for a named network's log lines.
+fn network_prefix(info: &SwitchInfo) -> String {
+    if info.dataplane.name.is_empty() {
+        String::new()
+    } else {
+        format!("network {}: ", info.dataplane.name)
     }
 }

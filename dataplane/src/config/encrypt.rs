@@ -460,7 +460,7 @@ mod tests {
             Settings::with_env(
                 &Sources {
                     flags: Options {
-                        network: Some("blue".into()),
+                        network: vec!["blue".into()],
                         etcd: Some("http://10.200.0.100:2379".into()),
                         encrypt,
                         private_key: key.then(|| f.path.clone()),

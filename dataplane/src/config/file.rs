@@ -340,7 +340,7 @@ encap = "udp"
             let v = match k.as_str() {
                 "peer" => "[]",
                 "csum" | "seq" | "offload" | "clamp_mss" | "keepalive" | "loop_guard" | "stp"
-                | "encrypt" => "true",
+                | "docker" | "encrypt" => "true",
                 "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" | "etcd_ttl"
                 | "rekey_after" => "1",
                 "keepalive_interval" | "keepalive_multiplier" | "stp_priority" | "udp_port" => "1",

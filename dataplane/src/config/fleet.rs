@@ -76,8 +76,10 @@ pub struct GivenNetworkSettings {
 /// `--network` and how to reach etcd, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetSettings {
-    /// The network to join.
+    /// The network to join (the first one, with several).
     pub network: Sourced<String>,
+    /// Every network to join, the first one first, each once.
+    pub networks: Vec<String>,
     /// etcd client URLs, as given (flag, file or `$DNET_ETCD`).
     pub etcd: Input,
     /// The URLs, split.
@@ -122,7 +124,13 @@ pub(crate) fn fleet_settings(
     s: &Sources,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<FleetSettings>, SettingsError> {
-    let Some(network) = get!(s, network) else {
+    let names = s.get("network", |o| {
+        (!o.network.is_empty()).then(|| o.network.clone())
+    });
+    let Some(network) = names.as_ref().map(|n| Sourced {
+        value: n.value[0].clone(),
+        input: n.input.clone(),
+    }) else {
         // Any etcd option alone is a mistake; $DNET_ETCD alone is just a default not used.
         let stray = [
             get!(s, etcd).map(|v| v.input),
@@ -224,8 +232,25 @@ pub(crate) fn fleet_settings(
         (None, None) => None,
     };
 
+    let networks = names.map(|n| n.value).unwrap_or_default();
+    for (i, n) in networks.iter().enumerate() {
+        if networks[..i].contains(n) {
+            return Err(SettingsError::DuplicateNetwork {
+                input: network.input.clone(),
+                name: n.clone(),
+            });
+        }
+    }
+    if networks.len() > 1 {
+        // Each network's key and MTU are its own, from etcd: one flag cannot say them all.
+        let one = [get!(s, key).map(|v| v.input), get!(s, mtu).map(|v| v.input)];
+        if let Some(input) = one.into_iter().flatten().next() {
+            return Err(SettingsError::OneValueForSeveralNetworks(input));
+        }
+    }
     Ok(Some(FleetSettings {
         network,
+        networks,
         etcd,
         endpoints,
         prefix: get!(s, etcd_prefix).map(|p| p.value),
@@ -251,7 +276,7 @@ mod tests {
 
     fn net(o: Options) -> Options {
         Options {
-            network: Some("blue".into()),
+            network: vec!["blue".into()],
             ..o
         }
     }
@@ -524,6 +549,29 @@ mod tests {
             s.to_string(),
             "config file /etc/dnet.toml, line 3: etcd_ttl = 0: out of range: use 2 to 3600 seconds (default 10)"
         );
+    }
+
+    #[test]
+    fn the_file_names_one_network_or_a_list() {
+        for (text, want) in [
+            ("network = \"blue\"\n", &["blue"][..]),
+            ("network = [\"blue\", \"red\"]\n", &["blue", "red"][..]),
+        ] {
+            let s = Settings::with_env(
+                &Sources {
+                    flags: Options {
+                        etcd: Some("http://10.0.0.1:2379".into()),
+                        ..Options::default()
+                    },
+                    file: Some(file::parse(Path::new("/etc/dnet.toml"), text).unwrap()),
+                },
+                &|_| None,
+            )
+            .unwrap();
+            let f = s.fleet.unwrap();
+            assert_eq!(f.networks, want);
+            assert_eq!(f.network.value, want[0]);
+        }
     }
 
     #[test]

@@ -141,6 +141,13 @@ macro_rules! flag_text_by_display {
 }
 flag_text_by_display!(u8, u16, u32, u64, usize, String, Ipv4Addr, SocketAddr);
 
+/// Repeated flags (`--network blue --network red`), shown as one comma-separated value.
+impl FlagText for Vec<String> {
+    fn flag_text(&self) -> String {
+        self.join(",")
+    }
+}
+
 impl FlagText for bool {
     fn flag_text(&self) -> String {
         String::new()

@@ -38,6 +38,7 @@ pub use options::{Encap, LogLevel, Options};
 pub use peer::{check_peer, PeerError, PeerRoute};
 pub use resolve::{check_privileges, resolve, ResolveError, Resolved};
 pub use settings::{
-    seal_overhead, tap_mtu_for, Group, NetworkSettings, Settings, SettingsError, MIN_MTU,
+    network_tap, seal_overhead, tap_mtu_for, ExtraNetwork, Group, NetworkSettings, Settings,
+    SettingsError, MIN_MTU, SEVERAL_NETWORKS_SOCKET,
 };
 pub use sources::Sources;

@@ -42,7 +42,8 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     pub tap: Option<String>,
 
-    /// Attach the TAP to this existing Linux bridge (e.g. docker0).
+    /// Attach the TAP to this existing Linux bridge (e.g. docker0). With several --network,
+    /// give each network's bridge as NET=BRIDGE, comma-separated (blue=br0,red=br1).
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
 
@@ -197,9 +198,28 @@ pub struct Options {
     /// Join this overlay network, defined once in etcd (`dnetctl network create`): its members
     /// become tunnels without --peer, this host claims its own container address range, and
     /// the encapsulation, key and MTU come from the network (a flag that contradicts them is
-    /// refused). Needs --etcd.
+    /// refused). Needs --etcd. Repeat to serve several isolated networks (each its own GRE
+    /// key, TAP `dnet-NAME` and bridge, see --bridge); in the file, `network = "blue"` or
+    /// `network = ["blue", "red"]`.
     #[arg(long, value_name = "NAME", help_heading = "Fleet (etcd)")]
-    pub network: Option<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub network: Vec<String>,
+
+    /// Serve Docker's network and IPAM plugin API (plugin `dnet`) for the --network(s), and
+    /// make sure each has a Docker network of its name on this host's engine (at
+    /// $DOCKER_HOST or /var/run/docker.sock). A network without --bridge gets bridge
+    /// br-NAME, made if missing, with this host's gateway address. Needs --network.
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Containers"
+    )]
+    pub docker: Option<bool>,
+
+    /// Directory of the Docker plugin socket dnet.sock [default: /run/docker/plugins].
+    #[arg(long, value_name = "DIR", help_heading = "Containers")]
+    pub docker_plugin_dir: Option<PathBuf>,
 
     /// etcd client URLs, comma-separated: every member of the etcd cluster, e.g.
     /// http://10.0.0.5:2379,http://10.0.0.6:2379 [default: $DNET_ETCD]. Only used with
@@ -263,6 +283,20 @@ impl Options {
             .and_then(|a| a.get_long())
             .map(|l| format!("--{l}"))
     }
+}
+
+/// `network = "blue"` or `network = ["blue", "red"]` in the file.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// `--log-level`: the levels `log` knows, in any case (as `log::LevelFilter` parses them).
@@ -396,7 +430,7 @@ mod tests {
     fn keys_are_the_flags_names() {
         let keys = Options::keys();
         assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
-        assert_eq!(keys.len(), 40);
+        assert_eq!(keys.len(), 42);
         for k in &keys {
             let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
             let expect = match k.as_str() {

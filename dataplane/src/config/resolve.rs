@@ -4,6 +4,7 @@
 
 use super::host::Host;
 use super::input::Input;
+use super::input::Sourced;
 use super::options::PacketRings;
 use super::peer::{check_peer, PeerError};
 use super::settings::{seal_overhead, tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
@@ -185,33 +186,51 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
         .or(routed_src)
         .expect("a peer or etcd was routed");
 
-    // With --encrypt each datagram also carries the seal's header and tag.
+    // Every network's MTU fits the largest header any of them sends (a key takes 4 bytes),
+    // and with --encrypt each datagram also carries the seal's header and tag.
+    let widest = crate::switch::tunnel::GreOptions {
+        key: s.gre.key.or(s.extra_networks.iter().find_map(|e| e.key)),
+        ..s.gre
+    };
     let seal = seal_overhead(s.encrypt.is_some());
-    let overhead = (s.gre.overhead() + ethernet::HEADER_LEN + seal) as u32;
-    let fits = tap_mtu_for(underlay_mtu, &s.gre) - seal as i64;
+    let overhead = (widest.overhead() + ethernet::HEADER_LEN + seal) as u32;
+    let fits = tap_mtu_for(underlay_mtu, &widest) - seal as i64;
     let mut df = true;
-    let mtu = match &s.mtu {
-        None if fits < i64::from(MIN_MTU) => {
-            return Err(ResolveError::UnderlayMtuTooSmall {
+    let mut mtu_of = |given: Option<&Sourced<u32>>| -> Result<u32, ResolveError> {
+        match given {
+            None if fits < i64::from(MIN_MTU) => Err(ResolveError::UnderlayMtuTooSmall {
                 underlay_mtu,
                 fits,
                 overhead,
-            })
-        }
-        None => fits as u32,
-        Some(m) => {
-            if i64::from(m.value) > fits {
-                // Never black-hole: without DF the kernel fragments the outer packet.
-                df = false;
-                warnings.push(format!(
-                    "{}: exceeds the {fits} that fits the underlay MTU {underlay_mtu} ({overhead} bytes of encapsulation): outer packets will be fragmented (DF off); raise the underlay MTU to {} to avoid that",
-                    m.input,
-                    i64::from(m.value) + i64::from(overhead)
-                ));
+            }),
+            None => Ok(fits as u32),
+            Some(m) => {
+                if i64::from(m.value) > fits {
+                    // Never black-hole: without DF the kernel fragments the outer packet.
+                    df = false;
+                    warnings.push(format!(
+                        "{}: exceeds the {fits} that fits the underlay MTU {underlay_mtu} ({overhead} bytes of encapsulation): outer packets will be fragmented (DF off); raise the underlay MTU to {} to avoid that",
+                        m.input,
+                        i64::from(m.value) + i64::from(overhead)
+                    ));
+                }
+                Ok(m.value)
             }
-            m.value
         }
     };
+    let mtu = mtu_of(s.mtu.as_ref())?;
+    let mut extra_mtus = Vec::with_capacity(s.extra_networks.len());
+    for e in &s.extra_networks {
+        extra_mtus.push(mtu_of(e.mtu.as_ref())?);
+    }
+    for b in s.extra_networks.iter().filter_map(|e| e.bridge.as_ref()) {
+        if !host.link_exists(&b.value) {
+            return Err(ResolveError::BridgeNotFound(b.input.clone()));
+        }
+        if !host.is_bridge(&b.value) {
+            return Err(ResolveError::NotABridge(b.input.clone()));
+        }
+    }
     let core = switch::Config {
         max_frame: mtu as usize + ethernet::TAGGED_HEADER_LEN,
         // Each worker floods from its own core: split the budget between them.
@@ -245,8 +264,8 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
             bridge: s.bridge.as_ref().map(|b| b.value.clone()),
             mtu,
             key: s.gre.key,
-            peers,
-            core,
+            peers: peers.clone(),
+            core: core.clone(),
         }],
         encrypt: s.encrypt.as_ref().map(|e| EncryptConfig {
             private_key: e.private_key.clone(),
@@ -255,6 +274,22 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
             limits: e.limits(),
         }),
     };
+    let mut dataplane = dataplane;
+    for (e, mtu) in s.extra_networks.iter().zip(extra_mtus) {
+        // Static peers are the first network's; the others' members come from etcd.
+        dataplane.networks.push(NetworkConfig {
+            name: e.name.clone(),
+            tap: e.tap.clone(),
+            bridge: e.bridge.as_ref().map(|b| b.value.clone()),
+            mtu,
+            key: e.key,
+            peers: Vec::new(),
+            core: switch::Config {
+                max_frame: mtu as usize + ethernet::TAGGED_HEADER_LEN,
+                ..core.clone()
+            },
+        });
+    }
     Ok(Resolved {
         dataplane,
         underlay_mtu,
@@ -473,7 +508,7 @@ mod tests {
         Settings::with_env(
             &Sources {
                 flags: Options {
-                    network: Some("blue".into()),
+                    network: vec!["blue".into()],
                     etcd: Some(etcd.into()),
                     local,
                     ..Options::default()
@@ -519,6 +554,130 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    fn two_networks(bridge: Option<&str>) -> Result<Settings, crate::config::SettingsError> {
+        Settings::with_env(
+            &Sources {
+                flags: Options {
+                    network: vec!["blue".into(), "red".into()],
+                    etcd: Some("http://10.200.0.9:2379".into()),
+                    bridge: bridge.map(String::from),
+                    ..Options::default()
+                },
+                file: None,
+            },
+            &|_| None,
+        )
+    }
+
+    #[test]
+    fn several_networks_each_get_their_tap_bridge_key_and_mtu() {
+        let mut s = two_networks(Some("blue=br-blue, red=br-red")).unwrap();
+        assert_eq!(s.tap, "dnet-blue");
+        assert_eq!(
+            s.control_socket.as_deref(),
+            Some(std::path::Path::new("/run/dnet/dnet0.sock"))
+        );
+        let net = |name: &str, key, mtu| super::super::NetworkSettings {
+            name: name.into(),
+            key,
+            mtu,
+            ..Default::default()
+        };
+        s.apply_network(&net("blue", Some(1), None)).unwrap();
+        s.add_network(&net("red", Some(2), Some(1400))).unwrap();
+        let host = FakeHost {
+            links: vec!["eth0", "br-blue", "br-red"],
+            bridges: vec!["br-blue", "br-red"],
+            ..FakeHost::new()
+        };
+        let r = resolve(&s, &host).unwrap();
+        let nets: Vec<_> = r
+            .dataplane
+            .networks
+            .iter()
+            .map(|n| {
+                (
+                    n.name.as_str(),
+                    n.tap.as_str(),
+                    n.bridge.as_deref(),
+                    n.key,
+                    n.mtu,
+                )
+            })
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                ("blue", "dnet-blue", Some("br-blue"), Some(1), 1458),
+                ("red", "dnet-red", Some("br-red"), Some(2), 1400)
+            ]
+        );
+        assert_eq!(r.dataplane.networks[1].core.max_frame, 1400 + 18);
+        // A key two networks share could not tell their frames apart.
+        let e = s.add_network(&net("green", Some(2), None)).unwrap_err();
+        assert!(
+            e.to_string().contains("GRE key 2 is network red's too"),
+            "{e}"
+        );
+        // Another encapsulation needs another switch.
+        let e = s
+            .add_network(&super::super::NetworkSettings {
+                udp_port: Some(4754),
+                ..net("green", Some(3), None)
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("run another dnet-switch"), "{e}");
+    }
+
+    #[test]
+    fn several_networks_refuse_what_would_join_them() {
+        for (bridge, want) in [
+            (
+                Some("br0"),
+                "--bridge br0: with several --network, give each network's bridge: --bridge blue=br0,red=br1",
+            ),
+            (
+                Some("blue=br0,green=br1"),
+                "--bridge blue=br0,green=br1: \"green=br1\" is not NET=BRIDGE with NET one of the --network names",
+            ),
+        ] {
+            let e = two_networks(bridge).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
+        let twice = Settings::with_env(
+            &Sources {
+                flags: Options {
+                    network: vec!["blue".into(), "blue".into()],
+                    etcd: Some("http://10.200.0.9:2379".into()),
+                    ..Options::default()
+                },
+                file: None,
+            },
+            &|_| None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            twice.to_string(),
+            "--network blue,blue: network blue is given twice: give each network once"
+        );
+        let key = Settings::with_env(
+            &Sources {
+                flags: Options {
+                    network: vec!["blue".into(), "red".into()],
+                    etcd: Some("http://10.200.0.9:2379".into()),
+                    key: Some(5),
+                    ..Options::default()
+                },
+                file: None,
+            },
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(key.to_string().starts_with(
+            "--key 5: with several --network, each network's key and MTU come from etcd"
+        ));
     }
 
     #[test]

@@ -77,9 +77,45 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// The etcd network to join (`--network`), if any.
     pub fleet: Option<FleetSettings>,
+    /// `--docker`: serve the Docker plugin, its socket in this directory.
+    pub docker: Option<PathBuf>,
+    /// With several `--network`: the bridges of the networks after the first (by name), from
+    /// `--bridge NET=BRIDGE,...`.
+    pub network_bridges: Vec<(String, Sourced<String>)>,
+    /// With several `--network`: the networks after the first, as etcd defines them (filled
+    /// by [`Settings::add_network`]); the first is this struct's own tap, bridge, key and MTU.
+    pub extra_networks: Vec<ExtraNetwork>,
     /// Sealed tunnels (`--encrypt`): this host's key and the peers' keys given here.
     pub encrypt: Option<EncryptSettings>,
 }
+
+/// A further network of a switch serving several: its own TAP, bridge, key and MTU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraNetwork {
+    /// Its name.
+    pub name: String,
+    /// Its TAP (`dnet-NAME`).
+    pub tap: String,
+    /// Its bridge, if given.
+    pub bridge: Option<Sourced<String>>,
+    /// Its GRE key.
+    pub key: Option<u32>,
+    /// Its TAP MTU; `None`: underlay MTU − overhead.
+    pub mtu: Option<Sourced<u32>>,
+}
+
+/// Where Docker looks for plugin sockets (`--docker-plugin-dir`'s default).
+pub const DEFAULT_PLUGIN_DIR: &str = "/run/docker/plugins";
+
+/// The TAP of network `name` on a switch serving several: `dnet-NAME`.
+pub fn network_tap(name: &str) -> String {
+    format!("dnet-{name}")
+}
+
+/// The control socket of a switch serving several networks, whose TAPs are all named after
+/// their network: the one a single-network switch has by default, so `dnet-cni` and
+/// `dnetctl` find it without being told.
+pub const SEVERAL_NETWORKS_SOCKET: &str = "/run/dnet/dnet0.sock";
 
 /// A network's data-path settings as stored in etcd, for [`Settings::apply_network`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -124,6 +160,45 @@ pub enum SettingsError {
         "no peer given: pass --peer IP for each other host (or peer = [...] in --config FILE), or join an etcd network with --network NAME --etcd URLS"
     )]
     NoPeers,
+    /// The same network twice.
+    #[error("{input}: network {name} is given twice: give each network once")]
+    DuplicateNetwork {
+        /// The networks as given.
+        input: Input,
+        /// The repeated name.
+        name: String,
+    },
+    /// `--key` or `--mtu` with several networks.
+    #[error("{0}: with several --network, each network's key and MTU come from etcd: drop it (`dnetctl network create --key/--mtu` sets them per network)")]
+    OneValueForSeveralNetworks(Input),
+    /// `--docker` without a network.
+    #[error("{0}: serves the networks joined through etcd: add --network NAME --etcd URLS")]
+    DockerWithoutNetwork(Input),
+    /// `--docker-plugin-dir` without `--docker`.
+    #[error("{0}: only used with --docker: add --docker, or drop it")]
+    PluginDirWithoutDocker(Input),
+    /// `--tap` with several networks.
+    #[error("{0}: with several --network, each network's TAP is dnet-NAME: drop --tap")]
+    TapWithSeveralNetworks(Input),
+    /// A network name too long for its TAP's name.
+    #[error("{input}: network name {name:?} is too long for its TAP dnet-{name} (at most 15 bytes): serve it from its own dnet-switch with --tap, or use a shorter name")]
+    NetworkNameTooLong {
+        /// The networks as given.
+        input: Input,
+        /// The name.
+        name: String,
+    },
+    /// A plain `--bridge` with several networks.
+    #[error("{0}: with several --network, give each network's bridge: --bridge blue=br0,red=br1")]
+    OneBridgeForSeveralNetworks(Input),
+    /// A bad `NET=BRIDGE` pair.
+    #[error("{input}: {pair:?} is not NET=BRIDGE with NET one of the --network names")]
+    BridgeMap {
+        /// The flag.
+        input: Input,
+        /// The bad pair.
+        pair: String,
+    },
     /// An etcd option without `--network`.
     #[error("{0}: only used with --network: add --network NAME (network = \"NAME\"), or drop it")]
     EtcdWithoutNetwork(Input),
@@ -356,6 +431,70 @@ impl Settings {
             None
         };
 
+        let names = fleet.as_ref().map_or(&[][..], |f| &f.networks[..]);
+        let mut tap = get!(s, tap).map_or_else(|| "dnet0".to_string(), |t| t.value);
+        let mut bridge = get!(s, bridge);
+        let mut network_bridges = Vec::new();
+        let mut control_socket = get!(s, control_socket).map(|p| p.value);
+        if names.len() > 1 {
+            if let Some(t) = get!(s, tap) {
+                return Err(SettingsError::TapWithSeveralNetworks(t.input));
+            }
+            for n in names {
+                let t = network_tap(n);
+                if t.len() > 15 {
+                    return Err(SettingsError::NetworkNameTooLong {
+                        input: fleet.as_ref().expect("names").network.input.clone(),
+                        name: n.clone(),
+                    });
+                }
+            }
+            tap = network_tap(&names[0]);
+            control_socket.get_or_insert_with(|| SEVERAL_NETWORKS_SOCKET.into());
+        }
+        if let Some(b) = bridge.take() {
+            if b.value.contains('=') {
+                let mut map = Vec::new();
+                for pair in b.value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (net, br) = pair.split_once('=').unwrap_or((pair, ""));
+                    if !names.iter().any(|n| n == net) || br.is_empty() {
+                        return Err(SettingsError::BridgeMap {
+                            input: b.input.clone(),
+                            pair: pair.to_string(),
+                        });
+                    }
+                    map.push((net.to_string(), br.to_string()));
+                }
+                for (net, br) in map {
+                    let v = Sourced {
+                        value: br,
+                        input: b.input.clone(),
+                    };
+                    if net == names[0] {
+                        bridge = Some(v);
+                    } else {
+                        network_bridges.push((net, v));
+                    }
+                }
+            } else if names.len() > 1 {
+                // One bridge for two networks would join their segments.
+                return Err(SettingsError::OneBridgeForSeveralNetworks(b.input));
+            } else {
+                bridge = Some(b);
+            }
+        }
+
+        let docker = match (get!(s, docker), get!(s, docker_plugin_dir)) {
+            (Some(d), dir) if d.value => {
+                if fleet.is_none() {
+                    return Err(SettingsError::DockerWithoutNetwork(d.input));
+                }
+                Some(dir.map_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR), |d| d.value))
+            }
+            (_, Some(dir)) => return Err(SettingsError::PluginDirWithoutDocker(dir.input)),
+            _ => None,
+        };
+
         let user = match get!(s, user) {
             Some(u) => {
                 Some(privdrop::lookup_user(&u.value).ok_or(SettingsError::NoSuchUser(u.input))?)
@@ -373,8 +512,8 @@ impl Settings {
         Ok(Settings {
             peers,
             local: get!(s, local),
-            tap: get!(s, tap).map_or_else(|| "dnet0".to_string(), |t| t.value),
-            bridge: get!(s, bridge),
+            tap,
+            bridge,
             mtu,
             gre,
             ttl: ttl.map_or(64, |t| t.value),
@@ -383,7 +522,7 @@ impl Settings {
             offload: flag(get!(s, offload), true),
             packet_rings: get!(s, packet_rings).map_or(PacketRings::default(), |r| r.value),
             log_level: s.log_level(),
-            control_socket: get!(s, control_socket).map(|p| p.value),
+            control_socket,
             control_group,
             metrics: get!(s, metrics).map(|m| m.value),
             // A file's `flood_limit = 0` is "unlimited" (the flag refuses 0).
@@ -395,8 +534,80 @@ impl Settings {
             stp,
             config_file: s.config_path().map(|p| p.to_path_buf()),
             fleet,
+            docker,
+            network_bridges,
+            extra_networks: Vec::new(),
             encrypt,
         })
+    }
+
+    /// Takes a further network of a switch serving several (`--network` repeated), as etcd
+    /// defines it. Its encapsulation must be the first network's: the switch has one tunnel
+    /// socket, and the key is what tells its networks apart.
+    pub fn add_network(&mut self, net: &NetworkSettings) -> Result<(), SettingsError> {
+        let input = |key: &str, v: &dyn std::fmt::Display| Input::etcd(key, &net.name, v);
+        let first = self
+            .fleet
+            .as_ref()
+            .map_or_else(String::new, |f| f.network.value.clone());
+        // The seal is switch-wide (one key pair, one session per host): all networks or none.
+        if net.encrypt != self.encrypt.is_some() {
+            let sealed = |b: bool| if b { "sealed" } else { "cleartext" };
+            return Err(SettingsError::Network {
+                network: net.name.clone(),
+                what: format!(
+                    "its tunnels are {}, network {first}'s are {}: one switch seals all its tunnels or none; run another dnet-switch for it",
+                    sealed(net.encrypt),
+                    sealed(self.encrypt.is_some())
+                ),
+            });
+        }
+        if net.udp_port != self.gre.udp_port {
+            let encap = |p: Option<u16>| p.map_or("gre".to_string(), |p| format!("udp port {p}"));
+            return Err(SettingsError::Network {
+                network: net.name.clone(),
+                what: format!(
+                    "its encapsulation is {}, network {first}'s is {}: one switch serves networks of one encapsulation; run another dnet-switch for it",
+                    encap(net.udp_port),
+                    encap(self.gre.udp_port)
+                ),
+            });
+        }
+        let key = net.key.unwrap_or(0);
+        let taken = std::iter::once((first.as_str(), self.gre.key))
+            .chain(self.extra_networks.iter().map(|e| (e.name.as_str(), e.key)))
+            .find(|(_, k)| k.unwrap_or(0) == key);
+        if let Some((other, _)) = taken {
+            return Err(SettingsError::Network {
+                network: net.name.clone(),
+                what: format!(
+                    "its GRE key {key} is network {other}'s too, so their frames could not be told apart: give one of them another key (dnetctl network create --key)"
+                ),
+            });
+        }
+        let mtu = match net.mtu {
+            Some(m) => {
+                let m = Sourced {
+                    value: m,
+                    input: input("mtu", &m),
+                };
+                check_mtu(&m, &self.gre, self.encrypt.is_some())?;
+                Some(m)
+            }
+            None => None,
+        };
+        self.extra_networks.push(ExtraNetwork {
+            name: net.name.clone(),
+            tap: network_tap(&net.name),
+            bridge: self
+                .network_bridges
+                .iter()
+                .find(|(n, _)| *n == net.name)
+                .map(|(_, b)| b.clone()),
+            key: net.key,
+            mtu,
+        });
+        Ok(())
     }
 
     /// Takes the encapsulation, key and MTU of the network this host joined (the cluster

@@ -9,5 +9,5 @@ mod server;
 
 pub use fleet::Fleet;
 pub use server::{
-    ControlServer, PeerChangeError, PeerOrigin, ServerError, SwitchInfo, SwitchSettings,
+    ControlServer, Networks, PeerChangeError, PeerOrigin, ServerError, SwitchInfo, SwitchSettings,
 };

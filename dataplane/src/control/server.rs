@@ -11,7 +11,7 @@ use crate::switch::tunnel::GreOptions;
 use crate::switch::{Counters, DropReason, Event, PortId, PortKind};
 use dnet_proto::{
     ClaimEntry, ConflictEntry, ConflictList, DropCount, FdbEntry, FdbTable, FleetInfo, GreInfo,
-    PortInfo, PortKind as WirePortKind, PortStats, Request, Response, Show, Stats,
+    NetworkEntry, PortInfo, PortKind as WirePortKind, PortStats, Request, Response, Show, Stats,
 };
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -773,6 +773,112 @@ impl SwitchInfo {
                 .fleet()
                 .and_then(|f| f.allocations(network.as_deref()))
                 .map_or_else(err, Response::Allocations),
+            Request::Networks => Response::Networks {
+                networks: vec![self.network_entry()],
+            },
+            Request::In { network, request } if *network == self.dataplane.name => match &**request
+            {
+                Request::In { .. } | Request::Networks => err(
+                    "in: the wrapped request must be one of a network (show, stats, fdb_show, ...)"
+                        .into(),
+                ),
+                r => self.answer(r),
+            },
+            Request::In { network, .. } => err(format!(
+                "network {network:?}: this dnet-switch serves only {:?}",
+                self.dataplane.name
+            )),
+        }
+    }
+
+    /// This network as [`Request::Networks`] lists it.
+    pub fn network_entry(&self) -> NetworkEntry {
+        let fleet = self.fleet_info();
+        NetworkEntry {
+            name: self.dataplane.name.clone(),
+            tap: self.tap.clone(),
+            bridge: self.settings.bridge.clone(),
+            mtu: self.mtu,
+            key: self.settings.gre.key,
+            subnet: fleet.as_ref().map(|f| f.subnet.clone()),
+            range: fleet.as_ref().and_then(|f| f.range.clone()),
+            gateway: fleet.as_ref().and_then(|f| f.gateway),
+        }
+    }
+}
+
+/// Every network of a running switch, as its control socket serves them: requests wrapped in
+/// [`Request::In`] (and allocation requests naming their network) go to that network; others
+/// to the first, so a switch of one network answers exactly as before.
+pub struct Networks {
+    nets: Vec<Arc<SwitchInfo>>,
+}
+
+impl Networks {
+    /// The networks, the first one first. Panics on an empty list (a switch serves at least
+    /// one network).
+    pub fn new(nets: Vec<Arc<SwitchInfo>>) -> Networks {
+        assert!(!nets.is_empty(), "a switch serves at least one network");
+        Networks { nets }
+    }
+
+    /// The networks, first one first.
+    pub fn all(&self) -> &[Arc<SwitchInfo>] {
+        &self.nets
+    }
+
+    /// The network named `name`, or a refusal listing the ones served.
+    pub fn find(&self, name: &str) -> Result<&Arc<SwitchInfo>, String> {
+        self.nets
+            .iter()
+            .find(|n| n.dataplane.name == name)
+            .ok_or_else(|| {
+                format!(
+                    "network {name:?}: this dnet-switch serves {}: use one of those names",
+                    self.names()
+                )
+            })
+    }
+
+    fn names(&self) -> String {
+        self.nets
+            .iter()
+            .map(|n| {
+                if n.dataplane.name.is_empty() {
+                    "one unnamed network (no --network)".to_string()
+                } else {
+                    n.dataplane.name.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Answers one request.
+    pub fn answer(&self, req: &Request) -> Response {
+        let err = |message: String| Response::Error { message };
+        let named = |n: &Option<String>| -> &Arc<SwitchInfo> {
+            // An unknown name goes to the first network, whose fleet refuses it by name.
+            n.as_deref()
+                .and_then(|n| self.find(n).ok())
+                .unwrap_or(&self.nets[0])
+        };
+        match req {
+            Request::Networks => Response::Networks {
+                networks: self.nets.iter().map(|n| n.network_entry()).collect(),
+            },
+            Request::In { network, request } => match (self.find(network), &**request) {
+                (Err(e), _) => err(e),
+                (Ok(_), Request::In { .. } | Request::Networks) => err(
+                    "in: the wrapped request must be one of a network (show, stats, fdb_show, ...)"
+                        .into(),
+                ),
+                (Ok(n), r) => n.answer(r),
+            },
+            Request::Allocate { network, .. }
+            | Request::Release { network, .. }
+            | Request::Allocations { network } => named(network).answer(req),
+            _ => self.nets[0].answer(req),
         }
     }
 }
@@ -790,6 +896,15 @@ impl ControlServer {
     pub fn start(
         path: &Path,
         info: Arc<SwitchInfo>,
+        group: Option<u32>,
+    ) -> Result<ControlServer, ServerError> {
+        ControlServer::start_networks(path, Networks::new(vec![info]), group)
+    }
+
+    /// [`ControlServer::start`] for a switch serving several networks.
+    pub fn start_networks(
+        path: &Path,
+        nets: Networks,
         group: Option<u32>,
     ) -> Result<ControlServer, ServerError> {
         let p = path.display().to_string();
@@ -814,14 +929,14 @@ impl ControlServer {
             None => 0o600,
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(create)?;
-        let weak = Arc::downgrade(&info);
+        let weak = nets.nets.iter().map(Arc::downgrade).collect();
         std::thread::Builder::new()
             .name("dnet-monitor".into())
             .spawn(move || monitor(weak))
             .map_err(create)?;
         std::thread::Builder::new()
             .name("dnet-control".into())
-            .spawn(move || serve(listener, info, group))
+            .spawn(move || serve(listener, nets, group))
             .map_err(create)?;
         Ok(ControlServer {
             path: path.to_path_buf(),
@@ -849,11 +964,17 @@ impl std::ops::Drop for ControlServer {
     }
 }
 
-/// Samples port activity once a second until the switch info is dropped.
-fn monitor(info: Weak<SwitchInfo>) {
-    while let Some(i) = info.upgrade() {
-        i.sample_activity();
-        drop(i);
+/// Samples port activity once a second until the networks' switch infos are dropped.
+fn monitor(nets: Vec<Weak<SwitchInfo>>) {
+    loop {
+        let live: Vec<Arc<SwitchInfo>> = nets.iter().filter_map(Weak::upgrade).collect();
+        if live.is_empty() {
+            return;
+        }
+        for i in &live {
+            i.sample_activity();
+        }
+        drop(live);
         std::thread::sleep(Duration::from_secs(1));
     }
 }
@@ -898,7 +1019,7 @@ fn allowed(cred: Option<libc::ucred>, group: Option<u32>) -> bool {
     }
 }
 
-fn serve(listener: UnixListener, info: Arc<SwitchInfo>, group: Option<u32>) {
+fn serve(listener: UnixListener, info: Networks, group: Option<u32>) {
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { continue };
         // One client at a time, each bounded in time and size, so a stuck or hostile client

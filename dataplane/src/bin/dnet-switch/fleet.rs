@@ -74,11 +74,12 @@ impl Fleet {
     /// answer within the join timeout.
     pub fn join(
         f: &FleetSettings,
+        network: &str,
         underlay: Ipv4Addr,
         public_key: Option<dnet_crypto::PublicKey>,
     ) -> Result<Fleet> {
         let etcd = etcd_options(f)?;
-        let network = f.network.value.clone();
+        let network = network.to_string();
         let mut cfg = AgentConfig::new(etcd.clone(), &network, underlay);
         cfg.ttl = f.ttl;
         // Back within half a TTL after an etcd outage: etcd renews every lease for one TTL
@@ -167,6 +168,11 @@ impl Fleet {
         Ok(())
     }
 
+    /// This network's allocator, for the container plugins (`--docker`).
+    pub fn allocator(&self) -> Allocator {
+        Allocator(self.shared.clone())
+    }
+
     /// Stops the agent (the member record ends with its lease; the range stays claimed for a
     /// restart), then the thread applying its changes.
     pub fn stop(self) {
@@ -184,6 +190,65 @@ impl Drop for Fleet {
             let _ = t.join();
         }
     }
+}
+
+/// One network's address allocator in etcd, the same records `dnetctl attach` allocates
+/// from, as the container plugins use it (owners are the plugins' holder ids).
+#[derive(Clone)]
+pub struct Allocator(Arc<Shared>);
+
+impl Allocator {
+    /// The network's name.
+    pub fn network(&self) -> &str {
+        &self.0.network
+    }
+
+    /// The network's whole subnet.
+    pub fn subnet(&self) -> Ipv4Net {
+        self.0.joined.subnet
+    }
+
+    /// This host's range now.
+    pub fn range(&self) -> Ipv4Net {
+        self.0.range()
+    }
+
+    /// `owner`'s address: the one it holds, else `requested` (checked), else the next free.
+    pub fn allocate(
+        &self,
+        owner: &str,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, AllocError> {
+        self.0
+            .admin_typed(|a, net, host| a.allocate_with(net, host, owner, None, requested))
+    }
+
+    /// Frees `owner`'s address on this host.
+    pub fn release(&self, owner: &str) -> Result<Option<Ipv4Addr>, AllocError> {
+        self.0
+            .admin_typed(|a, net, host| a.release(net, host, owner))
+    }
+
+    /// This host's allocations: (address, owner), in address order.
+    pub fn allocations(&self) -> Result<Vec<(Ipv4Addr, String)>, AllocError> {
+        let mut v: Vec<(Ipv4Addr, String)> = self
+            .0
+            .admin_typed(|a, net, host| a.allocations(net, Some(host)))?
+            .into_iter()
+            .map(|a| (a.address, a.container))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+}
+
+/// Why an [`Allocator`] request failed.
+#[derive(Debug)]
+pub enum AllocError {
+    /// etcd did not answer (or has not for longer than the member TTL): the message says so.
+    Unavailable(String),
+    /// etcd answered with a refusal.
+    Refused(ClusterError),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -224,22 +289,34 @@ impl Shared {
         &self,
         f: impl FnOnce(&Admin, &str, &str) -> Result<T, ClusterError>,
     ) -> Result<T, String> {
+        match self.admin_typed(f) {
+            Ok(v) => Ok(v),
+            Err(AllocError::Unavailable(m)) => Err(m),
+            Err(AllocError::Refused(e)) => Err(e.to_string()),
+        }
+    }
+
+    /// [`Shared::admin`] with etcd's refusals kept typed, for the container plugins.
+    fn admin_typed<T>(
+        &self,
+        f: impl FnOnce(&Admin, &str, &str) -> Result<T, ClusterError>,
+    ) -> Result<T, AllocError> {
         let down = self
             .status()
             .and_then(|s| s.unreachable_since)
             .and_then(|t| t.elapsed().ok());
         if let Some(d) = down.filter(|d| *d > self.ttl) {
-            return Err(format!(
+            return Err(AllocError::Unavailable(format!(
                 "etcd at {} has not answered for {} s: addresses are recorded in etcd, so none can be allocated or freed until it answers (existing containers keep working); retry then",
                 self.etcd.endpoints.join(","),
                 d.as_secs()
-            ));
+            )));
         }
         let unreached = |e: ClusterError| {
             if e.is_transient() {
-                format!("{e}: addresses are recorded in etcd, so none can be allocated or freed until it answers (existing containers keep working); retry then")
+                AllocError::Unavailable(format!("{e}: addresses are recorded in etcd, so none can be allocated or freed until it answers (existing containers keep working); retry then"))
             } else {
-                e.to_string()
+                AllocError::Refused(e)
             }
         };
         let mut admin = lock(&self.admin);
