@@ -18,13 +18,16 @@ Paths (env PATHS, comma separated, measured in that order):
           ovs-vswitchd is not installed.
   dnetN   dnet-switch --workers N in each host, attached to br0; container MTU 1462
   dnetudpN  the same with --encap udp (GRE-in-UDP with UDP GSO/GRO); container MTU 1454
+  dnetencN  dnetudpN sealed: --encrypt, a key pair per host (dnetctl keygen) and --peer
+          IP=PUBKEY; container MTU 1422 (32 bytes of seal per datagram)
   dnetN@MODE  dnetN with --packet-rings MODE (off, tx, rx, on, ...): plain GRE through
           AF_PACKET rings, so each step can be measured against the raw sockets in one run
   dnet, dnetudp  without N: no --workers flag, the switch's own default
   base:PATH  PATH with the binary in env DNET_BASE_BIN (e.g. main's build), for a before/after
           table from one sitting
-Default PATHS: vxlan,ovs,dnet1,dnet2 (ovs only when ovs-vswitchd is installed); QUICK=1 (the CI
-smoke run) defaults to vxlan,dnet1,dnet2 with one short repetition.
+Default PATHS: vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2,dnetenc1,dnetenc2 (ovs only when
+ovs-vswitchd is installed); QUICK=1 (the CI smoke run) defaults to vxlan,dnet1,dnet2,dnetenc1
+with one short repetition.
 
 Per path: ping RTT (20 probes), TCP one stream (iperf3), TCP 4 streams, UDP 64-byte datagrams
 received per second, CPU of the forwarding processes of both hosts (userspace paths: dnet-switch,
@@ -52,6 +55,7 @@ REPS = int(os.environ.get("REPS", "1" if QUICK else "3"))
 DUR = int(os.environ.get("DUR", "2" if QUICK else "10"))
 BIN = os.environ.get("DNET_SWITCH_BIN", os.path.join(ROOT, "target/release/dnet-switch"))
 BASE_BIN = os.environ.get("DNET_BASE_BIN")
+CTL = os.environ.get("DNETCTL_BIN", os.path.join(os.path.dirname(BIN), "dnetctl"))
 P = f"dnb{os.getpid() % 100000}"
 NS = {h: f"{P}{h}" for h in ("ah", "bh", "ac", "bc")}
 HZ = os.sysconf("SC_CLK_TCK")
@@ -207,14 +211,23 @@ def measure(label, pids, rss_pids=None):
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def run_dnet(workers, udp=False, rings=None, binary=BIN, label="dnet"):
+def run_dnet(workers, udp=False, rings=None, binary=BIN, label="dnet", enc=False):
     """dnet-switch on both hosts; `workers` None leaves --workers to the switch's default."""
-    # GRE-in-UDP costs 8 more bytes of underlay per frame.
-    with Testbed(1454 if udp else 1462) as tb:
+    # GRE-in-UDP costs 8 more bytes of underlay per frame, the seal 32 more.
+    with Testbed(1422 if enc else 1454 if udp else 1462) as tb:
+        keys = {}
+        if enc:
+            d = tb.tempdir("keys")
+            for h in ("ah", "bh"):
+                path = os.path.join(d, f"{h}.key")
+                keys[h] = (path, sh(f"{shlex.quote(CTL)} keygen --out {shlex.quote(path)}").stdout.strip())
         pids = []
-        for h, peer in (("ah", "10.200.0.2"), ("bh", "10.200.0.1")):
-            extra = ((["--encap", "udp"] if udp else []) + (["--packet-rings", rings] if rings else [])
+        for h, other, peer in (("ah", "bh", "10.200.0.2"), ("bh", "ah", "10.200.0.1")):
+            extra = ((["--encap", "udp"] if udp or enc else []) + (["--packet-rings", rings] if rings else [])
                      + (["--workers", str(workers)] if workers else []) + DNET_ARGS)
+            if enc:
+                extra += ["--encrypt", "--private-key", keys[h][0]]
+                peer = f"{peer}={keys[other][1]}"
             p = tb.spawn(h, [binary, "--peer", peer, "--bridge", "br0",
                              "--control-socket", f"/run/dnet/{P}{h}.sock", "--log-level", "warn"]
                          + extra)
@@ -388,19 +401,21 @@ def main():
     missing = [p for p, b in (("iperf3", "iperf3"), ("iputils-ping", "ping")) if not shutil.which(b)]
     if missing:
         sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing))
-    if not os.path.exists(BIN):
-        sh(f"cd {ROOT} && cargo build --release -p dnet")
+    if not os.path.exists(BIN) or not os.path.exists(CTL):
+        sh(f"cd {ROOT} && cargo build --release -p dnet -p dnetctl")
     # SIGTERM unwinds like Ctrl-C, so the testbed's cleanup runs.
     signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
     ovs_miss = ovs_missing()
-    default = "vxlan,dnet1,dnet2" if QUICK or ovs_miss else "vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2"
+    default = ("vxlan,dnet1,dnet2,dnetenc1" if QUICK
+               else "vxlan,dnet1,dnet2,dnetudp1,dnetudp2,dnetenc1,dnetenc2" if ovs_miss
+               else "vxlan,ovs,dnet1,dnet2,dnetudp1,dnetudp2,dnetenc1,dnetenc2")
     paths = [p.strip() for p in os.environ.get("PATHS", default).split(",") if p.strip()]
     bad = [p for p in paths
            if p not in ("vxlan", "ovs")
-           and not re.fullmatch(r"(base:)?dnet(udp)?([1-9]\d*)?(@[a-z-]+)?", p)]
+           and not re.fullmatch(r"(base:)?dnet(udp|enc)?([1-9]\d*)?(@[a-z-]+)?", p)]
     if bad:
         sys.exit(f"unknown PATHS entries {bad}: use vxlan, ovs, dnet[<workers>], dnetudp[<workers>],"
-                 " dnet<workers>@<packet-rings mode>, base:<dnet path>")
+                 " dnetenc[<workers>], dnet<workers>@<packet-rings mode>, base:<dnet path>")
     if any(p.startswith("base:") for p in paths) and not BASE_BIN:
         sys.exit("PATHS has base: entries: set DNET_BASE_BIN to the binary to compare against")
     results, notes = {}, []
@@ -423,13 +438,13 @@ def main():
             base = p.startswith("base:")
             p = p.removeprefix("base:")
             p, _, rings = p.partition("@")
-            udp = p.startswith("dnetudp")
-            n = p[7:] if udp else p[4:]
+            udp, enc = p.startswith("dnetudp"), p.startswith("dnetenc")
+            n = p[7:] if udp or enc else p[4:]
             w = int(n) if n else None
             extra = (f" --packet-rings {rings}" if rings else "") + (" " + " ".join(DNET_ARGS) if DNET_ARGS else "")
-            name = (f"{'base: ' if base else ''}dnet{' --encap udp' if udp else ''}"
-                    f"{f' --workers {w}' if w else ''}{extra}")
-            results[name] = run_dnet(w, udp, rings or None, BASE_BIN if base else BIN, name)
+            kind = " --encap udp --encrypt" if enc else " --encap udp" if udp else ""
+            name = f"{'base: ' if base else ''}dnet{kind}{f' --workers {w}' if w else ''}{extra}"
+            results[name] = run_dnet(w, udp, rings or None, BASE_BIN if base else BIN, name, enc)
     cols = COLS
     print(f"\n{'path':<44}" + "".join(f"{c[1]:>22}" for c in cols))
     for name, r in results.items():

@@ -343,7 +343,10 @@ fn a_partial_mesh_forwards_through_the_middle_host() {
     for (i, peer) in [(0, h[2].underlay_ip), (2, h[0].underlay_ip)] {
         match dnet_proto::request(
             &sw[i].socket,
-            &Request::PeerAdd { addr: peer },
+            &Request::PeerAdd {
+                addr: peer,
+                key: None,
+            },
             Duration::from_secs(3),
         ) {
             Ok(Response::PeerAdded { .. }) => {}

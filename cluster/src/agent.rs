@@ -524,6 +524,13 @@ impl Runner {
                 return Ok(rev);
             }
         };
+        if joining && config.settings.encrypt && self.cfg.public_key.is_none() {
+            // Its record would be skipped by every member (missing_public_key): refused
+            // before it is written.
+            return Err(ClusterError::NoPublicKey {
+                network: self.cfg.network.clone(),
+            });
+        }
         if joining {
             self.settings = Some(
                 self.cfg

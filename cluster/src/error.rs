@@ -84,6 +84,14 @@ pub enum ClusterError {
     /// A local flag contradicts the network's settings.
     #[error(transparent)]
     Contradiction(#[from] Contradiction),
+    /// Joining an encrypted network without a public key to publish.
+    #[error(
+        "network {network} is encrypted (created with --encrypt) and this host has no key pair: start dnet-switch with --private-key FILE (`dnetctl keygen --out FILE` makes one); its public key is published for the other members"
+    )]
+    NoPublicKey {
+        /// Network name.
+        network: String,
+    },
     /// `network delete` without `--force` while hosts are members.
     #[error(
         "network {network} still has {} member(s) ({}): stop dnet-switch there and wait for their leases to end, or delete with --force",

@@ -2,6 +2,7 @@
 
 mod attach_cmd;
 mod demo;
+mod key_cmds;
 mod network_cmd;
 mod stats_cmd;
 mod switch_cmds;
@@ -33,6 +34,8 @@ enum Cmd {
     Fdb(switch_cmds::FdbArgs),
     Peer(switch_cmds::PeerArgs),
     Conflicts(switch_cmds::ConflictsArgs),
+    Keygen(key_cmds::KeygenArgs),
+    Pubkey(key_cmds::PubkeyArgs),
     Network(network_cmd::NetworkArgs),
     /// Print a shell completion script, e.g. `dnetctl completions bash > /etc/bash_completion.d/dnetctl`.
     Completions {
@@ -53,6 +56,8 @@ fn main() -> ExitCode {
         Cmd::Fdb(a) => switch_cmds::run_fdb(a),
         Cmd::Peer(a) => switch_cmds::run_peer(a),
         Cmd::Conflicts(a) => switch_cmds::run_conflicts(a),
+        Cmd::Keygen(a) => key_cmds::run_keygen(a),
+        Cmd::Pubkey(a) => key_cmds::run_pubkey(a),
         Cmd::Network(a) => network_cmd::run(a),
         Cmd::Completions { shell } => {
             clap_complete::generate(

@@ -151,6 +151,11 @@ enum NetworkCmd {
         /// TAP MTU of every member [default: each host derives it from its underlay].
         #[arg(long, value_name = "N")]
         mtu: Option<u32>,
+        /// Seal every tunnel (needs --encap udp): each member must start with --private-key
+        /// FILE and publishes its public key in its record; members without one get no
+        /// tunnel.
+        #[arg(long)]
+        encrypt: bool,
     },
     /// List the networks: settings and how many members each has.
     List,
@@ -217,7 +222,11 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
             udp_port,
             key,
             mtu,
+            encrypt,
         } => {
+            if encrypt && !matches!(encap, EncapArg::Udp) {
+                bail!("--encrypt: seals GRE-in-UDP only: add --encap udp (plain GRE stays cleartext, as OVS and Linux gretap speak it)");
+            }
             let subnet: Ipv4Net = subnet.parse().map_err(|_| {
                 anyhow!("--subnet {subnet}: not an IPv4 CIDR: use a.b.c.d/len, e.g. 10.78.0.0/16")
             })?;
@@ -235,7 +244,7 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
                     udp_port,
                     key,
                     mtu,
-                    encrypt: false,
+                    encrypt,
                 },
             };
             let rec = e.connect()?.create_network(&name, &spec)?;
@@ -365,7 +374,11 @@ fn describe(c: &NetworkRecord) -> String {
         c.settings
             .mtu
             .map_or_else(|| "from each host's underlay".into(), |m| m.to_string()),
-    )
+    ) + if c.settings.encrypt {
+        ", encrypted (members need --private-key)"
+    } else {
+        ""
+    }
 }
 
 /// The human rendering of `dnetctl network show`.

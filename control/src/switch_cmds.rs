@@ -150,6 +150,10 @@ enum PeerCmd {
     Add {
         /// Underlay address of the peer host.
         addr: Ipv4Addr,
+        /// The peer's public key (`dnetctl pubkey` on that host), for a switch with
+        /// --encrypt: without it the tunnel would carry nothing, so it is refused there.
+        #[arg(long, value_name = "PUBKEY")]
+        key: Option<String>,
     },
     /// Remove the tunnel to this peer and forget the MACs learned through it.
     Del {
@@ -276,7 +280,7 @@ pub fn run_fdb(a: FdbArgs) -> anyhow::Result<()> {
 /// `dnetctl peer ...`.
 pub fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
     match a.cmd {
-        PeerCmd::Add { addr } => match a.target.ask(Request::PeerAdd { addr })? {
+        PeerCmd::Add { addr, key } => match a.target.ask(Request::PeerAdd { addr, key })? {
             Response::PeerAdded {
                 addr,
                 port,
@@ -408,6 +412,12 @@ pub fn format_show(s: &Show) -> String {
     };
     if let Some(f) = &s.fleet {
         out += &format_fleet(f);
+    }
+    if let Some(e) = &s.encryption {
+        out += &format!(
+            "encryption on  public key {}  sessions {}  auth_failed {}  replayed {}  unknown_key {}\n",
+            e.public_key, e.sessions, e.auth_failed, e.replayed, e.unknown_key
+        );
     }
     let rows: Vec<Vec<String>> = s
         .ports
@@ -662,6 +672,7 @@ mod tests {
                 last_change_secs: Some(5),
             }),
             fleet: None,
+            encryption: None,
         };
         let t = format_show(&s);
         assert!(t.contains("encap gre  key 7"), "{t}");

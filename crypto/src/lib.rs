@@ -51,7 +51,7 @@
 //!
 //! Counters are reserved per run with one atomic add, and a receive looks its session up
 //! by receiver index once per run: the key, not the outer address, says who sent it. A
-//! 8128-counter sliding window (RFC 6479) accepts reordering and drops duplicates
+//! 32704-counter sliding window (RFC 6479) accepts reordering and drops duplicates
 //! ([`Reject::Replayed`]); a bad tag is [`Reject::AuthFailed`]. Nothing unauthenticated is
 //! ever delivered. Drops are returned as plain numbers ([`Counts`]).
 //!

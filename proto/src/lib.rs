@@ -27,6 +27,6 @@ mod message;
 pub use client::{default_socket_path, request, stats, ClientError};
 pub use message::{
     Allocated, AllocationEntry, AllocationList, ClaimEntry, ConflictEntry, ConflictList, DropCount,
-    FdbEntry, FdbTable, FleetCounters, FleetInfo, GreInfo, NetworkEntry, PortInfo, PortKind,
-    PortStats, Request, Response, Show, Stats, StpInfo,
+    EncryptionInfo, FdbEntry, FdbTable, FleetCounters, FleetInfo, GreInfo, NetworkEntry, PortInfo,
+    PortKind, PortStats, Request, Response, Show, Stats, StpInfo,
 };

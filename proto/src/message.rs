@@ -23,6 +23,10 @@ pub enum Request {
     PeerAdd {
         /// Peer underlay address.
         addr: Ipv4Addr,
+        /// The peer's public key (base64), for a switch with `--encrypt`; not sent when
+        /// absent, so older switches still parse the request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// Remove the GRE tunnel to a peer at run time.
     PeerDel {
@@ -258,6 +262,25 @@ pub struct Show {
     /// The etcd network this switch joined (`None`: no `--network`; then not sent at all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<Box<FleetInfo>>,
+    /// Tunnel encryption (`None`: no `--encrypt`; then not sent at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Box<EncryptionInfo>>,
+}
+
+/// A switch's tunnel encryption (`--encrypt`), for `dnetctl show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionInfo {
+    /// This host's public key (base64), what the other hosts configure.
+    pub public_key: String,
+    /// Datagrams whose authentication tag did not verify (forged, corrupted, or sealed
+    /// under another key).
+    pub auth_failed: u64,
+    /// Datagrams already received, or older than the replay window.
+    pub replayed: u64,
+    /// Peers with an established session now.
+    pub sessions: usize,
+    /// Handshake initiations from keys that are no peer's.
+    pub unknown_key: u64,
 }
 
 /// The etcd network a switch joined (`--network`), and how etcd is doing.
@@ -570,6 +593,7 @@ mod tests {
         assert_wire(
             &Request::PeerAdd {
                 addr: addr("10.200.0.2"),
+                key: None,
             },
             r#"{"cmd":"peer_add","addr":"10.200.0.2"}"#,
         );
@@ -760,6 +784,7 @@ mod tests {
                     last_change_secs: Some(5),
                 }),
                 fleet: None,
+                encryption: None,
             }),
             r#"{"reply":"show","tap":"dnet0","bridge":"br0","mtu":1462,"local":"10.200.0.1","workers":2,"gre":{"udp_port":4754,"key":42,"csum":true,"seq":false,"ttl":64,"tos":0,"df":true},"control_socket":"/run/dnet/dnet0.sock","metrics":null,"config_file":"/etc/dnet.toml","uptime_secs":11,"fdb_entries":3,"ports":[{"id":1,"name":"gre-10.200.0.2","kind":"tunnel","peer":"10.200.0.2","state":"active","origin":"flag","last_rx_secs":0,"rx_packets":1,"rx_bytes":2,"tx_packets":3,"tx_bytes":4,"stp_role":"root","stp_state":"forwarding","path_mtu":1500}],"keepalive_ms":1000,"stp":{"bridge_id":"8000.02:00:00:00:00:01","root_id":"8000.02:00:00:00:00:01","is_root":true,"root_cost":0,"root_port":null,"topology_changes":2,"last_change_secs":5}}"#,
         );

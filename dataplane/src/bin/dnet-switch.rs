@@ -103,9 +103,13 @@ fn run(sources: &Sources) -> Result<()> {
             // What would stop this switch after it joined is refused before: a member that
             // joins and dies at once is a tunnel on every other host until its lease ends.
             preflight(&settings)?;
+            let public_key = settings
+                .encrypt
+                .as_ref()
+                .map(|e| e.private_key.public_key());
             let mut fleets = Vec::with_capacity(f.networks.len());
             for (i, name) in f.networks.iter().enumerate() {
-                let fleet = fleet::Fleet::join(&f, name, resolved.dataplane.local)?;
+                let fleet = fleet::Fleet::join(&f, name, resolved.dataplane.local, public_key)?;
                 if i == 0 {
                     settings.apply_network(&fleet.network_settings())?;
                 } else {
@@ -314,6 +318,12 @@ impl Running {
             log::info!("flood limit {pps} frames/s per port");
         }
         log_protection(&dataplane, r);
+        if let Some(k) = dataplane.control.public_key() {
+            log::info!(
+                "tunnels sealed (--encrypt, {} bytes per datagram): this host's public key is {k}",
+                dnet_crypto::wire::OVERHEAD
+            );
+        }
         let links = LinkWatch::new(&dataplane.tap, cfg.networks[0].bridge.as_deref());
         for (f, i) in fleet.iter_mut().zip(&infos) {
             f.apply_to(i.clone())?;
@@ -409,6 +419,16 @@ fn reload(path: Option<&Path>, info: &SwitchInfo) {
             return;
         }
     };
+    // Keys first, so a peer added below is sealed from its first frame.
+    if info.dataplane.encrypts() {
+        for p in file.peer_specs() {
+            if let Some(k) = p.value.key {
+                if let Err(e) = info.dataplane.set_peer_key(p.value.addr, Some(k)) {
+                    log::error!("SIGHUP: {}: {e}", p.input);
+                }
+            }
+        }
+    }
     let (added, removed, errors) = info.apply_config_peers(&file.peers());
     for e in &errors {
         log::error!("SIGHUP: {e}");

@@ -2,8 +2,11 @@
 //! pipeline and the fleet settings it calls can return it without importing each other.
 
 use super::input::Input;
-use super::limits::{MAX_TTL_SECS, MAX_WORKERS, MIN_MTU, MIN_TTL_SECS};
+use super::limits::{
+    MAX_REKEY_AFTER_SECS, MAX_TTL_SECS, MAX_WORKERS, MIN_MTU, MIN_REKEY_AFTER_SECS, MIN_TTL_SECS,
+};
 use crate::switch::tunnel::GRE_IN_UDP_PORT;
+use std::net::Ipv4Addr;
 
 /// A setting that cannot work, naming it (flag, or file and line) and the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -146,4 +149,54 @@ pub enum SettingsError {
     /// No such group.
     #[error("{0}: no such group (see /etc/group)")]
     NoSuchGroup(Input),
+    /// `--encrypt` with plain GRE.
+    #[error("{input}: seals GRE-in-UDP only{}: use --encap udp (encap = \"udp\") with --encrypt on every host, or drop --encrypt (plain GRE stays cleartext, as OVS and Linux gretap speak it)", encap.as_ref().map(|e| format!(", not {e}")).unwrap_or_default())]
+    EncryptWithoutUdp {
+        /// `--encrypt` as given.
+        input: Input,
+        /// `--encap gre` as given (its text), if given.
+        encap: Option<String>,
+    },
+    /// `--encrypt` without a key.
+    #[error("{0}: needs this host's private key: add --private-key FILE (`dnetctl keygen --out FILE` makes one)")]
+    EncryptWithoutKey(Input),
+    /// A key file without `--encrypt`.
+    #[error("{0}: only used with --encrypt: add --encrypt (and --encap udp), or drop it")]
+    PrivateKeyWithoutEncrypt(Input),
+    /// A peer's key without `--encrypt`.
+    #[error("{0}: a public key is only used with --encrypt: add --encrypt (and --encap udp, --private-key FILE), or give the peer as IP alone")]
+    PeerKeyWithoutEncrypt(Input),
+    /// `rekey_after` without `--encrypt`.
+    #[error("{0}: only used with --encrypt: add --encrypt, or drop it")]
+    RekeyWithoutEncrypt(Input),
+    /// `rekey_after` out of range.
+    #[error("{0}: out of range: use {MIN_REKEY_AFTER_SECS} to {MAX_REKEY_AFTER_SECS} seconds (default 120)")]
+    RekeyAfter(Input),
+    /// A peer without its key, with `--encrypt`.
+    #[error("{input}: with --encrypt a peer needs its public key: --peer {addr}=PUBKEY (peer = [\"{addr}=PUBKEY\"]), where PUBKEY is what `dnetctl pubkey` prints on {addr}", addr = input.value.split('=').next().unwrap_or_default())]
+    PeerWithoutKey {
+        /// The peer as given.
+        input: Input,
+    },
+    /// Two peers given one public key.
+    #[error("{input}: the same public key as peer {other}: each host has its own key pair (`dnetctl keygen` on each)")]
+    PeerKeyTwice {
+        /// The second peer as given.
+        input: Input,
+        /// The first peer with that key.
+        other: Ipv4Addr,
+    },
+    /// A peer given this host's own public key.
+    #[error(
+        "{0}: that is this host's own public key: give the peer's (`dnetctl pubkey` on the peer)"
+    )]
+    PeerKeyIsOwn(Input),
+    /// The private key file cannot be used.
+    #[error("{input}: {why}")]
+    PrivateKey {
+        /// `--private-key` as given.
+        input: Input,
+        /// Why (its message is part of this one, so it is no `source`).
+        why: String,
+    },
 }

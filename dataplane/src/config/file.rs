@@ -14,6 +14,7 @@
 
 use super::input::{Input, Origin, Sourced};
 use super::options::Options;
+use super::peer_spec::PeerSpec;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -52,6 +53,17 @@ impl ConfigFile {
 
     /// The file's peers, each with its line.
     pub fn peers(&self) -> Vec<Sourced<Ipv4Addr>> {
+        self.peer_specs()
+            .into_iter()
+            .map(|p| Sourced {
+                value: p.value.addr,
+                input: p.input,
+            })
+            .collect()
+    }
+
+    /// The file's peers as written (`IP` or `IP=PUBKEY`), each with its line.
+    pub fn peer_specs(&self) -> Vec<Sourced<PeerSpec>> {
         self.options
             .peer
             .iter()
@@ -200,7 +212,10 @@ encap = "udp"
         let o = &f.options;
         assert_eq!(
             o.peer,
-            vec![Ipv4Addr::new(10, 200, 0, 2), Ipv4Addr::new(10, 200, 0, 3)]
+            vec![
+                Ipv4Addr::new(10, 200, 0, 2).into(),
+                Ipv4Addr::new(10, 200, 0, 3).into()
+            ]
         );
         assert_eq!(o.local, Some(Ipv4Addr::new(10, 200, 0, 1)));
         assert_eq!(o.tap.as_deref(), Some("dnet1"));
@@ -325,8 +340,9 @@ encap = "udp"
             let v = match k.as_str() {
                 "peer" => "[]",
                 "csum" | "seq" | "offload" | "clamp_mss" | "keepalive" | "loop_guard" | "stp"
-                | "docker" => "true",
-                "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" | "etcd_ttl" => "1",
+                | "docker" | "encrypt" => "true",
+                "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" | "etcd_ttl"
+                | "rekey_after" => "1",
                 "keepalive_interval" | "keepalive_multiplier" | "stp_priority" | "udp_port" => "1",
                 "local" => "\"10.0.0.1\"",
                 "metrics" => "\"127.0.0.1:1\"",

@@ -346,7 +346,7 @@ mod tests {
         let s = Settings::with_env(
             &Sources {
                 flags: Options {
-                    peer: vec!["10.200.0.2".parse().unwrap()],
+                    peer: vec![std::net::Ipv4Addr::new(10, 200, 0, 2).into()],
                     ..Options::default()
                 },
                 file: None,
@@ -428,7 +428,7 @@ mod tests {
         let cases: Vec<(Options, &str)> = vec![
             (
                 Options {
-                    peer: vec!["10.200.0.2".parse().unwrap()],
+                    peer: vec![std::net::Ipv4Addr::new(10, 200, 0, 2).into()],
                     etcd: e(),
                     ..Options::default()
                 },
@@ -436,7 +436,7 @@ mod tests {
             ),
             (
                 Options {
-                    peer: vec!["10.200.0.2".parse().unwrap()],
+                    peer: vec![std::net::Ipv4Addr::new(10, 200, 0, 2).into()],
                     etcd_ttl: Some(5),
                     ..Options::default()
                 },

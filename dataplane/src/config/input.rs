@@ -172,3 +172,9 @@ macro_rules! flag_text_by_value_name {
     )*};
 }
 flag_text_by_value_name!(LogLevel, Encap, PacketRings);
+
+impl FlagText for super::peer_spec::PeerSpec {
+    fn flag_text(&self) -> String {
+        self.to_string()
+    }
+}

@@ -13,3 +13,9 @@ pub const MIN_TTL_SECS: u64 = 2;
 
 /// Longest member TTL accepted: a crashed host's tunnels stay on the others this long.
 pub const MAX_TTL_SECS: u64 = 3600;
+
+/// Shortest `rekey_after` accepted: rekeying spaces handshakes at least 5 s apart anyway.
+pub const MIN_REKEY_AFTER_SECS: u64 = 1;
+
+/// Longest `rekey_after`: sessions are refused after 180 s, so rekeying must start before.
+pub const MAX_REKEY_AFTER_SECS: u64 = 120;

@@ -18,6 +18,7 @@
 //! and on SIGHUP. Every refusal names its [`Input`] (`--ttl 0`, or `config file
 //! /etc/dnet/dnet.toml, line 4: ttl = 0`) and the fix.
 
+pub mod encrypt;
 mod error;
 pub mod file;
 pub mod fleet;
@@ -26,10 +27,12 @@ mod input;
 mod limits;
 pub mod options;
 pub mod peer;
+mod peer_spec;
 mod resolve;
 mod settings;
 mod sources;
 
+pub use encrypt::{EncryptSettings, PeerSpec};
 pub use file::{ConfigFile, FileError};
 pub use fleet::FleetSettings;
 pub use host::{Host, SystemHost};
@@ -38,7 +41,7 @@ pub use options::{Encap, LogLevel, Options};
 pub use peer::{check_peer, PeerError, PeerRoute};
 pub use resolve::{check_privileges, resolve, ResolveError, Resolved};
 pub use settings::{
-    network_tap, tap_mtu_for, ExtraNetwork, Group, NetworkSettings, Settings, SettingsError,
-    MIN_MTU, SEVERAL_NETWORKS_SOCKET,
+    network_tap, seal_overhead, tap_mtu_for, ExtraNetwork, Group, NetworkSettings, Settings,
+    SettingsError, MIN_MTU, SEVERAL_NETWORKS_SOCKET,
 };
 pub use sources::Sources;

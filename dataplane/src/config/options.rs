@@ -11,6 +11,7 @@
 //! [`super::Settings::new`], and a row in docs/reference/dnet-switch.md and a line in
 //! dist/dnet.toml (tests/docs.rs fails until both are there).
 
+use super::peer_spec::PeerSpec;
 use clap::{Args, Command, ValueEnum};
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -26,10 +27,11 @@ use std::path::PathBuf;
 pub struct Options {
     /// Underlay address of a peer host (repeat for each; at least one here or in --config,
     /// unless --network finds the peers in etcd). Peers form a full mesh: frames from one
-    /// tunnel are never sent into another (split horizon), unless --stp is on.
-    #[arg(long, value_name = "IP")]
+    /// tunnel are never sent into another (split horizon), unless --stp is on. With
+    /// --encrypt, IP=PUBKEY: the peer's public key (`dnetctl pubkey` on that host).
+    #[arg(long, value_name = "IP[=PUBKEY]")]
     #[serde(default)]
-    pub peer: Vec<Ipv4Addr>,
+    pub peer: Vec<PeerSpec>,
 
     /// Underlay source address [default: the address routing picks for the first peer, or
     /// with --network and no peer, for the first etcd URL].
@@ -169,6 +171,29 @@ pub struct Options {
     /// root [default: 32768].
     #[arg(long, value_name = "N")]
     pub stp_priority: Option<u16>,
+
+    /// Seal every tunnel datagram (GRE-in-UDP only: needs --encap udp): authenticated and
+    /// encrypted with keys from a Noise IK handshake between each pair of hosts, so a host
+    /// without an accepted key cannot get a frame into the overlay or read one. Needs
+    /// --private-key, and each --peer as IP=PUBKEY (or an etcd network created with
+    /// --encrypt, whose members publish their keys).
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Encryption"
+    )]
+    pub encrypt: Option<bool>,
+
+    /// This host's private key file (`dnetctl keygen` writes one, mode 0600; a file group or
+    /// others may read is refused).
+    #[arg(long, value_name = "FILE", help_heading = "Encryption")]
+    pub private_key: Option<PathBuf>,
+
+    /// New session keys after this many seconds, 1 to 120 [default: 120]. Meant for tests:
+    /// shorter only adds handshakes.
+    #[arg(long, value_name = "SECONDS", help_heading = "Encryption")]
+    pub rekey_after: Option<u64>,
 
     /// Join this overlay network, defined once in etcd (`dnetctl network create`): its members
     /// become tunnels without --peer, this host claims its own container address range, and
@@ -405,7 +430,7 @@ mod tests {
     fn keys_are_the_flags_names() {
         let keys = Options::keys();
         assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
-        assert_eq!(keys.len(), 39);
+        assert_eq!(keys.len(), 42);
         for k in &keys {
             let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
             let expect = match k.as_str() {

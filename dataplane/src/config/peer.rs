@@ -119,13 +119,15 @@ pub fn check_peer(
 }
 
 /// What a running switch should know about a peer added at run time: the route leaves from
-/// another source address than the switch's, or its path MTU is below the TAP MTU.
+/// another source address than the switch's, or its path MTU is below the TAP MTU. `seal` is
+/// what `--encrypt` adds to each datagram (0 without it).
 pub fn route_warnings(
     addr: Ipv4Addr,
     route: PeerRoute,
     local: Ipv4Addr,
     tap_mtu: u32,
     gre: &GreOptions,
+    seal: usize,
     df: bool,
 ) -> Vec<String> {
     let mut warnings = Vec::new();
@@ -135,7 +137,7 @@ pub fn route_warnings(
             route.source
         ));
     }
-    let fits = tap_mtu_for(route.path_mtu, gre);
+    let fits = tap_mtu_for(route.path_mtu, gre) - seal as i64;
     if fits < i64::from(tap_mtu) {
         warnings.push(format!(
             "the path MTU to {addr} is {}, which fits frames of at most {fits} bytes, below the TAP MTU {tap_mtu}: larger frames to {addr} will be {}",
@@ -243,12 +245,20 @@ mod tests {
             source: local,
             path_mtu: 1500,
         };
-        assert!(route_warnings(peer, ok, local, 1462, &gre, true).is_empty());
+        assert!(route_warnings(peer, ok, local, 1462, &gre, 0, true).is_empty());
+        // Sealed GRE-in-UDP: the seal's 32 bytes count against the path too.
+        let udp = GreOptions {
+            udp_port: Some(4754),
+            ..gre
+        };
+        assert!(route_warnings(peer, ok, local, 1422, &udp, 32, true).is_empty());
+        let w = route_warnings(peer, ok, local, 1454, &udp, 32, true);
+        assert!(w.len() == 1 && w[0].contains("at most 1422 bytes"), "{w:?}");
         let other = PeerRoute {
             source: Ipv4Addr::new(10, 201, 0, 1),
             path_mtu: 1400,
         };
-        let w = route_warnings(peer, other, local, 1462, &gre, true);
+        let w = route_warnings(peer, other, local, 1462, &gre, 0, true);
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("leaves from 10.201.0.1"), "{}", w[0]);
         assert!(
@@ -265,6 +275,7 @@ mod tests {
             local,
             1462,
             &gre,
+            0,
             false,
         );
         assert!(w[0].contains("fragmented"), "{w:?}");

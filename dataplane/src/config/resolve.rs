@@ -7,10 +7,10 @@ use super::input::Input;
 use super::input::Sourced;
 use super::options::PacketRings;
 use super::peer::{check_peer, PeerError};
-use super::settings::{tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
+use super::settings::{seal_overhead, tap_mtu_for, Settings, MAX_WORKERS, MIN_MTU};
 use crate::io::gre_socket::OuterOptions;
 use crate::io::ring::RingMode;
-use crate::io::{DataplaneConfig, NetworkConfig};
+use crate::io::{DataplaneConfig, EncryptConfig, NetworkConfig};
 use crate::switch;
 use crate::wire::ethernet;
 use std::net::Ipv4Addr;
@@ -186,13 +186,15 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
         .or(routed_src)
         .expect("a peer or etcd was routed");
 
-    // Every network's MTU fits the largest header any of them sends (a key takes 4 bytes).
+    // Every network's MTU fits the largest header any of them sends (a key takes 4 bytes),
+    // and with --encrypt each datagram also carries the seal's header and tag.
     let widest = crate::switch::tunnel::GreOptions {
         key: s.gre.key.or(s.extra_networks.iter().find_map(|e| e.key)),
         ..s.gre
     };
-    let overhead = (widest.overhead() + ethernet::HEADER_LEN) as u32;
-    let fits = tap_mtu_for(underlay_mtu, &widest);
+    let seal = seal_overhead(s.encrypt.is_some());
+    let overhead = (widest.overhead() + ethernet::HEADER_LEN + seal) as u32;
+    let fits = tap_mtu_for(underlay_mtu, &widest) - seal as i64;
     let mut df = true;
     let mut mtu_of = |given: Option<&Sourced<u32>>| -> Result<u32, ResolveError> {
         match given {
@@ -265,6 +267,12 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
             peers: peers.clone(),
             core: core.clone(),
         }],
+        encrypt: s.encrypt.as_ref().map(|e| EncryptConfig {
+            private_key: e.private_key.clone(),
+            peer_keys: e.peer_keys.iter().map(|p| p.value).collect(),
+            cipher: dnet_crypto::CipherPreference::default(),
+            limits: e.limits(),
+        }),
     };
     let mut dataplane = dataplane;
     for (e, mtu) in s.extra_networks.iter().zip(extra_mtus) {
@@ -336,7 +344,7 @@ mod tests {
 
     fn settings(o: Options) -> Settings {
         let peer = if o.peer.is_empty() {
-            vec![Ipv4Addr::new(10, 200, 0, 2)]
+            vec![Ipv4Addr::new(10, 200, 0, 2).into()]
         } else {
             o.peer.clone()
         };
@@ -382,7 +390,10 @@ mod tests {
         let host = FakeHost::new();
         let r = resolve(
             &settings(Options {
-                peer: vec![Ipv4Addr::new(10, 200, 0, 2), Ipv4Addr::new(10, 200, 0, 3)],
+                peer: vec![
+                    Ipv4Addr::new(10, 200, 0, 2).into(),
+                    Ipv4Addr::new(10, 200, 0, 3).into(),
+                ],
                 key: Some(1),
                 flood_limit: Some(1001),
                 stp: Some(true),
@@ -449,10 +460,10 @@ mod tests {
         let host = FakeHost::new();
         let p = |a: u8| Ipv4Addr::new(10, 200, 0, a);
         for (o, want) in [
-            (Options { peer: vec![p(2), p(2)], ..Options::default() }, "--peer 10.200.0.2: already configured"),
-            (Options { peer: vec![Ipv4Addr::LOCALHOST], ..Options::default() }, "--peer 127.0.0.1: a loopback address"),
-            (Options { peer: vec![p(1)], ..Options::default() }, "--peer 10.200.0.1: an address of this host: give another host's underlay address"),
-            (Options { peer: vec![p(2), Ipv4Addr::new(10, 9, 0, 1)], ..Options::default() }, "--peer 10.9.0.1: no route to it (check the underlay routes): Network is unreachable"),
+            (Options { peer: vec![p(2).into(), p(2).into()], ..Options::default() }, "--peer 10.200.0.2: already configured"),
+            (Options { peer: vec![Ipv4Addr::LOCALHOST.into()], ..Options::default() }, "--peer 127.0.0.1: a loopback address"),
+            (Options { peer: vec![p(1).into()], ..Options::default() }, "--peer 10.200.0.1: an address of this host: give another host's underlay address"),
+            (Options { peer: vec![p(2).into(), Ipv4Addr::new(10, 9, 0, 1).into()], ..Options::default() }, "--peer 10.9.0.1: no route to it (check the underlay routes): Network is unreachable"),
             (Options { local: Some(p(7)), ..Options::default() }, "--local 10.200.0.7: not an address of this host (see `ip -4 addr`)"),
             (Options { bridge: Some("nosuchbr0".into()), ..Options::default() }, "--bridge nosuchbr0: not found: create it (ip link add nosuchbr0 type bridge) or fix the bridge name"),
             (Options { bridge: Some("eth0".into()), ..Options::default() }, "--bridge eth0: not a Linux bridge"),

@@ -2,6 +2,7 @@
 //! here looks at the network (that is [`super::resolve`]); users and groups are looked up,
 //! since a name that does not exist is a typo in the settings.
 
+use super::encrypt::{encrypt_settings, EncryptSettings};
 pub use super::error::SettingsError;
 use super::fleet::{fleet_settings, FleetSettings};
 use super::input::{Input, Sourced};
@@ -84,6 +85,8 @@ pub struct Settings {
     /// With several `--network`: the networks after the first, as etcd defines them (filled
     /// by [`Settings::add_network`]); the first is this struct's own tap, bridge, key and MTU.
     pub extra_networks: Vec<ExtraNetwork>,
+    /// Sealed tunnels (`--encrypt`): this host's key and the peers' keys given here.
+    pub encrypt: Option<EncryptSettings>,
 }
 
 /// A further network of a switch serving several: its own TAP, bridge, key and MTU.
@@ -134,6 +137,15 @@ pub fn tap_mtu_for(underlay_mtu: u32, gre: &GreOptions) -> i64 {
     i64::from(underlay_mtu) - (gre.overhead() + ethernet::HEADER_LEN) as i64
 }
 
+/// Bytes `--encrypt` adds to each datagram (header and tag), 0 without it.
+pub fn seal_overhead(encrypt: bool) -> usize {
+    if encrypt {
+        dnet_crypto::wire::OVERHEAD
+    } else {
+        0
+    }
+}
+
 impl Settings {
     /// Applies the defaults to `sources` and validates every setting; `$DNET_ETCD` and
     /// `$DNET_ETCD_PASSWORD` come from the process's environment.
@@ -160,6 +172,7 @@ impl Settings {
             (true, Some(p)) if p.value == 0 => return Err(SettingsError::UdpPortZero(p.input)),
             (true, p) => Some(p.map_or(GRE_IN_UDP_PORT, |p| p.value)),
         };
+        let encrypt = encrypt_settings(s, udp, fleet.is_some())?;
         let flag = |v: Option<Sourced<bool>>, default: bool| v.map_or(default, |v| v.value);
         let gre = GreOptions {
             udp_port,
@@ -181,7 +194,7 @@ impl Settings {
         }
         let mtu = get!(s, mtu);
         if let Some(m) = &mtu {
-            check_mtu(m, &gre)?;
+            check_mtu(m, &gre, encrypt.is_some())?;
         }
 
         let interval = get!(s, keepalive_interval);
@@ -325,6 +338,7 @@ impl Settings {
             docker,
             network_bridges,
             extra_networks: Vec::new(),
+            encrypt,
         })
     }
 
@@ -333,16 +347,22 @@ impl Settings {
     /// socket, and the key is what tells its networks apart.
     pub fn add_network(&mut self, net: &NetworkSettings) -> Result<(), SettingsError> {
         let input = |key: &str, v: &dyn std::fmt::Display| Input::etcd(key, &net.name, v);
-        if net.encrypt {
-            return Err(SettingsError::Network {
-                network: net.name.clone(),
-                what: "its tunnels are sealed (encrypt), which this dnet-switch cannot do: upgrade dnet on this host, or use a network without encryption".into(),
-            });
-        }
         let first = self
             .fleet
             .as_ref()
             .map_or_else(String::new, |f| f.network.value.clone());
+        // The seal is switch-wide (one key pair, one session per host): all networks or none.
+        if net.encrypt != self.encrypt.is_some() {
+            let sealed = |b: bool| if b { "sealed" } else { "cleartext" };
+            return Err(SettingsError::Network {
+                network: net.name.clone(),
+                what: format!(
+                    "its tunnels are {}, network {first}'s are {}: one switch seals all its tunnels or none; run another dnet-switch for it",
+                    sealed(net.encrypt),
+                    sealed(self.encrypt.is_some())
+                ),
+            });
+        }
         if net.udp_port != self.gre.udp_port {
             let encap = |p: Option<u16>| p.map_or("gre".to_string(), |p| format!("udp port {p}"));
             return Err(SettingsError::Network {
@@ -372,7 +392,7 @@ impl Settings {
                     value: m,
                     input: input("mtu", &m),
                 };
-                check_mtu(&m, &self.gre)?;
+                check_mtu(&m, &self.gre, self.encrypt.is_some())?;
                 Some(m)
             }
             None => None,
@@ -395,11 +415,36 @@ impl Settings {
     /// agent has already refused flags that contradict them), checked as if given here.
     pub fn apply_network(&mut self, net: &NetworkSettings) -> Result<(), SettingsError> {
         let input = |key: &str, v: &dyn std::fmt::Display| Input::etcd(key, &net.name, v);
-        if net.encrypt {
-            return Err(SettingsError::Network {
-                network: net.name.clone(),
-                what: "its tunnels are sealed (encrypt), which this dnet-switch cannot do: upgrade dnet on this host, or use a network without encryption".into(),
-            });
+        let network = |what: String| SettingsError::Network {
+            network: net.name.clone(),
+            what,
+        };
+        match (&self.encrypt, net.encrypt) {
+            (None, true) => return Err(network(
+                "its tunnels are sealed (created with --encrypt): start this host with --private-key FILE (`dnetctl keygen --out FILE` makes one); its public key is published in etcd for the other members".into(),
+            )),
+            (Some(_), true) if net.udp_port.is_none() => return Err(network(
+                "it is marked encrypted but uses plain GRE, which cannot be sealed: recreate it with --encap udp --encrypt".into(),
+            )),
+            (Some(e), false) if e.requested => return Err(network(format!(
+                "{}: the network's tunnels are not sealed, so this host could reach no member: drop --encrypt here, or recreate the network with `dnetctl network create --encap udp --encrypt`",
+                e.input
+            ))),
+            // A key for a network that does not encrypt: unused.
+            (Some(_), false) => self.encrypt = None,
+            (Some(e), true) => {
+                // A --peer beside the network's members must bring its key too.
+                if let Some(p) = self
+                    .peers
+                    .iter()
+                    .find(|p| !e.peer_keys.iter().any(|k| k.value.0 == p.value))
+                {
+                    return Err(SettingsError::PeerWithoutKey {
+                        input: p.input.clone(),
+                    });
+                }
+            }
+            _ => {}
         }
         self.gre.udp_port = net.udp_port;
         if self.gre.udp_port == Some(0) {
@@ -411,7 +456,7 @@ impl Settings {
                 value: m,
                 input: input("mtu", &m),
             };
-            check_mtu(&m, &self.gre)?;
+            check_mtu(&m, &self.gre, self.encrypt.is_some())?;
             self.mtu = Some(m);
         }
         Ok(())
@@ -419,11 +464,11 @@ impl Settings {
 }
 
 /// A TAP MTU must carry an IPv4 minimum-size packet and fit one outer packet.
-fn check_mtu(m: &Sourced<u32>, gre: &GreOptions) -> Result<(), SettingsError> {
+fn check_mtu(m: &Sourced<u32>, gre: &GreOptions, sealed: bool) -> Result<(), SettingsError> {
     if m.value < MIN_MTU {
         return Err(SettingsError::MtuTooSmall(m.input.clone()));
     }
-    let max = 65_535 - (gre.overhead() + ethernet::HEADER_LEN) as u32;
+    let max = 65_535 - (gre.overhead() + ethernet::HEADER_LEN + seal_overhead(sealed)) as u32;
     if m.value > max {
         return Err(SettingsError::MtuTooLarge {
             input: m.input.clone(),
@@ -446,7 +491,7 @@ mod tests {
     fn flags(o: Options) -> Sources {
         Sources {
             flags: Options {
-                peer: vec![PEER],
+                peer: vec![PEER.into()],
                 ..o
             },
             file: None,

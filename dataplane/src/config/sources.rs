@@ -3,6 +3,8 @@
 use super::file::{self, ConfigFile, FileError};
 use super::input::{FlagText, Input, Sourced};
 use super::options::Options;
+use super::peer_spec::PeerSpec;
+use dnet_crypto::PublicKey;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -51,7 +53,33 @@ impl Sources {
 
     /// The peers: the flags' in order, then the file's that no flag gave (each once).
     pub fn peers(&self) -> Vec<Sourced<Ipv4Addr>> {
-        let mut out: Vec<Sourced<Ipv4Addr>> = self
+        self.peer_specs()
+            .into_iter()
+            .map(|p| Sourced {
+                value: p.value.addr,
+                input: p.input,
+            })
+            .collect()
+    }
+
+    /// The peers' public keys given with them (`--peer IP=PUBKEY`, or the file's `peer`
+    /// list), for the peers [`Sources::peers`] lists.
+    pub fn peer_keys(&self) -> Vec<Sourced<(Ipv4Addr, PublicKey)>> {
+        self.peer_specs()
+            .into_iter()
+            .filter_map(|p| {
+                Some(Sourced {
+                    value: (p.value.addr, p.value.key?),
+                    input: p.input,
+                })
+            })
+            .collect()
+    }
+
+    /// The peers as given (`IP` or `IP=PUBKEY`): the flags' in order, then the file's whose
+    /// address no flag gave (each address once).
+    fn peer_specs(&self) -> Vec<Sourced<PeerSpec>> {
+        let mut out: Vec<Sourced<PeerSpec>> = self
             .flags
             .peer
             .iter()
@@ -63,10 +91,10 @@ impl Sources {
         let file_peers = self
             .file
             .as_ref()
-            .map(ConfigFile::peers)
+            .map(ConfigFile::peer_specs)
             .unwrap_or_default();
         for p in file_peers {
-            if !out.iter().any(|q| q.value == p.value) {
+            if !out.iter().any(|q| q.value.addr == p.value.addr) {
                 out.push(p);
             }
         }
@@ -135,7 +163,7 @@ mod tests {
         let b = Ipv4Addr::new(10, 0, 0, 3);
         let s = sources(
             Options {
-                peer: vec![b],
+                peer: vec![b.into()],
                 ..Options::default()
             },
             "peer = [\"10.0.0.2\", \"10.0.0.3\", \"10.0.0.2\"]\n",

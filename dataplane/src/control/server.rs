@@ -52,6 +52,28 @@ pub enum PeerChangeError {
     /// The data path refused it (port table full, or added meanwhile).
     #[error(transparent)]
     Dataplane(#[from] ControlError),
+    /// No public key for a peer of a switch with `--encrypt`.
+    #[error("{0}: this switch encrypts (--encrypt), so the peer needs its public key: dnetctl peer add {addr} --key PUBKEY (`dnetctl pubkey` on {addr} prints it)", addr = .0.value)]
+    NoKey(Input),
+    /// A public key for a switch without `--encrypt`.
+    #[error("{0}: a public key is only used by a switch started with --encrypt: add the peer without --key, or restart this switch with --encrypt")]
+    KeyWithoutEncrypt(Input),
+    /// A public key the switch cannot take (its own, another peer's).
+    #[error("{input}")]
+    Key {
+        /// The peer as given.
+        input: Input,
+        /// Why.
+        source: ControlError,
+    },
+    /// A public key that is not one.
+    #[error("{input}: {why}")]
+    BadKey {
+        /// The peer as given.
+        input: Input,
+        /// Why (the key parser's message).
+        why: String,
+    },
 }
 
 /// Where a peer came from; SIGHUP only adds and removes `Config` peers, etcd only `Etcd`
@@ -245,10 +267,47 @@ impl SwitchInfo {
 
     /// Adds a tunnel to `peer` at run time, after the same check as `--peer` at start
     /// ([`config::check_peer`]). Returns its port id and warnings about the route (logged
-    /// here too).
+    /// here too). With `--encrypt` the peer needs a public key (see
+    /// [`SwitchInfo::add_peer_keyed`]).
     pub fn add_peer(
         &self,
         peer: &Sourced<Ipv4Addr>,
+    ) -> Result<(PortId, Vec<String>), PeerChangeError> {
+        self.add_peer_keyed(peer, None)
+    }
+
+    /// [`SwitchInfo::add_peer`] with the peer's public key (`--encrypt`): refused without
+    /// one (unless one is known already), and a key is refused by a switch that does not
+    /// encrypt. The key is kept only if the tunnel is added.
+    pub fn add_peer_keyed(
+        &self,
+        peer: &Sourced<Ipv4Addr>,
+        key: Option<dnet_crypto::PublicKey>,
+    ) -> Result<(PortId, Vec<String>), PeerChangeError> {
+        let addr = peer.value;
+        match key {
+            Some(_) if !self.dataplane.encrypts() => {
+                return Err(PeerChangeError::KeyWithoutEncrypt(peer.input.clone()))
+            }
+            None if self.dataplane.encrypts() && !self.dataplane.has_peer_key(addr) => {
+                return Err(PeerChangeError::NoKey(peer.input.clone()))
+            }
+            _ => {}
+        }
+        let r = self.add_tunnel(peer, key);
+        if r.is_err() && key.is_some() {
+            // Not a peer after all: its key goes too (unless a tunnel to it exists already).
+            if !self.peer_origins().contains_key(&addr) {
+                let _ = self.dataplane.set_peer_key(addr, None);
+            }
+        }
+        r
+    }
+
+    fn add_tunnel(
+        &self,
+        peer: &Sourced<Ipv4Addr>,
+        key: Option<dnet_crypto::PublicKey>,
     ) -> Result<(PortId, Vec<String>), PeerChangeError> {
         let addr = peer.value;
         let configured: Vec<Ipv4Addr> = self
@@ -262,8 +321,24 @@ impl SwitchInfo {
             .collect();
         let route = config::check_peer(peer, &configured, &SystemHost)?;
         let df = self.settings.outer.is_none_or(|o| o.df);
-        let warnings =
-            config::peer::route_warnings(addr, route, self.local, self.mtu, &self.settings.gre, df);
+        let warnings = config::peer::route_warnings(
+            addr,
+            route,
+            self.local,
+            self.mtu,
+            &self.settings.gre,
+            config::seal_overhead(self.dataplane.encrypts()),
+            df,
+        );
+        if let Some(k) = key {
+            // Before the tunnel exists, so its first frames already go sealed.
+            self.dataplane
+                .set_peer_key(addr, Some(k))
+                .map_err(|source| PeerChangeError::Key {
+                    input: peer.input.clone(),
+                    source,
+                })?;
+        }
         let id = self.dataplane.add_peer(addr)?;
         let origin = PeerOrigin::from(&peer.input.origin);
         self.origins
@@ -448,6 +523,21 @@ impl SwitchInfo {
                 last_change_secs: s.last_change.map(|t| now.saturating_sub(t) / 1000),
             }),
             fleet: self.fleet_info().map(Box::new),
+            encryption: self.dataplane.public_key().map(|k| {
+                let drops = |name: &str| {
+                    st.drops
+                        .iter()
+                        .find(|d| d.reason == name)
+                        .map_or(0, |d| d.count)
+                };
+                Box::new(dnet_proto::EncryptionInfo {
+                    public_key: k.to_string(),
+                    auth_failed: drops(dnet_crypto::Reject::AuthFailed.name()),
+                    replayed: drops(dnet_crypto::Reject::Replayed.name()),
+                    sessions: self.dataplane.crypto_sessions(),
+                    unknown_key: drops(dnet_crypto::Reject::UnknownKey.name()),
+                })
+            }),
         }
     }
 
@@ -520,6 +610,8 @@ impl SwitchInfo {
     /// no one network (an unknown GRE key, a sender that is no network's peer) are counted
     /// with the network's own.
     pub fn stats(&self) -> Stats {
+        // With --encrypt, what the encryption dropped and did, under its own names.
+        let crypto = self.dataplane.crypto_counts();
         let counters = &self.dataplane.counters;
         let sum = |f: &dyn Fn(&Counters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
         let with_global = |f: &dyn Fn(&Counters) -> u64| {
@@ -571,6 +663,12 @@ impl SwitchInfo {
                     reason: d.name().to_string(),
                     count: with_global(&|c| c.drops[*d as usize].get()),
                 })
+                .chain(crypto.iter().flat_map(|ep| {
+                    dnet_crypto::Reject::ALL.iter().map(move |r| DropCount {
+                        reason: r.name().to_string(),
+                        count: with_global(&|c| c.crypto_drops[*r as usize].get()) + ep.dropped(*r),
+                    })
+                }))
                 .collect(),
             events: Event::ALL
                 .iter()
@@ -578,6 +676,12 @@ impl SwitchInfo {
                     reason: e.name().to_string(),
                     count: with_global(&|c| c.events[*e as usize].get()),
                 })
+                .chain(crypto.iter().flat_map(|ep| {
+                    dnet_crypto::Event::ALL.iter().map(move |e| DropCount {
+                        reason: e.name().to_string(),
+                        count: with_global(&|c| c.crypto_events[*e as usize].get()) + ep.count(*e),
+                    })
+                }))
                 .collect(),
         }
     }
@@ -605,12 +709,26 @@ impl SwitchInfo {
                     Err(e) => err(e.to_string()),
                 }
             }
-            Request::PeerAdd { addr } => {
+            Request::PeerAdd { addr, key } => {
                 let peer = Sourced {
                     value: *addr,
                     input: Input::runtime("peer", addr),
                 };
-                match self.add_peer(&peer) {
+                let key = match key
+                    .as_deref()
+                    .map(|k| dnet_crypto::PublicKey::from_base64(k, &format!("--key {k}")))
+                    .transpose()
+                {
+                    Ok(k) => k,
+                    Err(e) => {
+                        return err(PeerChangeError::BadKey {
+                            input: peer.input,
+                            why: e.to_string(),
+                        }
+                        .to_string())
+                    }
+                };
+                match self.add_peer_keyed(&peer, key) {
                     Ok((_, warnings)) => Response::PeerAdded {
                         addr: *addr,
                         port: format!("gre-{addr}"),

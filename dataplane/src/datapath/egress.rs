@@ -19,13 +19,20 @@ use crate::offload::gro::{Add, Gro};
 use crate::offload::udp_gro::UdpGro;
 use crate::offload::{self, MAX_HEADERS};
 use crate::switch::pmtu::Outcome;
-use crate::switch::tunnel::{self, GreOptions};
+use crate::switch::tunnel::{self, GreOptions, PeerTable};
 use crate::switch::{Action, Counters, DropReason, Event, NetId, PortId, PortKind, Switch};
 use crate::wire::vnet::{self, VnetHdr};
 use crate::wire::{gre, icmp};
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+
+/// One `no_session` drop, as the crypto core counts it.
+pub fn no_session() -> dnet_crypto::Counts {
+    let mut c = dnet_crypto::Counts::default();
+    c.reject(dnet_crypto::Reject::NoSession);
+    c
+}
 
 /// An all-zero virtio-net header: nothing for the kernel to do.
 const NO_OFFLOAD: [u8; vnet::LEN] = [0; vnet::LEN];
@@ -55,6 +62,8 @@ pub struct NetView<'s> {
     pub all: &'s [Arc<Counters>],
     /// The switch-wide counters (what belongs to no one network).
     pub global: &'s Counters,
+    /// With `--encrypt`: peer hosts by address → crypto peer id, to seal for.
+    pub hosts: Option<&'s PeerTable>,
 }
 
 impl NetView<'_> {
@@ -200,6 +209,17 @@ impl Egress {
         let Some(dest) = n.dest(port) else {
             return;
         };
+        let seal = match n.hosts {
+            None => None,
+            Some(h) => match h.get(*dest.ip()) {
+                Some(id) => Some(id),
+                None => {
+                    // A host with no crypto identity gets nothing in clear.
+                    n.global.add_crypto(&no_session());
+                    return;
+                }
+            },
+        };
         if out.tunnel_full() {
             self.flush(n.all, n.global, out);
         }
@@ -212,6 +232,7 @@ impl Egress {
             headers,
             flow,
             fragmentable,
+            seal,
         };
         out.push_tunnel(&msg, payload);
     }
@@ -362,6 +383,7 @@ impl Egress {
             }
         });
         global.events_add(Event::UdpGsoSent, f.gso_messages);
+        global.add_crypto(&f.crypto);
         if too_big || f.gso_too_big {
             self.pmtu.too_big();
         }

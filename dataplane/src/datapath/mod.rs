@@ -51,18 +51,68 @@ use std::sync::Arc;
 use timers::{PmtuSchedule, AGING_MS, STP_TICK_MS};
 
 /// A datagram from a tunnel socket.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Datagram<'a> {
     /// The sender's underlay address.
     pub source: Ipv4Addr,
     /// For plain GRE the whole IPv4 packet; for GRE-in-UDP the UDP payload (GRE header and
-    /// frame), possibly several datagrams of `segment_size` bytes each.
-    pub data: &'a [u8],
+    /// frame, or with `--encrypt` a sealed one, opened in place), possibly several datagrams
+    /// of `segment_size` bytes each.
+    pub data: Payload<'a>,
     /// Set when the kernel coalesced several GRE-in-UDP datagrams (`UDP_GRO`): each but the
     /// last is this long.
     pub segment_size: Option<usize>,
     /// It did not fit the receive buffer and was cut short.
     pub truncated: bool,
+}
+
+/// The bytes of a [`Datagram`]: the receive buffers of the sockets are the core's to change
+/// (a sealed datagram is opened in place), a packet ring's frames (plain GRE, never sealed)
+/// are only read.
+#[derive(Debug)]
+pub enum Payload<'a> {
+    /// Read only (a packet ring's frame).
+    Shared(&'a [u8]),
+    /// May be changed in place (a socket's receive buffer).
+    Owned(&'a mut [u8]),
+}
+
+impl<'a> Payload<'a> {
+    /// The bytes, for reading, for as long as the buffer lives.
+    pub fn into_shared(self) -> &'a [u8] {
+        match self {
+            Payload::Shared(d) => d,
+            Payload::Owned(d) => d,
+        }
+    }
+}
+
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Shared(d) => d,
+            Payload::Owned(d) => d,
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Payload<'a> {
+    fn from(d: &'a [u8]) -> Self {
+        Payload::Shared(d)
+    }
+}
+
+impl<'a> From<&'a mut [u8]> for Payload<'a> {
+    fn from(d: &'a mut [u8]) -> Self {
+        Payload::Owned(d)
+    }
+}
+
+impl PartialEq<&[u8]> for Payload<'_> {
+    fn eq(&self, other: &&[u8]) -> bool {
+        **self == **other
+    }
 }
 
 /// A frame the core made, to be sent now (from [`Core::poll_transmit`]).
@@ -82,6 +132,8 @@ pub struct Transmit {
     pub len: usize,
     /// Counted as port traffic (ICMP errors are; hellos and BPDUs count as control).
     pub counted: bool,
+    /// For a tunnel with `--encrypt`: seal it for this crypto peer.
+    pub seal: Option<dnet_crypto::PeerId>,
 }
 
 /// One worker's MAC table of one network, copied for display.
@@ -118,11 +170,51 @@ impl NetShared {
     }
 }
 
+/// The tunnel encryption of a switch (`--encrypt`), shared by its cores: the handshake
+/// side behind a lock (touched a few times a minute), the sessions without one (every
+/// datagram).
+#[derive(Clone)]
+pub struct Crypto {
+    /// Handshakes, peers' keys, timers.
+    pub endpoint: Arc<std::sync::Mutex<dnet_crypto::Endpoint>>,
+    /// Sealing and opening.
+    pub sessions: Arc<dnet_crypto::Sessions>,
+}
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Crypto")
+    }
+}
+
+impl Crypto {
+    /// The shared state of `endpoint`.
+    pub fn new(endpoint: dnet_crypto::Endpoint) -> Crypto {
+        let sessions = endpoint.sessions().clone();
+        Crypto {
+            endpoint: Arc::new(std::sync::Mutex::new(endpoint)),
+            sessions,
+        }
+    }
+
+    /// Runs `f` on the endpoint (a poisoned lock is taken over: the endpoint's state is
+    /// consistent between calls).
+    pub fn with<R>(&self, f: impl FnOnce(&mut dnet_crypto::Endpoint) -> R) -> R {
+        let mut g = self
+            .endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+}
+
 /// State the cores of one switch share.
 #[derive(Clone, Debug)]
 pub struct Shared {
     /// Per network, by [`NetId`].
     pub nets: Vec<NetShared>,
+    /// The tunnel encryption, with `--encrypt`.
+    pub crypto: Option<Crypto>,
     /// Bumped when any worker sees a send refused as too big, so every worker re-reads the
     /// path MTUs.
     pub pmtu_refusals: Arc<AtomicU64>,
@@ -133,6 +225,7 @@ impl Shared {
     pub fn new(stps: Vec<Option<Arc<stp::Shared>>>) -> Shared {
         Shared {
             nets: stps.into_iter().map(NetShared::new).collect(),
+            crypto: None,
             pmtu_refusals: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -199,6 +292,14 @@ pub struct Core {
     pmtu_queries: Vec<(NetId, PortId, Ipv4Addr)>,
     /// Keeps logs about dropped packets to a few lines a second.
     drop_log: LogLimiter,
+    /// The tunnel encryption (`--encrypt`).
+    crypto: Option<Crypto>,
+    /// Peer hosts by underlay address → crypto peer id (one per host, whatever networks it
+    /// is in), and back.
+    hosts: PeerTable,
+    host_addr: Vec<Option<Ipv4Addr>>,
+    /// When the crypto endpoint's timers are next due (worker 0 runs them).
+    next_crypto: Millis,
 }
 
 impl Core {
@@ -232,7 +333,12 @@ impl Core {
                 ..cfg.gre
             };
             let mut sw = Switch::new(nc.switch.clone(), c.clone());
-            sw.set_outer(gre.overhead(), cfg.df);
+            let seal = if shared.crypto.is_some() {
+                dnet_crypto::wire::OVERHEAD
+            } else {
+                0
+            };
+            sw.set_outer(gre.overhead() + seal, cfg.df);
             sw.set_liveness(sh.liveness.clone(), cfg.id == 0);
             sw.set_loop_guard(sh.loop_guard.clone());
             if let Some(s) = &sh.stp {
@@ -276,6 +382,10 @@ impl Core {
             sync_next: 0,
             pmtu_queries: Vec::new(),
             drop_log: LogLimiter::new(5, 10_000),
+            crypto: shared.crypto.clone(),
+            hosts: PeerTable::default(),
+            host_addr: Vec::new(),
+            next_crypto: 0,
         }
     }
 
@@ -325,6 +435,25 @@ impl Core {
                 n.switch.set_port(id, k);
             }
             None => n.switch.remove_port(id),
+        }
+    }
+
+    /// Names peer host `addr` crypto peer `id` (`None`: forgets it). With `--encrypt` only
+    /// datagrams a known host sealed are accepted, and a tunnel's frames are sealed for its
+    /// host.
+    pub fn set_host(&mut self, addr: Ipv4Addr, id: Option<dnet_crypto::PeerId>) {
+        if let Some(old) = self.hosts.remove(addr) {
+            if let Some(a) = self.host_addr.get_mut(usize::from(old)) {
+                *a = None;
+            }
+        }
+        if let Some(id) = id {
+            self.hosts.insert(addr, id);
+            let i = usize::from(id);
+            if self.host_addr.len() <= i {
+                self.host_addr.resize(i + 1, None);
+            }
+            self.host_addr[i] = Some(addr);
         }
     }
 
@@ -422,7 +551,13 @@ impl Core {
         if let Some(u) = v.sync {
             self.sync_out.push((net, u));
         }
-        let view = net_view(&self.nets, &self.counters, &self.global, net);
+        let view = net_view(
+            &self.nets,
+            &self.counters,
+            &self.global,
+            self.crypto.as_ref().map(|_| &self.hosts),
+            net,
+        );
         self.egress
             .output(view, 0, v.action, frame, gso.as_ref(), out);
     }
@@ -438,15 +573,17 @@ impl Core {
         out: &mut S,
     ) {
         let mut runs = TapRuns::default();
+        let crypto = self.crypto.clone();
         for d in datagrams {
             if d.truncated {
                 self.global.dropped(DropReason::Oversize);
                 continue;
             }
             if !self.udp {
-                match tunnel::open_ipv4(d.data) {
+                let data: &'a [u8] = d.data.into_shared();
+                match tunnel::open_ipv4(data) {
                     Ok((src, gre_bytes)) => self.gre_packet(now, src, gre_bytes, &mut runs, out),
-                    Err(why) => self.gre_drop(now, d.data, why),
+                    Err(why) => self.gre_drop(now, data, why),
                 }
                 continue;
             }
@@ -461,7 +598,23 @@ impl Core {
                 }
                 _ => d.data.len(),
             };
-            for chunk in d.data.chunks(seg) {
+            if let Some(c) = &crypto {
+                match d.data {
+                    Payload::Owned(data) => {
+                        self.open_sealed(now, c, d.source, data, seg, &mut runs, out)
+                    }
+                    // Sealed datagrams come from the UDP sockets only (packet rings carry
+                    // plain GRE); one that cannot be opened in place is not accepted.
+                    Payload::Shared(_) => {
+                        let mut refused = dnet_crypto::Counts::default();
+                        refused.reject(dnet_crypto::Reject::UnknownType);
+                        self.global.add_crypto(&refused);
+                    }
+                }
+                continue;
+            }
+            let data: &'a [u8] = d.data.into_shared();
+            for chunk in data.chunks(seg) {
                 self.gre_packet(now, d.source, chunk, &mut runs, out);
             }
         }
@@ -470,6 +623,119 @@ impl Core {
         for n in &mut self.nets {
             n.bridge_flush |= n.switch.take_loop_blocked();
         }
+    }
+
+    /// Opens sealed GRE-in-UDP datagrams (`--encrypt`) in place: what a known host sealed
+    /// goes on as a GRE packet from that host (whatever the outer source says), handshake
+    /// messages go to the endpoint, everything else is dropped and counted.
+    #[allow(clippy::too_many_arguments)]
+    fn open_sealed<'a, S: Sink<'a>>(
+        &mut self,
+        now: Millis,
+        c: &Crypto,
+        source: Ipv4Addr,
+        data: &'a mut [u8],
+        seg: usize,
+        runs: &mut TapRuns<'a>,
+        out: &mut S,
+    ) {
+        let hint = self.hosts.get(source);
+        let mut handshakes = false;
+        // The first refusal of the run, for the (rate-limited) log.
+        let mut refused: Option<dnet_crypto::Reject> = None;
+        let counts = c.sessions.open_run(now, data, seg, hint, |r| match r {
+            dnet_crypto::Received::Data { peer, packet } => {
+                match self.host_addr.get(usize::from(peer)).copied().flatten() {
+                    Some(addr) => self.gre_packet(now, addr, packet, runs, out),
+                    None => self.global.dropped(DropReason::UnknownPeer),
+                }
+            }
+            dnet_crypto::Received::Handshake(m) => {
+                // Rare (a few a minute per peer): handled under the endpoint's lock. What it
+                // rejects is counted by the endpoint itself.
+                if let Err(why) = c.with(|e| e.handle_handshake(now, m)) {
+                    refused.get_or_insert(why);
+                }
+                handshakes = true;
+            }
+            dnet_crypto::Received::Rejected(why) => {
+                refused.get_or_insert(why);
+            }
+            dnet_crypto::Received::Keepalive { .. } => {}
+        });
+        self.global.add_crypto(&counts);
+        if let Some(why) = refused {
+            self.log_crypto_drop(now, source, why);
+        }
+        if handshakes {
+            self.crypto_transmit(now, c);
+        }
+    }
+
+    /// Logs a datagram the encryption refused, at most a few lines a second (a flood of
+    /// forged datagrams must not become a flood of log lines); the counters have them all.
+    fn log_crypto_drop(&mut self, now: Millis, src: Ipv4Addr, why: dnet_crypto::Reject) {
+        use dnet_crypto::Reject;
+        let level = match why {
+            // What an attacker (or a misconfigured host) causes: worth a warning.
+            Reject::AuthFailed
+            | Reject::Replayed
+            | Reject::UnknownKey
+            | Reject::Cleartext
+            | Reject::BadMac
+            | Reject::HandshakeFailed
+            | Reject::StaleInitiation => log::Level::Warn,
+            // What restarts and rekeying cause in normal operation.
+            _ => log::Level::Debug,
+        };
+        if !log::log_enabled!(level) {
+            return;
+        }
+        if let Some(k) = self.drop_log.allow(now) {
+            log::log!(
+                level,
+                "worker {}: dropped a sealed datagram from {src}: {}{}",
+                self.id,
+                why.name(),
+                LogLimiter::suffix(k)
+            );
+        }
+    }
+
+    /// Runs the crypto endpoint's timers if due (or if a worker asked for a handshake), and
+    /// queues the handshake messages it has to send.
+    fn crypto_timeout(&mut self, now: Millis) {
+        let Some(c) = self.crypto.clone() else {
+            return;
+        };
+        let due = self.id == 0 && now >= self.next_crypto;
+        if !due && !c.sessions.wants_attention() {
+            return;
+        }
+        let next = c.with(|e| {
+            e.handle_timeout(now);
+            e.poll_timeout()
+        });
+        if self.id == 0 {
+            self.next_crypto = next.unwrap_or(now + dnet_crypto::endpoint::TICK);
+        }
+        self.crypto_transmit(now, &c);
+    }
+
+    /// Queues the handshake messages the endpoint wants sent.
+    fn crypto_transmit(&mut self, now: Millis, c: &Crypto) {
+        let mut buf = [0u8; dnet_crypto::wire::MAX_MESSAGE_LEN];
+        c.with(|e| {
+            while let Some(t) = e.poll_transmit(now, &mut buf) {
+                if !self
+                    .egress
+                    .outbox
+                    .push(0, t.peer, Dest::Handshake, false, &buf[..t.len])
+                {
+                    self.global.dropped(DropReason::TxQueueFull);
+                }
+            }
+        });
     }
 
     /// One GRE packet from `src`: its key picks the network, its source the tunnel port.
@@ -529,7 +795,13 @@ impl Core {
         if let Some(u) = v.sync {
             self.sync_out.push((net, u));
         }
-        let view = net_view(&self.nets, &self.counters, &self.global, net);
+        let view = net_view(
+            &self.nets,
+            &self.counters,
+            &self.global,
+            self.crypto.as_ref().map(|_| &self.hosts),
+            net,
+        );
         if to_tap {
             if self.egress.coalesce(view, frame, runs, out) {
                 return;
@@ -538,7 +810,13 @@ impl Core {
             // Anything else keeps its place after the frames received before it.
             self.egress.write_runs(&self.counters, runs, out);
         }
-        let view = net_view(&self.nets, &self.counters, &self.global, net);
+        let view = net_view(
+            &self.nets,
+            &self.counters,
+            &self.global,
+            self.crypto.as_ref().map(|_| &self.hosts),
+            net,
+        );
         self.egress.output(view, port, v.action, frame, None, out);
     }
 
@@ -640,6 +918,7 @@ impl Core {
     /// MTU re-reads, and acting on what the other workers changed in the shared trees. Cheap
     /// when nothing is due, so it may be called every turn of the event loop.
     pub fn handle_timeout(&mut self, now: Millis) {
+        self.crypto_timeout(now);
         let aging = now >= self.next_aging;
         if aging {
             self.next_aging = now + AGING_MS;
@@ -686,6 +965,9 @@ impl Core {
     /// When [`Core::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Millis {
         let mut t = self.next_aging.min(self.egress.pmtu.deadline());
+        if self.crypto.is_some() && self.id == 0 {
+            t = t.min(self.next_crypto);
+        }
         for n in &self.nets {
             if let Some(d) = n.switch.liveness_due() {
                 t = t.min(d);
@@ -703,6 +985,22 @@ impl Core {
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         loop {
             let q = self.egress.outbox.pop(buf)?;
+            let udp_port = self.egress_udp_port();
+            if q.dest == Dest::Handshake {
+                let Some(addr) = self.host_addr.get(usize::from(q.port)).copied().flatten() else {
+                    continue;
+                };
+                return Some(Transmit {
+                    net: 0,
+                    port: q.port,
+                    dest: q.dest,
+                    to: SocketAddrV4::new(addr, udp_port),
+                    gre: gre::Repr::default(),
+                    len: q.len,
+                    counted: false,
+                    seal: None,
+                });
+            }
             let Some(n) = self.nets.get(usize::from(q.net)) else {
                 continue;
             };
@@ -711,7 +1009,18 @@ impl Core {
                 Some(PortKind::Local) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
                 Some(PortKind::Tunnel(a)) => SocketAddrV4::new(a, n.gre.udp_port.unwrap_or(0)),
             };
-            let view = net_view(&self.nets, &self.counters, &self.global, q.net);
+            let view = net_view(&self.nets, &self.counters, &self.global, None, q.net);
+            let seal = match (&self.crypto, q.dest) {
+                (Some(_), Dest::Tunnel { .. }) => {
+                    let Some(id) = self.hosts.get(*to.ip()) else {
+                        // A host with no crypto identity gets nothing in clear.
+                        self.global.add_crypto(&egress::no_session());
+                        continue;
+                    };
+                    Some(id)
+                }
+                _ => None,
+            };
             return Some(Transmit {
                 net: q.net,
                 port: q.port,
@@ -720,8 +1029,13 @@ impl Core {
                 gre: view.repr(q.port),
                 len: q.len,
                 counted: q.counted,
+                seal,
             });
         }
+    }
+
+    fn egress_udp_port(&self) -> u16 {
+        self.nets.first().and_then(|n| n.gre.udp_port).unwrap_or(0)
     }
 
     /// The next learning update to hand to every other worker, with its network.
@@ -760,6 +1074,7 @@ fn net_view<'s>(
     nets: &'s [Net],
     counters: &'s [Arc<Counters>],
     global: &'s Counters,
+    hosts: Option<&'s PeerTable>,
     net: NetId,
 ) -> NetView<'s> {
     let n = &nets[usize::from(net)];
@@ -770,6 +1085,7 @@ fn net_view<'s>(
         seq: &n.seq,
         all: counters,
         global,
+        hosts,
     }
 }
 

@@ -15,6 +15,9 @@ pub enum Dest {
         /// Outer DF off.
         fragmentable: bool,
     },
+    /// A handshake message of the tunnel encryption, as the UDP payload to a peer host (no
+    /// GRE header); `port` then names the crypto peer, not a switch port.
+    Handshake,
 }
 
 /// One queued frame, as [`Outbox::pop`] returns it (its bytes are in the caller's buffer).

@@ -37,6 +37,9 @@ pub struct TunnelMsg<'h> {
     pub flow: u32,
     /// Send with outer DF off (the kernel may fragment the outer packet).
     pub fragmentable: bool,
+    /// Seal it for this crypto peer (`--encrypt`): the GRE packet becomes the ciphertext of
+    /// a data message, [`dnet_crypto::wire::OVERHEAD`] bytes longer.
+    pub seal: Option<dnet_crypto::PeerId>,
 }
 
 /// What became of one message handed to the kernel.
@@ -53,12 +56,14 @@ pub enum SendOutcome {
 }
 
 /// What a flush did besides sending each message.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Flushed {
     /// UDP GSO messages sent (each carried several datagrams).
     pub gso_messages: u64,
     /// The kernel refused a GSO message as too large for the path: read the path MTU again.
     pub gso_too_big: bool,
+    /// Messages that could not be sealed since the last flush (no session yet, ...).
+    pub crypto: dnet_crypto::Counts,
 }
 
 /// Why a frame could not be written to the TAP.
@@ -73,8 +78,9 @@ pub enum TapWriteError {
 
 /// The I/O edge, as far as forwarded frames go. Borrows for `'a`, one receive burst.
 pub trait Sink<'a> {
-    /// Queues one tunnel message: `msg.gre`, then `msg.headers`, then `payload`. Only called
-    /// when [`Sink::tunnel_full`] is false.
+    /// Queues one tunnel message: `msg.gre`, then `msg.headers`, then `payload`, sealed for
+    /// `msg.seal` if set (a message that cannot be sealed is counted in the next
+    /// [`Flushed::crypto`] and not sent). Only called when [`Sink::tunnel_full`] is false.
     fn push_tunnel(&mut self, msg: &TunnelMsg<'_>, payload: &'a [u8]);
 
     /// No more tunnel messages fit before a flush.

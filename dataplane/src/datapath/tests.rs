@@ -75,6 +75,10 @@ struct MemSink {
     outcome: Option<SendOutcome>,
     /// Datagram lengths `fits` refused.
     unfit: Vec<usize>,
+    /// `--encrypt`: seal with these sessions, at this time.
+    seal: Option<(Arc<dnet_crypto::Sessions>, Millis)>,
+    /// What sealing refused.
+    refused: dnet_crypto::Counts,
 }
 
 impl MemSink {
@@ -94,6 +98,19 @@ impl<'a> Sink<'a> for MemSink {
         g.extend_from_slice(msg.headers);
         g.extend_from_slice(payload);
         let inner = msg.headers.len() + payload.len();
+        if let (Some(peer), Some((sessions, now))) = (msg.seal, &self.seal) {
+            let mut buf = vec![0u8; dnet_crypto::wire::HEADER_LEN];
+            buf.extend_from_slice(&g);
+            buf.resize(buf.len() + dnet_crypto::wire::TAG_LEN, 0);
+            let len = buf.len();
+            match sessions.seal_run(*now, peer, &mut buf, len) {
+                Ok(_) => g = buf,
+                Err(r) => {
+                    self.refused.reject(r);
+                    return;
+                }
+            }
+        }
         self.queued
             .push((msg.net, msg.port, msg.fragmentable, g, inner, msg.path_mtu));
     }
@@ -103,7 +120,7 @@ impl<'a> Sink<'a> for MemSink {
     }
 
     fn tunnel_empty(&self) -> bool {
-        self.queued.is_empty()
+        self.queued.is_empty() && self.refused == dnet_crypto::Counts::default()
     }
 
     fn flush_tunnels(
@@ -121,7 +138,10 @@ impl<'a> Sink<'a> for MemSink {
                 self.sent_net.push(net);
             }
         }
-        Flushed::default()
+        Flushed {
+            crypto: std::mem::take(&mut self.refused),
+            ..Flushed::default()
+        }
     }
 
     fn write_tap(
@@ -152,6 +172,13 @@ struct Net {
     /// What reached each host's TAP.
     tap: Vec<Vec<Vec<u8>>>,
     udp: bool,
+    /// `--encrypt`: each host's crypto core (crypto peer id of host k is k).
+    crypto: Vec<Option<Crypto>>,
+}
+
+/// Host `h`'s static key, the same every run.
+fn static_key(h: usize) -> dnet_crypto::PrivateKey {
+    dnet_crypto::PrivateKey::from_bytes([h as u8 + 1; 32])
 }
 
 fn config(h: usize, udp: bool, f: &dyn Fn(&mut Config)) -> Config {
@@ -176,7 +203,23 @@ fn config(h: usize, udp: bool, f: &dyn Fn(&mut Config)) -> Config {
 
 impl Net {
     fn new(n: usize, links: &[(usize, usize)], udp: bool, f: &dyn Fn(&mut Config)) -> Net {
+        Net::build(n, links, udp, false, f)
+    }
+
+    /// Hosts that seal their tunnels, each knowing the others' public keys.
+    fn encrypted(n: usize, links: &[(usize, usize)]) -> Net {
+        Net::build(n, links, true, true, &|_| {})
+    }
+
+    fn build(
+        n: usize,
+        links: &[(usize, usize)],
+        udp: bool,
+        encrypt: bool,
+        f: &dyn Fn(&mut Config),
+    ) -> Net {
         let mut cores = Vec::new();
+        let mut cryptos = Vec::new();
         let mut port = vec![vec![None; n]; n];
         #[allow(clippy::needless_range_loop)]
         for h in 0..n {
@@ -185,8 +228,35 @@ impl Net {
                 .switch
                 .stp
                 .map(|s| Arc::new(stp::Shared::new(s, mac(h, 0xfe))));
-            let shared = Shared::new(vec![stp.clone()]);
+            let mut shared = Shared::new(vec![stp.clone()]);
+            if encrypt {
+                let mut e = dnet_crypto::Endpoint::new(dnet_crypto::Config {
+                    private_key: static_key(h),
+                    capacity: 64,
+                    cipher: dnet_crypto::CipherPreference::Auto,
+                    wall_clock_at_zero: 1_700_000_000_000,
+                    limits: dnet_crypto::Limits::default(),
+                });
+                for k in (0..n).filter(|k| *k != h) {
+                    let public_key = static_key(k).public_key();
+                    e.set_peer(
+                        k as dnet_crypto::PeerId,
+                        Some(dnet_crypto::PeerConfig {
+                            public_key,
+                            psk: None,
+                        }),
+                    )
+                    .unwrap();
+                }
+                shared.crypto = Some(Crypto::new(e));
+            }
+            cryptos.push(shared.crypto.clone());
             let mut core = Core::new(c, &shared, vec![Arc::default()], Arc::default());
+            if encrypt {
+                for k in (0..n).filter(|k| *k != h) {
+                    core.set_host(host(k), Some(k as dnet_crypto::PeerId));
+                }
+            }
             let mut next: PortId = 1;
             for &(a, b) in links {
                 let k = if a == h {
@@ -212,6 +282,17 @@ impl Net {
             cut: vec![vec![false; n]; n],
             tap: vec![Vec::new(); n],
             udp,
+            crypto: cryptos,
+        }
+    }
+
+    /// A sink for host `h` (sealing as its worker would).
+    fn sink(&self, h: usize) -> MemSink {
+        MemSink {
+            seal: self.crypto[h]
+                .as_ref()
+                .map(|c| (c.sessions.clone(), self.now)),
+            ..MemSink::new()
         }
     }
 
@@ -226,7 +307,7 @@ impl Net {
             if self.cut[h][k] {
                 continue;
             }
-            let data: Vec<Vec<u8>> = sent
+            let mut data: Vec<Vec<u8>> = sent
                 .iter()
                 .filter(|(p, _, _)| self.peer_of(h, *p) == k)
                 .map(|(_, _, g)| {
@@ -240,10 +321,10 @@ impl Net {
             if data.is_empty() {
                 continue;
             }
-            let mut out = MemSink::new();
-            let burst = data.iter().map(|d| Datagram {
+            let mut out = self.sink(k);
+            let burst = data.iter_mut().map(|d| Datagram {
                 source: host(h),
-                data: d,
+                data: Payload::Owned(d),
                 segment_size: None,
                 truncated: false,
             });
@@ -256,7 +337,7 @@ impl Net {
     /// Host `h`'s TAP reads `frame`; everything it leads to is delivered.
     fn tap_reads(&mut self, h: usize, frame: &[u8]) {
         let mut f = frame.to_vec();
-        let mut out = MemSink::new();
+        let mut out = self.sink(h);
         self.cores[h].handle_tap_frames(self.now, 0, [&mut f[..]], &mut out);
         self.tap[h].append(&mut out.tap);
         self.deliver(h, out.sent);
@@ -269,19 +350,46 @@ impl Net {
             self.cores[h].handle_timeout(self.now);
             let mut buf = vec![0u8; outbox::MAX_FRAME];
             let mut sent = Vec::new();
+            let mut raw = Vec::new();
             while let Some(t) = self.cores[h].poll_transmit(&mut buf) {
                 match t.dest {
                     Dest::Tap => self.tap[h].push(buf[..t.len].to_vec()),
+                    Dest::Handshake => raw.push((usize::from(t.port), buf[..t.len].to_vec())),
                     Dest::Tunnel { fragmentable } => {
                         let mut g = vec![0u8; t.gre.header_len()];
                         t.gre.emit_parts(&mut g, &[&buf[..t.len]]);
                         g.extend_from_slice(&buf[..t.len]);
+                        if let (Some(peer), Some(c)) = (t.seal, &self.crypto[h]) {
+                            let mut b = vec![0u8; dnet_crypto::wire::HEADER_LEN];
+                            b.extend_from_slice(&g);
+                            b.resize(b.len() + dnet_crypto::wire::TAG_LEN, 0);
+                            let len = b.len();
+                            if c.sessions.seal_run(self.now, peer, &mut b, len).is_err() {
+                                continue;
+                            }
+                            g = b;
+                        }
                         sent.push((t.port, fragmentable, g));
                     }
                 }
                 self.cores[h].handle_transmit_outcome(&t, SendOutcome::Sent);
             }
             self.deliver(h, sent);
+            for (k, mut m) in raw {
+                if self.cut[h][k] {
+                    continue;
+                }
+                let mut out = self.sink(k);
+                let d = Datagram {
+                    source: host(h),
+                    data: Payload::Owned(&mut m),
+                    segment_size: None,
+                    truncated: false,
+                };
+                self.cores[k].handle_tunnel_datagrams(self.now, [d], &mut out);
+                self.tap[k].append(&mut out.tap);
+                self.deliver(k, out.sent);
+            }
         }
     }
 
@@ -291,6 +399,11 @@ impl Net {
             self.now = (self.now + step).min(until);
             self.pump();
         }
+    }
+
+    /// What host `h`'s encryption dropped.
+    fn crypto_drops(&self, h: usize, why: dnet_crypto::Reject) -> u64 {
+        self.cores[h].global_counters().crypto_drops[why as usize].get()
     }
 
     /// Drops of host `h`, its network's and the switch-wide ones.
@@ -369,31 +482,35 @@ fn frames_from_strangers_and_with_the_wrong_key_are_dropped_and_counted() {
         g
     };
     let mut out = MemSink::new();
-    let stranger = ipv4(
+    let mut stranger = ipv4(
         Ipv4Addr::new(10, 200, 9, 9),
         host(1),
         47,
         true,
         &gre_hdr(42),
     );
-    let wrong_key = ipv4(host(0), host(1), 47, true, &gre_hdr(7));
-    let not_gre = ipv4(host(0), host(1), 17, true, &gre_hdr(42));
-    let d = |data| Datagram {
-        source: host(0),
-        data,
-        segment_size: None,
-        truncated: false,
-    };
-    let mut truncated = d(&stranger[..]);
+    let mut stranger2 = stranger.clone();
+    let mut wrong_key = ipv4(host(0), host(1), 47, true, &gre_hdr(7));
+    let mut not_gre = ipv4(host(0), host(1), 17, true, &gre_hdr(42));
+    let mut short = [0x45u8];
+    fn d(data: &mut [u8]) -> Datagram<'_> {
+        Datagram {
+            source: host(0),
+            data: data.into(),
+            segment_size: None,
+            truncated: false,
+        }
+    }
+    let mut truncated = d(&mut stranger2[..]);
     truncated.truncated = true;
     net.cores[1].handle_tunnel_datagrams(
         0,
         [
-            d(&stranger[..]),
-            d(&wrong_key[..]),
-            d(&not_gre[..]),
+            d(&mut stranger[..]),
+            d(&mut wrong_key[..]),
+            d(&mut not_gre[..]),
             truncated,
-            d(&[0x45]),
+            d(&mut short),
         ],
         &mut out,
     );
@@ -685,14 +802,14 @@ fn a_removed_port_takes_its_queued_frames_and_peer_with_it() {
     );
     // Frames from the removed peer are strangers now.
     let mut out = MemSink::new();
-    let g = [
+    let mut g = [
         &[0x20u8, 0, 0x65, 0x58, 0, 0, 0, 42][..],
         &udp_frame(1, [0xff; 6], Ipv4Addr::BROADCAST, 64, false),
     ]
     .concat();
     let d = Datagram {
         source: host(1),
-        data: &g,
+        data: Payload::Owned(&mut g),
         segment_size: None,
         truncated: false,
     };
@@ -712,9 +829,10 @@ fn a_loop_the_guard_blocks_asks_the_edge_to_flush_the_bridge_once() {
         // The same station, seen from the TAP and back from the tunnel: a loop.
         let mut f = looping.clone();
         core.handle_tap_frames(t * 10, 0, [&mut f[..]], &mut out);
+        let mut g = from_tunnel.clone();
         let d = Datagram {
             source: host(1),
-            data: &from_tunnel,
+            data: Payload::Owned(&mut g),
             segment_size: None,
             truncated: false,
         };
@@ -783,7 +901,12 @@ fn networks_side_by_side_never_see_each_others_frames() {
     a.handle_tap_frames(0, 0, [&mut f[..]], &mut out);
     assert_eq!(out.sent.len(), 2, "to blue's two peers");
     assert!(out.sent_net.iter().all(|n| *n == 0));
-    let to_b: Vec<&Vec<u8>> = out.sent.iter().filter(|m| m.0 == 1).map(|m| &m.2).collect();
+    let mut to_b: Vec<Vec<u8>> = out
+        .sent
+        .iter()
+        .filter(|m| m.0 == 1)
+        .map(|m| m.2.clone())
+        .collect();
     assert_eq!(
         &to_b[0][..4],
         &[0x20, 0, 0x65, 0x58],
@@ -793,7 +916,7 @@ fn networks_side_by_side_never_see_each_others_frames() {
     let mut got = MemSink::new();
     let d = Datagram {
         source: host(0),
-        data: to_b[0],
+        data: Payload::Owned(&mut to_b[0]),
         segment_size: None,
         truncated: false,
     };
@@ -815,20 +938,25 @@ fn networks_side_by_side_never_see_each_others_frames() {
 
     // A key no network has is dropped and counted switch-wide; so is a sender that is no
     // network's peer. A blue-only peer (host 2) using red's key is no peer of red.
-    let unknown_key = gre_in_udp(7, &bcast);
-    let from_red = gre_in_udp(2, &bcast);
+    let mut unknown_key = gre_in_udp(7, &bcast);
+    let mut from_red = gre_in_udp(2, &bcast);
+    let mut from_red2 = from_red.clone();
     let mut out = MemSink::new();
-    fn dg(src: usize, data: &[u8]) -> Datagram<'_> {
+    fn dg(src: usize, data: &mut [u8]) -> Datagram<'_> {
         Datagram {
             source: host(src),
-            data,
+            data: data.into(),
             segment_size: None,
             truncated: false,
         }
     }
     a.handle_tunnel_datagrams(
         0,
-        [dg(1, &unknown_key), dg(9, &from_red), dg(2, &from_red)],
+        [
+            dg(1, &mut unknown_key),
+            dg(9, &mut from_red),
+            dg(2, &mut from_red2),
+        ],
         &mut out,
     );
     assert!(out.tap.is_empty(), "nothing delivered: {:?}", out.tap_net);
@@ -839,4 +967,108 @@ fn networks_side_by_side_never_see_each_others_frames() {
         a.counters(1).drops[DropReason::UnknownPeer as usize].get(),
         1
     );
+}
+
+#[test]
+fn encrypted_cores_handshake_on_first_traffic_then_forward_sealed_frames() {
+    let mut net = Net::encrypted(2, &[(0, 1)]);
+    let bcast = udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 100, false);
+    // No session yet: the first frame is dropped (counted) and a handshake is asked for.
+    net.tap_reads(0, &bcast);
+    assert!(net.tap[1].is_empty());
+    assert_eq!(net.crypto_drops(0, dnet_crypto::Reject::NoSession), 1);
+    // The initiation and response cross during the pumps; then frames go through, sealed.
+    net.run_until(50, 10);
+    net.tap_reads(0, &bcast);
+    assert_eq!(net.tap[1], vec![bcast.clone()]);
+    let reply = udp_frame(1, mac(0, 1), cip(0), 300, true);
+    net.tap_reads(1, &reply);
+    assert_eq!(net.tap[0], vec![reply]);
+    // What crossed was sealed: no GRE header, no inner frame in clear.
+    let mut f = bcast.clone();
+    let mut out = net.sink(0);
+    net.cores[0].handle_tap_frames(net.now, 0, [&mut f[..]], &mut out);
+    let wire = &out.sent[0].2;
+    assert_eq!(wire.len(), bcast.len() + 8 + dnet_crypto::wire::OVERHEAD);
+    assert_ne!(&wire[..4], &[0x20, 0, 0x65, 0x58]);
+    assert!(
+        !wire.windows(12).any(|w| w == &bcast[..12]),
+        "no MACs in clear"
+    );
+}
+
+#[test]
+fn forged_cleartext_and_replayed_datagrams_deliver_nothing() {
+    let mut net = Net::encrypted(2, &[(0, 1)]);
+    net.tap_reads(0, &udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 64, false));
+    net.run_until(50, 10);
+    // A cleartext GRE-in-UDP datagram with host 0's source address: the address is no key.
+    let frame = udp_frame(0, [0xff; 6], Ipv4Addr::BROADCAST, 64, false);
+    let mut forged = gre_in_udp(42, &frame);
+    let mut out = net.sink(1);
+    let d = Datagram {
+        source: host(0),
+        data: Payload::Owned(&mut forged),
+        segment_size: None,
+        truncated: false,
+    };
+    net.cores[1].handle_tunnel_datagrams(net.now, [d], &mut out);
+    assert!(out.tap.is_empty());
+    assert_eq!(net.crypto_drops(1, dnet_crypto::Reject::Cleartext), 1);
+    // A sealed datagram, replayed: delivered once.
+    let mut f = frame.clone();
+    let mut out = net.sink(0);
+    net.cores[0].handle_tap_frames(net.now, 0, [&mut f[..]], &mut out);
+    let sealed = out.sent[0].2.clone();
+    let mut delivered = 0;
+    for _ in 0..3 {
+        let mut m = sealed.clone();
+        let mut got = net.sink(1);
+        let d = Datagram {
+            source: host(0),
+            data: Payload::Owned(&mut m),
+            segment_size: None,
+            truncated: false,
+        };
+        net.cores[1].handle_tunnel_datagrams(net.now, [d], &mut got);
+        delivered += got.tap.len();
+    }
+    assert_eq!(delivered, 1);
+    assert_eq!(net.crypto_drops(1, dnet_crypto::Reject::Replayed), 2);
+    // One flipped bit in a fresh datagram: not authentic.
+    let mut f = frame.clone();
+    let mut out = net.sink(0);
+    net.cores[0].handle_tap_frames(net.now, 0, [&mut f[..]], &mut out);
+    let mut bad = out.sent[0].2.clone();
+    let i = bad.len() - 20;
+    bad[i] ^= 1;
+    let mut got = net.sink(1);
+    let d = Datagram {
+        source: host(0),
+        data: Payload::Owned(&mut bad),
+        segment_size: None,
+        truncated: false,
+    };
+    net.cores[1].handle_tunnel_datagrams(net.now, [d], &mut got);
+    assert!(got.tap.is_empty());
+    assert_eq!(net.crypto_drops(1, dnet_crypto::Reject::AuthFailed), 1);
+}
+
+#[test]
+fn keepalives_and_stp_go_sealed_too() {
+    let mut net = Net::build(2, &[(0, 1)], true, true, &|c| {
+        c.nets[0].switch.liveness = liveness::Config {
+            interval_ms: 100,
+            multiplier: 3,
+        };
+    });
+    net.run_until(500, 10);
+    for h in 0..2 {
+        assert_eq!(
+            net.cores[h].switch(0).liveness().state(1),
+            PeerState::Up,
+            "host {h} hears sealed hellos"
+        );
+    }
+    assert_eq!(net.crypto_drops(1, dnet_crypto::Reject::AuthFailed), 0);
 }

@@ -43,6 +43,105 @@ pub struct DataplaneConfig {
     pub rings: ring::RingMode,
     /// The overlay networks this switch serves, at least one, with distinct keys and TAPs.
     pub networks: Vec<NetworkConfig>,
+    /// Seal every tunnel datagram (`--encrypt`, GRE-in-UDP only).
+    pub encrypt: Option<EncryptConfig>,
+}
+
+/// `--encrypt`: this host's key and the peers' public keys.
+#[derive(Clone, Debug)]
+pub struct EncryptConfig {
+    /// This host's static private key.
+    pub private_key: dnet_crypto::PrivateKey,
+    /// Peer hosts' public keys, by underlay address (more may come at run time).
+    pub peer_keys: Vec<(Ipv4Addr, dnet_crypto::PublicKey)>,
+    /// Which AEAD to ask for.
+    pub cipher: dnet_crypto::CipherPreference,
+    /// Session lifetimes and handshake timers ([`dnet_crypto::Limits::default`] but in
+    /// tests).
+    pub limits: dnet_crypto::Limits,
+}
+
+/// Peer hosts of a switch, across its networks, each with one crypto peer id (`--encrypt`):
+/// keys and sessions belong to a host, whatever networks it shares with this one.
+#[derive(Debug, Default)]
+struct Hosts {
+    /// By crypto peer id: the host and how many networks' tunnels lead to it.
+    slots: Vec<Option<(Ipv4Addr, usize)>>,
+}
+
+impl Hosts {
+    fn find(&self, addr: Ipv4Addr) -> Option<dnet_crypto::PeerId> {
+        self.slots
+            .iter()
+            .position(|s| s.is_some_and(|(a, _)| a == addr))
+            .map(|i| i as dnet_crypto::PeerId)
+    }
+
+    /// One more tunnel to `addr`: its id, and whether it is new.
+    fn acquire(&mut self, addr: Ipv4Addr) -> (dnet_crypto::PeerId, bool) {
+        if let Some(id) = self.find(addr) {
+            if let Some((_, n)) = &mut self.slots[usize::from(id)] {
+                *n += 1;
+            }
+            return (id, false);
+        }
+        let i = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[i] = Some((addr, 1));
+        (i as dnet_crypto::PeerId, true)
+    }
+
+    /// One tunnel to `addr` fewer: its id if that was the last.
+    fn release(&mut self, addr: Ipv4Addr) -> Option<dnet_crypto::PeerId> {
+        let id = self.find(addr)?;
+        let slot = &mut self.slots[usize::from(id)];
+        if let Some((_, n)) = slot {
+            *n -= 1;
+            if *n == 0 {
+                *slot = None;
+                return Some(id);
+            }
+        }
+        None
+    }
+}
+
+/// The encryption state the control side keeps: the shared crypto core, the hosts, and the
+/// peers' public keys (which may arrive before or after their tunnels).
+struct Encryption {
+    crypto: datapath::Crypto,
+    hosts: Mutex<(
+        Hosts,
+        std::collections::HashMap<Ipv4Addr, dnet_crypto::PublicKey>,
+    )>,
+    epoch: Instant,
+}
+
+impl Encryption {
+    fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    /// Gives crypto peer `id` (host `addr`) its key, if known, and starts a handshake.
+    fn configure(&self, id: dnet_crypto::PeerId, key: Option<&dnet_crypto::PublicKey>) {
+        let now = self.now();
+        self.crypto.with(|e| {
+            let cfg = key.map(|k| dnet_crypto::PeerConfig {
+                public_key: *k,
+                psk: None,
+            });
+            if let Err(err) = e.set_peer(id, cfg) {
+                log::warn!("encryption: peer {id}: {err}");
+            } else if key.is_some() {
+                e.connect(now, id);
+            }
+        });
+    }
 }
 
 /// One overlay network of a switch: its own layer-2 segment.
@@ -120,6 +219,20 @@ pub enum ControlError {
     /// A worker did not answer.
     #[error("a worker did not answer within 1 s")]
     Timeout,
+    /// A key was given to a switch that does not encrypt.
+    #[error("this switch does not encrypt: start it with --encrypt to give peers keys")]
+    NotEncrypted,
+    /// A peer was given this host's own public key.
+    #[error("public key {0} is this host's own: give the peer's (`dnetctl pubkey` on the peer)")]
+    OwnKey(dnet_crypto::PublicKey),
+    /// A peer was given the key of another peer.
+    #[error("public key {key} is already peer {other}'s: each host has its own key pair (`dnetctl keygen`)")]
+    KeyInUse {
+        /// The key.
+        key: dnet_crypto::PublicKey,
+        /// The peer that has it.
+        other: Ipv4Addr,
+    },
 }
 
 /// The control plane's view of one network of a running data path: ports, counters, and
@@ -152,6 +265,8 @@ pub struct DataplaneControl {
     pub stp: Option<Arc<switch::stp::Shared>>,
     /// The workers' clock origin (the tree's timers run on it).
     epoch: Instant,
+    /// `--encrypt`: hosts and keys, shared by the networks' handles.
+    encryption: Option<Arc<Encryption>>,
 }
 
 impl DataplaneControl {
@@ -199,12 +314,111 @@ impl DataplaneControl {
             // In the tree (discarding) before any worker can forward on it.
             stp.with(|s| s.add_port(id));
         }
+        if let Some(enc) = &self.encryption {
+            let mut g = enc.hosts.lock().expect("host table lock");
+            let (host, new) = g.0.acquire(addr);
+            if new {
+                let key = g.1.get(&addr).copied();
+                drop(g);
+                enc.configure(host, key.as_ref());
+                self.broadcast(|| WorkerCommand::SetHost {
+                    addr,
+                    id: Some(host),
+                });
+            }
+        }
         self.broadcast(|| WorkerCommand::SetPort {
             net: self.net,
             id,
             kind: Some(kind),
         });
         Ok(id)
+    }
+
+    /// Sets (or, with `None`, forgets) peer host `addr`'s public key (`--encrypt`): its
+    /// tunnels carry nothing until it has one. Refused without `--encrypt`.
+    pub fn set_peer_key(
+        &self,
+        addr: Ipv4Addr,
+        key: Option<dnet_crypto::PublicKey>,
+    ) -> Result<(), ControlError> {
+        let enc = self.encryption.as_ref().ok_or(ControlError::NotEncrypted)?;
+        if let Some(k) = key {
+            // Refused here rather than only logged by the endpoint: a tunnel whose key the
+            // endpoint refused would carry nothing.
+            if enc.crypto.with(|e| e.public_key()) == k {
+                return Err(ControlError::OwnKey(k));
+            }
+        }
+        let mut g = enc.hosts.lock().expect("host table lock");
+        if let Some(k) = key {
+            if let Some((other, _)) = g.1.iter().find(|(a, v)| **v == k && **a != addr) {
+                return Err(ControlError::KeyInUse {
+                    key: k,
+                    other: *other,
+                });
+            }
+        }
+        match key {
+            Some(k) => g.1.insert(addr, k),
+            None => g.1.remove(&addr),
+        };
+        if let Some(id) = g.0.find(addr) {
+            drop(g);
+            enc.configure(id, key.as_ref());
+        }
+        Ok(())
+    }
+
+    /// This host's public key, with `--encrypt`.
+    pub fn public_key(&self) -> Option<dnet_crypto::PublicKey> {
+        let enc = self.encryption.as_ref()?;
+        Some(enc.crypto.with(|e| e.public_key()))
+    }
+
+    /// Whether the switch encrypts (`--encrypt`).
+    pub fn encrypts(&self) -> bool {
+        self.encryption.is_some()
+    }
+
+    /// Whether peer host `addr` has a public key (`--encrypt`).
+    pub fn has_peer_key(&self, addr: Ipv4Addr) -> bool {
+        self.encryption.as_ref().is_some_and(|enc| {
+            enc.hosts
+                .lock()
+                .expect("host table lock")
+                .1
+                .contains_key(&addr)
+        })
+    }
+
+    /// How many peer hosts have an established session now (`--encrypt`).
+    pub fn crypto_sessions(&self) -> usize {
+        let Some(enc) = &self.encryption else {
+            return 0;
+        };
+        let ids: Vec<dnet_crypto::PeerId> = {
+            let g = enc.hosts.lock().expect("host table lock");
+            (0..g.0.slots.len())
+                .filter(|i| g.0.slots[*i].is_some())
+                .map(|i| i as dnet_crypto::PeerId)
+                .collect()
+        };
+        let now = enc.now();
+        enc.crypto.with(|e| {
+            ids.iter()
+                .filter(|id| {
+                    e.peer_status(now, **id)
+                        .is_some_and(|p| p.session.is_some())
+                })
+                .count()
+        })
+    }
+
+    /// What the encryption's handshake side counted (`--encrypt`).
+    pub fn crypto_counts(&self) -> Option<dnet_crypto::Counts> {
+        let enc = self.encryption.as_ref()?;
+        Some(enc.crypto.with(|e| e.counts().clone()))
     }
 
     /// Removes the tunnel to `addr` and the stations learned through it.
@@ -225,6 +439,13 @@ impl DataplaneControl {
             id,
             kind: None,
         });
+        if let Some(enc) = &self.encryption {
+            let gone = enc.hosts.lock().expect("host table lock").0.release(addr);
+            if let Some(host) = gone {
+                enc.configure(host, None);
+                self.broadcast(|| WorkerCommand::SetHost { addr, id: None });
+            }
+        }
         Ok(id)
     }
 
@@ -374,7 +595,55 @@ impl Dataplane {
                 None => None,
             });
         }
-        let shared = datapath::Shared::new(stps);
+        let mut shared = datapath::Shared::new(stps);
+        let encryption = match &cfg.encrypt {
+            None => None,
+            Some(e) => {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let endpoint = dnet_crypto::Endpoint::new(dnet_crypto::Config {
+                    private_key: e.private_key.clone(),
+                    capacity: switch::MAX_PORTS,
+                    cipher: e.cipher,
+                    wall_clock_at_zero: wall.saturating_sub(epoch.elapsed().as_millis() as u64),
+                    limits: e.limits,
+                });
+                let crypto = datapath::Crypto::new(endpoint);
+                shared.crypto = Some(crypto.clone());
+                Some(Arc::new(Encryption {
+                    crypto,
+                    hosts: Mutex::new((Hosts::default(), e.peer_keys.iter().copied().collect())),
+                    epoch,
+                }))
+            }
+        };
+        // Every distinct peer host gets its crypto identity before a worker runs.
+        let mut initial_hosts = Vec::new();
+        if let Some(enc) = &encryption {
+            let mut g = enc.hosts.lock().expect("host table lock");
+            for nc in &cfg.networks {
+                for p in &nc.peers {
+                    let (id, new) = g.0.acquire(*p);
+                    if new {
+                        initial_hosts.push((*p, id, g.1.get(p).copied()));
+                    }
+                }
+            }
+            drop(g);
+            for (_, id, key) in &initial_hosts {
+                enc.configure(*id, key.as_ref());
+            }
+        }
+        let max_sealed = cfg
+            .networks
+            .iter()
+            .map(|n| n.mtu as usize)
+            .max()
+            .unwrap_or(1500)
+            + crate::wire::ethernet::TAGGED_HEADER_LEN
+            + crate::wire::gre::MAX_HEADER_LEN
+            + dnet_crypto::wire::OVERHEAD;
         let ring_dev = ring_device(cfg);
         let mut rx_rings = match &ring_dev {
             Some(dev) if cfg.rings.rx => open_rx_rings(cfg, dev, n),
@@ -418,6 +687,9 @@ impl Dataplane {
                 per_net.clone(),
                 g.clone(),
             );
+            for (addr, id, _) in &initial_hosts {
+                core.set_host(*addr, Some(*id));
+            }
             for (net, ps) in ports.iter().enumerate() {
                 for (pid, kind) in ps.iter().enumerate().skip(1) {
                     core.set_port(net as NetId, pid as PortId, Some(*kind));
@@ -468,6 +740,8 @@ impl Dataplane {
                 epoch,
                 stop: stop.clone(),
                 poll,
+                crypto: shared.crypto.clone(),
+                max_sealed,
                 ring_tx,
                 ring_rx,
             });
@@ -520,6 +794,7 @@ impl Dataplane {
                     keepalive_ms: nc.core.liveness.interval_ms,
                     stp: sh.stp.clone(),
                     epoch,
+                    encryption: encryption.clone(),
                 })
             })
             .collect();

@@ -530,7 +530,7 @@ pub fn check(
     }
     Ok(Datagram {
         source: p.src(),
-        data: &data[..p.total_len()],
+        data: (&data[..p.total_len()]).into(),
         segment_size: None,
         truncated: false,
     })
@@ -554,6 +554,7 @@ mod tests {
             headers,
             flow: 0,
             fragmentable,
+            seal: None,
         }
     }
 
@@ -593,7 +594,7 @@ mod tests {
         assert_eq!(&frame[14..], &wire[..], "byte for byte what OVS sent");
         // And it reads back as it would from the ring.
         let d = check(&frame[14..], wire.len(), libc::PACKET_HOST, PEER).expect("valid");
-        assert_eq!((d.source, d.data), (LOCAL, &wire[..]));
+        assert_eq!((d.source, &*d.data), (LOCAL, &wire[..]));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use super::sys::mmsg::{self, RecvQueue, SendBatch, SendQueue};
 use super::sys::sockopt;
 use super::tap::TapQueue;
 use crate::datapath::{
-    outbox, Core, Datagram, Dest, FdbDump, Flushed, NetId, SendOutcome, Sink, TapWriteError,
-    TunnelMsg, OUTER_IP_UDP,
+    outbox, Core, Crypto, Datagram, Dest, FdbDump, Flushed, NetId, SendOutcome, Sink,
+    TapWriteError, TunnelMsg, OUTER_IP_UDP,
 };
 use crate::offload::{gro, MAX_HEADERS};
 use crate::switch::ratelimit::LogLimiter;
@@ -18,6 +18,7 @@ use crate::switch::tunnel;
 use crate::switch::{Event, Millis, PortId, PortKind, SyncUpdate};
 use crate::wire::{gre, vnet};
 use crossbeam_channel::{Receiver, Sender};
+use dnet_crypto::wire::{HEADER_LEN as SEAL_HEADER, OVERHEAD as SEAL_OVERHEAD};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io::{self, IoSlice};
@@ -80,6 +81,13 @@ pub enum WorkerCommand {
         /// Where the copy goes.
         reply: Sender<FdbDump>,
     },
+    /// Name peer host `addr` crypto peer `id` (`None`: forget it); `--encrypt`.
+    SetHost {
+        /// The host's underlay address.
+        addr: std::net::Ipv4Addr,
+        /// Its crypto peer id.
+        id: Option<dnet_crypto::PeerId>,
+    },
     /// A copy of network `net`'s ARP watcher's claims and conflicts (duplicate-IP detection).
     DumpConflicts {
         /// Network.
@@ -115,6 +123,11 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// The poll instance (created before spawn so the waker can be handed out).
     pub poll: Poll,
+    /// The tunnel encryption (`--encrypt`): tunnel messages are sealed on their way out.
+    pub crypto: Option<Crypto>,
+    /// Longest datagram a sealed message can be (largest TAP MTU + Ethernet header with a tag
+    /// + GRE header + the seal's overhead).
+    pub max_sealed: usize,
     /// Plain GRE leaves through this packet ring when it can (`--packet-rings`).
     pub ring_tx: Option<RingTx>,
     /// Plain GRE arrives through this packet ring (`--packet-rings`).
@@ -145,6 +158,8 @@ struct Buffers {
     send: SendQueue<Tag>,
     /// Where [`Core::poll_transmit`] puts the frames the core made.
     transmit: Box<[u8]>,
+    /// Where such a frame is sealed (`--encrypt`).
+    sealed: Box<[u8]>,
     /// Keeps logs about failed reads to a few lines a second.
     read_log: LogLimiter,
 }
@@ -156,7 +171,45 @@ struct Out<'a> {
     socks: &'a Sockets,
     taps: &'a [TapQueue],
     id: usize,
+    /// With `--encrypt`: the sessions to seal with, and the time.
+    seal: Option<(&'a dnet_crypto::Sessions, Millis)>,
+    /// What sealing refused since the last flush.
+    refused: dnet_crypto::Counts,
     ring: Option<&'a mut RingTx>,
+}
+
+/// Lays out `gre`, `parts` as a sealed data message in `buf` (room for the seal's header
+/// before and tag after) and seals it for `peer`. Returns its length, or counts why not.
+fn seal_into(
+    buf: &mut [u8],
+    sessions: &dnet_crypto::Sessions,
+    now: Millis,
+    peer: dnet_crypto::PeerId,
+    gre: &gre::Repr,
+    parts: &[&[u8]],
+    refused: &mut dnet_crypto::Counts,
+) -> Option<usize> {
+    let gl = gre.header_len();
+    let body: usize = parts.iter().map(|p| p.len()).sum();
+    let len = SEAL_OVERHEAD + gl + body;
+    if len > buf.len() {
+        refused.reject(dnet_crypto::Reject::Truncated);
+        return None;
+    }
+    let mut at = SEAL_HEADER + gl;
+    for p in parts {
+        buf[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    let (head, rest) = buf.split_at_mut(SEAL_HEADER + gl);
+    gre.emit_parts(&mut head[SEAL_HEADER..], &[&rest[..body]]);
+    match sessions.seal_run(now, peer, &mut buf[..len], len) {
+        Ok(_) => Some(len),
+        Err(r) => {
+            refused.reject(r);
+            None
+        }
+    }
 }
 
 impl<'a> Sink<'a> for Out<'a> {
@@ -175,6 +228,26 @@ impl<'a> Sink<'a> for Out<'a> {
             len: (headers.len() + payload.len()) as u32,
             path_mtu: msg.path_mtu.unwrap_or(0),
         };
+        if let (Some(peer), Some((sessions, now))) = (msg.seal, self.seal) {
+            let refused = &mut self.refused;
+            self.batch.push_owned(
+                fd,
+                msg.dest,
+                |buf| {
+                    seal_into(
+                        buf,
+                        sessions,
+                        now,
+                        peer,
+                        &repr,
+                        &[headers, payload],
+                        refused,
+                    )
+                },
+                tag,
+            );
+            return;
+        }
         self.batch.push(
             fd,
             msg.dest,
@@ -198,7 +271,10 @@ impl<'a> Sink<'a> for Out<'a> {
 
     #[inline]
     fn tunnel_empty(&self) -> bool {
-        self.batch.is_empty() && self.ring.as_deref().is_none_or(RingTx::is_empty)
+        // Refused seals are reported by a flush too.
+        self.batch.is_empty()
+            && self.refused == dnet_crypto::Counts::default()
+            && self.ring.as_deref().is_none_or(RingTx::is_empty)
     }
 
     fn flush_tunnels(
@@ -290,13 +366,20 @@ impl Worker {
             reg.register(&mut SourceFd(&r.fd().as_raw_fd()), RING, Interest::READABLE)?;
         }
         let mut events = Events::with_capacity(16);
-        let mut send = SendQueue::new(TX_CAP);
+        let owned = if self.crypto.is_some() {
+            self.max_sealed
+        } else {
+            0
+        };
+        let mut send = SendQueue::with_owned(TX_CAP, owned);
         send.set_udp_gso(self.socks.is_udp());
         let mut b = Buffers {
             tap_rx: vec![0u8; BURST * TAP_SLOT].into_boxed_slice(),
             recv: RecvQueue::new(BURST),
             send,
             transmit: vec![0u8; outbox::MAX_FRAME].into_boxed_slice(),
+            sealed: vec![0u8; outbox::MAX_FRAME + gre::MAX_HEADER_LEN + SEAL_OVERHEAD]
+                .into_boxed_slice(),
             read_log: LogLimiter::new(5, 10_000),
         };
         // Drain anything that arrived before registration.
@@ -369,6 +452,7 @@ impl Worker {
                     r.invalidate();
                 }
             }
+            WorkerCommand::SetHost { addr, id } => self.core.set_host(addr, id),
             WorkerCommand::FlushFdb { net, port, reply } => {
                 let _ = reply.send(self.core.flush_fdb(net, port));
             }
@@ -423,6 +507,8 @@ impl Worker {
             socks: &self.socks,
             taps: &self.taps,
             id,
+            seal: self.crypto.as_ref().map(|c| (&*c.sessions, now)),
+            refused: Default::default(),
             ring: self.ring_tx.as_mut(),
         };
         self.core.handle_tap_frames(now, net, frames, &mut out);
@@ -455,10 +541,9 @@ impl Worker {
                 };
             }
         };
-        let recv: &RecvQueue = recv;
-        let datagrams = recv.iter().map(|m| Datagram {
+        let datagrams = recv.iter_mut().map(|m| Datagram {
             source: m.source,
-            data: m.data,
+            data: m.data.into(),
             segment_size: m.segment_size,
             truncated: m.truncated,
         });
@@ -467,6 +552,8 @@ impl Worker {
             socks: &self.socks,
             taps: &self.taps,
             id: self.id,
+            seal: self.crypto.as_ref().map(|c| (&*c.sessions, now)),
+            refused: Default::default(),
             ring: self.ring_tx.as_mut(),
         };
         self.core.handle_tunnel_datagrams(now, datagrams, &mut out);
@@ -486,12 +573,15 @@ impl Worker {
         let counters = core.global_counters().clone();
         let (socks, taps, id) = (&self.socks, &self.taps, self.id);
         let ring_tx = &mut self.ring_tx;
+        let seal = self.crypto.as_ref().map(|c| (&*c.sessions, now));
         rx.burst(&counters, |datagrams| {
             let mut out = Out {
                 batch: send.batch(),
                 socks,
                 taps,
                 id,
+                seal,
+                refused: Default::default(),
                 ring: ring_tx.as_mut(),
             };
             core.handle_tunnel_datagrams(now, datagrams.map(shorten), &mut out)
@@ -518,19 +608,52 @@ impl Worker {
                         Err(_) => SendOutcome::Error,
                     }
                 }
+                Dest::Handshake => {
+                    let fd = self.socks.send_fd(0, false);
+                    match mmsg::send_one(fd, t.to, &[frame], None) {
+                        Ok(()) => SendOutcome::Sent,
+                        Err(e) => mmsg::outcome(e),
+                    }
+                }
                 Dest::Tunnel { fragmentable } => {
-                    let mut g = [0u8; gre::MAX_HEADER_LEN];
-                    let gl = t.gre.header_len();
-                    t.gre.emit_parts(&mut g[..gl], &[frame]);
                     let flow = if self.socks.is_udp() {
                         tunnel::flow_hash(frame)
                     } else {
                         0
                     };
                     let fd = self.socks.send_fd(flow, fragmentable);
-                    match mmsg::send_one(fd, t.to, &[&g[..gl], frame], None) {
-                        Ok(()) => SendOutcome::Sent,
-                        Err(e) => mmsg::outcome(e),
+                    match (t.seal, &self.crypto) {
+                        (Some(peer), Some(c)) => {
+                            let mut refused = dnet_crypto::Counts::default();
+                            let sealed = seal_into(
+                                &mut b.sealed,
+                                &c.sessions,
+                                self.now(),
+                                peer,
+                                &t.gre,
+                                &[frame],
+                                &mut refused,
+                            );
+                            self.core.global_counters().add_crypto(&refused);
+                            match sealed {
+                                Some(len) => {
+                                    match mmsg::send_one(fd, t.to, &[&b.sealed[..len]], None) {
+                                        Ok(()) => SendOutcome::Sent,
+                                        Err(e) => mmsg::outcome(e),
+                                    }
+                                }
+                                None => SendOutcome::Error,
+                            }
+                        }
+                        _ => {
+                            let mut g = [0u8; gre::MAX_HEADER_LEN];
+                            let gl = t.gre.header_len();
+                            t.gre.emit_parts(&mut g[..gl], &[frame]);
+                            match mmsg::send_one(fd, t.to, &[&g[..gl], frame], None) {
+                                Ok(()) => SendOutcome::Sent,
+                                Err(e) => mmsg::outcome(e),
+                            }
+                        }
                     }
                 }
             };

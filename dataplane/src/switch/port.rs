@@ -325,6 +325,12 @@ pub struct Counters {
     pub events: [Counter; Event::COUNT],
     /// MAC table size as last seen by the worker.
     pub fdb_entries: Counter,
+    /// Datagrams and handshake messages the tunnel encryption dropped (`--encrypt`), indexed
+    /// by [`dnet_crypto::Reject`].
+    pub crypto_drops: [Counter; dnet_crypto::Reject::COUNT],
+    /// What the tunnel encryption did (handshakes, sessions), indexed by
+    /// [`dnet_crypto::Event`].
+    pub crypto_events: [Counter; dnet_crypto::Event::COUNT],
 }
 
 impl Default for Counters {
@@ -334,6 +340,8 @@ impl Default for Counters {
             drops: Default::default(),
             events: Default::default(),
             fdb_entries: Counter::default(),
+            crypto_drops: Default::default(),
+            crypto_events: Default::default(),
         }
     }
 }
@@ -356,6 +364,22 @@ impl Counters {
     pub fn events_add(&self, what: Event, n: u64) {
         if n > 0 {
             self.events[what as usize].add(n);
+        }
+    }
+
+    /// Adds what the tunnel encryption counted.
+    pub fn add_crypto(&self, c: &dnet_crypto::Counts) {
+        for r in dnet_crypto::Reject::ALL {
+            let n = c.dropped(r);
+            if n > 0 {
+                self.crypto_drops[r as usize].add(n);
+            }
+        }
+        for e in dnet_crypto::Event::ALL {
+            let n = c.count(e);
+            if n > 0 {
+                self.crypto_events[e as usize].add(n);
+            }
         }
     }
 

@@ -72,7 +72,12 @@ impl Fleet {
     /// members (kept until [`Fleet::apply_to`]). Fails on what retrying cannot fix (no such
     /// network, a flag that contradicts its settings, a full subnet) and when etcd does not
     /// answer within the join timeout.
-    pub fn join(f: &FleetSettings, network: &str, underlay: Ipv4Addr) -> Result<Fleet> {
+    pub fn join(
+        f: &FleetSettings,
+        network: &str,
+        underlay: Ipv4Addr,
+        public_key: Option<dnet_crypto::PublicKey>,
+    ) -> Result<Fleet> {
         let etcd = etcd_options(f)?;
         let network = network.to_string();
         let mut cfg = AgentConfig::new(etcd.clone(), &network, underlay);
@@ -90,6 +95,9 @@ impl Fleet {
             key: f.given.key,
             mtu: f.given.mtu,
         };
+        // Published in this host's member record: how the other members of an encrypted
+        // network learn it.
+        cfg.public_key = public_key.map(|k| k.to_string());
         log::info!(
             "joining network {network} through etcd at {} as host {underlay}",
             f.endpoints.join(",")
@@ -466,7 +474,27 @@ fn peer_up(info: &SwitchInfo, network: &str, peer: &Peer) {
         value: addr,
         input: Input::etcd("peer", network, addr),
     };
-    if let Err(e) = info.add_peer(&p) {
+    // The record's key, for a switch that seals its tunnels (the network's members were
+    // checked to have one when it is encrypted; a cleartext network's are not used).
+    let key = match peer.public_key.as_deref() {
+        Some(k) if info.dataplane.encrypts() => {
+            match dnet_crypto::PublicKey::from_base64(
+                k,
+                &format!("member {}'s public key", peer.host),
+            ) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    log::warn!(
+                        "network {network}: member {} gets no tunnel: {e}",
+                        peer.host
+                    );
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Err(e) = info.add_peer_keyed(&p, key) {
         log::warn!(
             "network {network}: member {} gets no tunnel: {}",
             peer.host,

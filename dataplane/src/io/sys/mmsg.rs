@@ -38,8 +38,13 @@ pub fn outcome(errno: i32) -> SendOutcome {
 pub struct SendQueue<T: Copy + Default> {
     room: Box<[[u8; HEADER_ROOM]]>,
     room_len: Box<[usize]>,
-    /// Payload of each message, valid while the batch that pushed it lives.
+    /// Payload of each message, valid while the batch that pushed it lives: borrowed from the
+    /// caller, or in `owned`.
     payload: Box<[(*const u8, usize)]>,
+    /// Per message, room for a whole datagram the queue holds itself (a sealed one: it is
+    /// encrypted in place, so it cannot be sent from where the frame lies).
+    owned: Box<[u8]>,
+    owned_slot: usize,
     dest: Box<[libc::sockaddr_in]>,
     fd: Box<[RawFd]>,
     tag: Box<[T]>,
@@ -69,8 +74,14 @@ pub struct GsoFlush {
 }
 
 impl<T: Copy + Default> SendQueue<T> {
-    /// Room for `cap` messages.
+    /// Room for `cap` messages, borrowed from the caller ([`SendBatch::push`]).
     pub fn new(cap: usize) -> SendQueue<T> {
+        SendQueue::with_owned(cap, 0)
+    }
+
+    /// Room for `cap` messages, each of which may also be a datagram of up to `owned_slot`
+    /// bytes that the queue holds itself ([`SendBatch::push_owned`]).
+    pub fn with_owned(cap: usize, owned_slot: usize) -> SendQueue<T> {
         let zero_iov = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -79,6 +90,8 @@ impl<T: Copy + Default> SendQueue<T> {
             room: vec![[0u8; HEADER_ROOM]; cap].into_boxed_slice(),
             room_len: vec![0; cap].into_boxed_slice(),
             payload: vec![(std::ptr::null(), 0); cap].into_boxed_slice(),
+            owned: vec![0u8; cap * owned_slot].into_boxed_slice(),
+            owned_slot,
             dest: vec![msghdr::sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); cap]
                 .into_boxed_slice(),
             fd: vec![-1; cap].into_boxed_slice(),
@@ -196,6 +209,43 @@ impl<'a, T: Copy + Default> SendBatch<'a, T> {
         q.fd[i] = fd.as_raw_fd();
         q.tag[i] = tag;
         q.n += 1;
+    }
+
+    /// Largest datagram [`SendBatch::push_owned`] takes.
+    #[inline]
+    pub fn owned_room(&self) -> usize {
+        self.q.owned_slot
+    }
+
+    /// Queues a datagram of up to [`SendBatch::owned_room`] bytes that the queue holds itself:
+    /// `fill` writes it into the room it is given and returns its length (`None`: nothing is
+    /// queued). For datagrams that must be changed after they are laid out (sealed in place).
+    ///
+    /// # Panics
+    /// If the batch is full.
+    #[inline]
+    pub fn push_owned(
+        &mut self,
+        fd: BorrowedFd<'a>,
+        dest: SocketAddrV4,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+        tag: T,
+    ) -> bool {
+        let q = &mut *self.q;
+        let i = q.n;
+        assert!(i < q.msgs.len(), "push into a full SendBatch");
+        let slot = &mut q.owned[i * q.owned_slot..(i + 1) * q.owned_slot];
+        let Some(len) = fill(slot) else {
+            return false;
+        };
+        let len = len.min(slot.len());
+        q.room_len[i] = 0;
+        q.payload[i] = (slot.as_ptr(), len);
+        q.dest[i] = msghdr::sockaddr(dest);
+        q.fd[i] = fd.as_raw_fd();
+        q.tag[i] = tag;
+        q.n += 1;
+        true
     }
 
     /// Points message `i`'s `msghdr` (and iovecs) at its stored header, payload and address.
@@ -432,10 +482,10 @@ pub fn send_one(
 }
 
 /// One received message.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct RecvMsg<'a> {
-    /// What arrived (for a raw socket, the whole IPv4 packet).
-    pub data: &'a [u8],
+    /// What arrived (for a raw socket, the whole IPv4 packet), to read or change in place.
+    pub data: &'a mut [u8],
     /// The sender's address.
     pub source: Ipv4Addr,
     /// For a UDP read that carries several datagrams coalesced by `UDP_GRO`: the size of each
@@ -509,23 +559,23 @@ impl RecvQueue {
         Ok(self.n)
     }
 
-    /// Message `i` of the last `recv` (`i` below what it returned).
-    #[inline]
-    pub fn get(&self, i: usize) -> RecvMsg<'_> {
-        debug_assert!(i < self.n);
-        let m = &self.msgs[i];
-        let len = (m.msg_len as usize).min(SLOT_LEN);
-        RecvMsg {
-            data: &self.bufs[i * SLOT_LEN..i * SLOT_LEN + len],
-            source: *msghdr::from_sockaddr(&self.names[i]).ip(),
-            segment_size: msghdr::udp_gro_segment(&m.msg_hdr),
-            truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-        }
-    }
-
-    /// The messages of the last `recv`.
-    pub fn iter(&self) -> impl Iterator<Item = RecvMsg<'_>> {
-        (0..self.n).map(|i| self.get(i))
+    /// The messages of the last `recv`, each writable in place (to open a sealed datagram).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = RecvMsg<'_>> {
+        let n = self.n;
+        self.bufs
+            .chunks_exact_mut(SLOT_LEN)
+            .zip(self.msgs.iter())
+            .zip(self.names.iter())
+            .take(n)
+            .map(|((slot, m), name)| {
+                let len = (m.msg_len as usize).min(SLOT_LEN);
+                RecvMsg {
+                    data: &mut slot[..len],
+                    source: *msghdr::from_sockaddr(name).ip(),
+                    segment_size: msghdr::udp_gro_segment(&m.msg_hdr),
+                    truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                }
+            })
     }
 }
 
@@ -591,7 +641,7 @@ mod tests {
                 break;
             }
             match q.recv(rx.as_fd()) {
-                Ok(n) => got.extend((0..n).map(|i| q.get(i).data.to_vec())),
+                Ok(_) => got.extend(q.iter_mut().map(|m| m.data.to_vec())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::yield_now();
                 }
@@ -681,7 +731,8 @@ mod tests {
         let mut rq = RecvQueue::new(2);
         let got = recv_all(&mut rq, &rx, 1);
         assert_eq!(got, vec![b"abcde".to_vec()]);
-        assert!(!rq.get(0).truncated);
-        assert_eq!(rq.get(0).source, Ipv4Addr::LOCALHOST);
+        let m = rq.iter_mut().next().unwrap();
+        assert!(!m.truncated);
+        assert_eq!(m.source, Ipv4Addr::LOCALHOST);
     }
 }
