@@ -463,7 +463,7 @@ pub fn format_show(s: &Show) -> String {
 /// The network lines of `dnetctl show` for a switch with `--network`.
 pub fn format_fleet(f: &FleetInfo) -> String {
     let mut out = format!(
-        "network {}  host {}  range {}  gateway {}  subnet {}  members {}\n",
+        "network {}  host {}  range {}  gateway {}  subnet {}  etcd peers {}\n",
         f.network,
         f.host,
         f.range.as_deref().unwrap_or("-"),
@@ -712,7 +712,7 @@ mod tests {
         };
         assert_eq!(
             format_fleet(&f),
-            "network blue  host 10.200.0.1  range 10.78.1.0/24  gateway 10.78.1.1  subnet 10.78.0.0/16  members 7\n\
+            "network blue  host 10.200.0.1  range 10.78.1.0/24  gateway 10.78.1.1  subnet 10.78.0.0/16  etcd peers 7\n\
              etcd http://10.200.0.100:2379  reachable\n"
         );
         f.unreachable_since = Some(1);

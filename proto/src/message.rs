@@ -298,7 +298,7 @@ pub struct FleetInfo {
     pub range: Option<String>,
     /// The range's gateway (for the bridge).
     pub gateway: Option<Ipv4Addr>,
-    /// Members that are tunnels now.
+    /// Other members of the network that are tunnels now (this host not counted).
     pub members: usize,
     /// Unix seconds since which etcd has not answered (`None`: it answers).
     pub unreachable_since: Option<u64>,
