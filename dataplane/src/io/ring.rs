@@ -57,13 +57,13 @@ impl RingMode {
 const TX_SLOTS: usize = 256;
 /// Committed frames per flush, as many as a send batch holds.
 pub const TX_BATCH: usize = 128;
-/// RX frames per worker (2 KiB each at MTU 1500: 2 MiB, all of it resident). The kernel reads
-/// the slot a quarter of the ring ahead of the one it fills (to tell rollover pressure), so a
-/// ring that stays in the caches is faster: one TCP stream over plain GRE read 4.54–4.71
-/// Gbit/s with 1024 frames against 4.07–4.25 with 2048 and 4.10–4.20 with 8192 (the earlier
-/// size), in one sitting of alternated runs. A burst larger than the ring while the worker is
-/// away is dropped and counted (`rx_ring_full`), as a NIC's receive ring of the same size would.
-const RX_FRAMES: usize = 1024;
+/// RX frames of all workers together (2 KiB each at MTU 1500: 16 MiB, all of it resident).
+/// A raw socket's 4 MiB buffer held about 10k small packets; a ring holds one per frame, and
+/// 2048 frames (the first choice) overflowed where the raw socket had not, under load
+/// (`rx_ring_full`, in `tests/udp_encap.rs`'s bursts of small datagrams).
+const RX_FRAMES_TOTAL: usize = 8192;
+/// RX frames per worker at the least, however many workers share [`RX_FRAMES_TOTAL`].
+const RX_FRAMES_MIN: usize = 2048;
 /// Frames taken from an RX ring per turn of the loop.
 const RX_BURST: usize = 64;
 
@@ -433,7 +433,7 @@ impl RingRx {
         let ring = RxRing::open(
             dev.index,
             dev.mtu as usize,
-            RX_FRAMES,
+            (RX_FRAMES_TOTAL / workers.max(1)).max(RX_FRAMES_MIN),
             &|room| rx_filter(local, room),
             fanout,
             split,
