@@ -43,7 +43,7 @@ use crate::switch::{
     PortId, PortKind, Switch, SyncUpdate,
 };
 use crate::wire::vnet::{self, VnetHdr};
-use crate::wire::{bpdu, gre, ipv4};
+use crate::wire::{bpdu, ethernet, gre, ipv4};
 use egress::{Egress, NetView, TapRuns};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -790,7 +790,26 @@ impl Core {
             self.stp_rx(now, net, port, frame);
             return;
         }
-        let v = sw.handle(now, port, frame);
+        // Frames larger than the local MTU are giants, unless the underlay's GRO merged them
+        // from segments that each fit: those go on as TCP super-frames.
+        let gro = if frame.len() > sw.max_frame() {
+            let mtu = sw.max_frame() - ethernet::TAGGED_HEADER_LEN;
+            offload::underlay_gro::coalesced(frame, mtu)
+        } else {
+            None
+        };
+        let v = match &gro {
+            None => sw.handle(now, port, frame),
+            Some(h) => {
+                let v = sw.handle_coalesced(now, port, frame);
+                self.counters[i].event(Event::GreGroReceived);
+                // The core counted one frame; count the segments it stands for instead.
+                if let Some((k, wire)) = offload::gso::wire_size(frame, h) {
+                    self.counters[i].rx_many(port, k - 1, wire.saturating_sub(frame.len()));
+                }
+                v
+            }
+        };
         let to_tap = matches!(v.action, Action::Forward(p) if sw.port(p) == Some(PortKind::Local));
         if let Some(u) = v.sync {
             self.sync_out.push((net, u));
@@ -802,6 +821,13 @@ impl Core {
             self.crypto.as_ref().map(|_| &self.hosts),
             net,
         );
+        if let Some(h) = &gro {
+            // Keep its place after the frames received before it.
+            self.egress.write_runs(&self.counters, runs, out);
+            self.egress
+                .output(view, port, v.action, frame, Some(h), out);
+            return;
+        }
         if to_tap {
             if self.egress.coalesce(view, frame, runs, out) {
                 return;

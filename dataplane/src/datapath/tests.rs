@@ -1072,3 +1072,84 @@ fn keepalives_and_stp_go_sealed_too() {
     }
     assert_eq!(net.crypto_drops(1, dnet_crypto::Reject::AuthFailed), 0);
 }
+
+/// One GRE packet (key 42) from host 1 to host 0 carrying a 40,000-byte TCP segment from
+/// container 1 to container 0: with `gro`, in the form the underlay's GRO leaves a merged
+/// packet (TCP checksum field = pseudo-header sum), else with a complete checksum.
+fn underlay_packet(payload: &[u8], gro: bool) -> Vec<u8> {
+    let mut t = tcp(cip(1), cip(0), 5000, payload);
+    if gro {
+        let mut sum = accumulate(0, &cip(1).octets());
+        sum = accumulate(sum, &cip(0).octets());
+        sum += 6 + t.len() as u64;
+        t[16..18].copy_from_slice(&(!finish(sum)).to_be_bytes());
+    }
+    let f = eth(
+        mac(0, 1),
+        mac(1, 1),
+        0x0800,
+        &ipv4(cip(1), cip(0), 6, true, &t),
+    );
+    let mut g = vec![0x20, 0, 0x65, 0x58, 0, 0, 0, 42];
+    g.extend_from_slice(&f);
+    ipv4(host(1), host(0), 47, true, &g)
+}
+
+fn receive(net: &mut Net, mut packet: Vec<u8>) -> MemSink {
+    let mut out = MemSink::new();
+    let d = Datagram {
+        source: host(1),
+        data: Payload::Owned(&mut packet),
+        segment_size: None,
+        truncated: false,
+    };
+    net.cores[0].handle_tunnel_datagrams(0, [d], &mut out);
+    out
+}
+
+#[test]
+fn a_segment_the_underlay_gro_merged_reaches_the_tap_as_one_tcp_super_frame() {
+    let mut net = Net::new(2, &[(0, 1)], false, &|c| c.vnet = true);
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let out = receive(&mut net, underlay_packet(&payload, true));
+    assert_eq!(out.tap.len(), 1, "one TAP write");
+    let got = &out.tap[0];
+    let h = VnetHdr::parse(got).unwrap();
+    // IPv4 20 + TCP 20 of headers below the 1500-byte MTU.
+    assert_eq!(
+        (h.gso_kind(), h.gso_size, h.flags, h.csum_start, h.hdr_len),
+        (vnet::gso::TCPV4, 1460, vnet::F_NEEDS_CSUM, 34, 54)
+    );
+    assert_eq!(&got[vnet::LEN + 54..], &payload[..], "payload intact");
+    assert_eq!(net.events(0, Event::GreGroReceived), 1);
+    assert_eq!(net.drops(0, DropReason::Giant), 0);
+    // Counted as the 28 segments it stands for, both ways.
+    let c = net.cores[0].counters(0);
+    assert_eq!(c.ports[1].rx_packets.get(), 28);
+    assert_eq!(c.ports[0].tx_packets.get(), 28);
+}
+
+#[test]
+fn without_offloads_a_merged_segment_is_written_cut_into_segments() {
+    let mut net = Net::new(2, &[(0, 1)], false, &|_| {});
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 5 % 251) as u8).collect();
+    let out = receive(&mut net, underlay_packet(&payload, true));
+    assert_eq!(out.tap.len(), 7, "10000 bytes at MSS 1460");
+    let mut got = Vec::new();
+    for f in &out.tap {
+        assert!(f.len() <= 1514, "a {}-byte frame", f.len());
+        assert!(crate::offload::testframes::checksums_ok(f), "checksums");
+        got.extend_from_slice(&f[54..]);
+    }
+    assert_eq!(got, payload);
+}
+
+#[test]
+fn an_oversize_frame_in_any_other_form_is_a_giant() {
+    let mut net = Net::new(2, &[(0, 1)], false, &|c| c.vnet = true);
+    // A complete checksum: not something GRO made (an IP reassembly, say), so not taken.
+    let out = receive(&mut net, underlay_packet(&[7u8; 4000], false));
+    assert!(out.tap.is_empty());
+    assert_eq!(net.drops(0, DropReason::Giant), 1);
+    assert_eq!(net.events(0, Event::GreGroReceived), 0);
+}

@@ -5,12 +5,15 @@
 //!   up, checksums computed) before encapsulation; complete partial checksums of plain frames.
 //! - [`gro`]: merge consecutive in-order TCP segments of one flow received from a tunnel into
 //!   one super-frame, so the kernel's bridge and TCP stack handle one packet instead of forty.
+//! - [`underlay_gro`]: recognise the TCP super-frames the underlay's own GRO made out of plain
+//!   GRE packets before dnet saw them, and describe them as TAP super-frames.
 //!
 //! Pure functions over byte slices; the TAP and sockets are in `io`.
 
 pub mod gro;
 pub mod gso;
 pub mod udp_gro;
+pub mod underlay_gro;
 
 use crate::wire::ethernet::{ethertype, Frame, TAGGED_HEADER_LEN};
 use crate::wire::{ipv4, ipv6, tcp};

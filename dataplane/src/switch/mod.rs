@@ -221,7 +221,28 @@ impl Switch {
     /// Decides what to do with `frame`, received on `ingress` at `now`, and learns its source.
     /// Counts the frame as received and counts the drop reason, if any. Never panics.
     pub fn handle(&mut self, now: Millis, ingress: PortId, frame: &[u8]) -> Verdict {
-        let mut verdict = self.decide(now, ingress, frame);
+        self.handle_sized(now, ingress, frame, self.cfg.max_frame)
+    }
+
+    /// [`Switch::handle`] for a TCP super-frame from a tunnel that the underlay's GRO merged
+    /// (see `offload::underlay_gro`): larger than the local MTU, but its segments are not.
+    pub fn handle_coalesced(&mut self, now: Millis, ingress: PortId, frame: &[u8]) -> Verdict {
+        self.handle_sized(now, ingress, frame, usize::MAX)
+    }
+
+    /// The largest frame a tunnel may bring (the local MTU plus an Ethernet header with a tag).
+    pub fn max_frame(&self) -> usize {
+        self.cfg.max_frame
+    }
+
+    fn handle_sized(
+        &mut self,
+        now: Millis,
+        ingress: PortId,
+        frame: &[u8],
+        max_frame: usize,
+    ) -> Verdict {
+        let mut verdict = self.decide(now, ingress, frame, max_frame);
         if self.cfg.loop_guard {
             verdict.action = self.loops.filter(now, ingress, verdict.action);
         }
@@ -240,7 +261,7 @@ impl Switch {
         verdict
     }
 
-    fn decide(&mut self, now: Millis, ingress: PortId, frame: &[u8]) -> Verdict {
+    fn decide(&mut self, now: Millis, ingress: PortId, frame: &[u8], max_frame: usize) -> Verdict {
         let drop = |why| Verdict {
             action: Action::Drop(why),
             sync: None,
@@ -255,7 +276,7 @@ impl Switch {
         };
         // Only tunnels can bring frames the local side cannot carry; the TAP's own frames are
         // bounded by the TAP (and may be TCP super-frames when offloads are on).
-        if in_kind.is_tunnel() && frame.len() > self.cfg.max_frame {
+        if in_kind.is_tunnel() && frame.len() > max_frame {
             return drop(DropReason::Giant);
         }
         // A discarding port neither learns nor forwards; a learning one only learns.

@@ -266,11 +266,14 @@ pub enum Event {
     /// socket instead: its peer's next hop was not resolved (yet), its neighbour entry needed
     /// confirming, or the ring was full (`--packet-rings`).
     RingFallback,
+    /// A plain GRE packet that the underlay's GRO had merged from several TCP segments of one
+    /// flow (a NIC's receive offload): passed on as one TCP super-frame, not dropped as giant.
+    GreGroReceived,
 }
 
 impl Event {
     /// Number of events.
-    pub const COUNT: usize = Event::RingFallback as usize + 1;
+    pub const COUNT: usize = Event::GreGroReceived as usize + 1;
     /// Every event, in counter order.
     pub const ALL: [Event; Event::COUNT] = [
         Event::FdbFull,
@@ -289,6 +292,7 @@ impl Event {
         Event::UdpGroReceived,
         Event::UdpCoalesced,
         Event::RingFallback,
+        Event::GreGroReceived,
     ];
 
     /// Stable snake_case name.
@@ -310,6 +314,7 @@ impl Event {
             Event::UdpGroReceived => "udp_gro_received",
             Event::UdpCoalesced => "udp_coalesced",
             Event::RingFallback => "ring_fallback",
+            Event::GreGroReceived => "gre_gro_received",
         }
     }
 }
