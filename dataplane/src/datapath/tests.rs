@@ -1153,3 +1153,36 @@ fn an_oversize_frame_in_any_other_form_is_a_giant() {
     assert_eq!(net.drops(0, DropReason::Giant), 1);
     assert_eq!(net.events(0, Event::GreGroReceived), 0);
 }
+
+/// [`underlay_packet`] with a GRE checksum field holding `csum` (GRO leaves the first merged
+/// packet's, wrong for the whole).
+fn underlay_packet_with_csum(payload: &[u8], gro: bool, csum: u16) -> Vec<u8> {
+    let p = underlay_packet(payload, gro);
+    let inner = &p[20 + 8..];
+    let mut g = vec![0xa0, 0, 0x65, 0x58];
+    g.extend_from_slice(&csum.to_be_bytes());
+    g.extend_from_slice(&[0, 0, 0, 0, 0, 42]);
+    g.extend_from_slice(inner);
+    ipv4(host(1), host(0), 47, true, &g)
+}
+
+#[test]
+fn a_merged_packet_with_a_stale_gre_checksum_is_taken_and_no_other() {
+    let mut net = Net::new(2, &[(0, 1)], false, &|c| c.vnet = true);
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i * 3 % 251) as u8).collect();
+    let out = receive(&mut net, underlay_packet_with_csum(&payload, true, 0x1234));
+    assert_eq!(out.tap.len(), 1);
+    assert_eq!(&out.tap[0][vnet::LEN + 54..], &payload[..]);
+    assert_eq!(net.events(0, Event::GreGroReceived), 1);
+    // A bad checksum on anything else is still a bad checksum: a frame that fits, and an
+    // oversize one with a complete TCP checksum.
+    let out = receive(
+        &mut net,
+        underlay_packet_with_csum(&payload[..1000], false, 0x1234),
+    );
+    assert!(out.tap.is_empty());
+    let out = receive(&mut net, underlay_packet_with_csum(&payload, false, 0x1234));
+    assert!(out.tap.is_empty());
+    assert_eq!(net.drops(0, DropReason::GreChecksum), 2);
+    assert_eq!(net.events(0, Event::GreGroReceived), 1);
+}

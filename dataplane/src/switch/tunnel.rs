@@ -167,6 +167,19 @@ pub fn open_gre(gre_bytes: &[u8]) -> Result<(u32, &[u8]), DropReason> {
     Ok((repr.key.unwrap_or(0), g.into_payload()))
 }
 
+/// [`open_gre`] without verifying the GRE checksum: for a packet whose checksum failed but
+/// that may be one the underlay's GRO merged (its checksum is the first packet's, stale; the
+/// kernel verified every merged packet's before merging). `None` when anything else is wrong.
+pub fn open_gre_unverified(gre_bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let g = gre::Packet::new_unchecked(gre_bytes);
+    g.check_len().ok()?;
+    if g.version() != 0 || g.has_routing() || g.protocol() != gre::PROTO_TEB {
+        return None;
+    }
+    let key = g.key().unwrap_or(0);
+    Some((key, g.into_payload()))
+}
+
 /// A hash of the flow `frame` belongs to, for GRE-in-UDP source ports (RFC 8086 §3.2.1: the
 /// source port is an entropy value, the same for every packet of a flow). IPv4 and IPv6
 /// frames hash their addresses and protocol, plus the ports of unfragmented TCP, UDP and SCTP
