@@ -1,12 +1,13 @@
 //! TAP offloads, receive side: arbitrary frames (2-byte length prefix each) added to a `Gro`
 //! (TCP) and a `UdpGro` run, flushed as the worker does on `Mismatch`/`Alone`, never panic;
 //! every finished run has at most `MAX_SEGS` parts, headers within the head buffer, and at
-//! most 64 KiB of IP.
+//! most 64 KiB of IP. Each frame is also offered to `underlay_gro::coalesced` at a few MTUs:
+//! a frame it takes segments without error into pieces whose IP fits that MTU, in order.
 #![no_main]
 
 use dnet::offload::gro::{Add, Gro, MAX_SEGS};
 use dnet::offload::udp_gro::UdpGro;
-use dnet::offload::MAX_HEADERS;
+use dnet::offload::{gso, underlay_gro, MAX_HEADERS};
 use dnet::wire::vnet;
 use libfuzzer_sys::fuzz_target;
 
@@ -41,6 +42,28 @@ fn check_udp(run: &mut UdpGro<'_>) {
     }
 }
 
+fn check_underlay(f: &[u8]) {
+    for mtu in [576, 1400, 1500] {
+        let Some(h) = underlay_gro::coalesced(f, mtu) else {
+            continue;
+        };
+        let hl = usize::from(h.hdr_len);
+        let mut tiled = 0;
+        let n = gso::segment(f, &h, |headers, payload| {
+            // Headers start with the Ethernet header (14, or 18 with a tag).
+            assert!(
+                headers.len() + payload.len() <= mtu + 18,
+                "segment over MTU {mtu}"
+            );
+            assert_eq!(payload, &f[hl + tiled..hl + tiled + payload.len()]);
+            tiled += payload.len();
+        })
+        .expect("a frame coalesced() takes segments");
+        assert!(n > 1);
+        assert_eq!(hl + tiled, f.len());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut frames = Vec::new();
     let mut rest = data;
@@ -49,6 +72,9 @@ fuzz_target!(|data: &[u8]| {
         let len = len.min(rest.len() - 2);
         frames.push(&rest[2..2 + len]);
         rest = &rest[2 + len..];
+    }
+    for &f in &frames {
+        check_underlay(f);
     }
     let mut udp = UdpGro::new();
     for &f in &frames {
