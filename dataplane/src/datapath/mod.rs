@@ -43,7 +43,7 @@ use crate::switch::{
     PortId, PortKind, Switch, SyncUpdate,
 };
 use crate::wire::vnet::{self, VnetHdr};
-use crate::wire::{bpdu, ethernet, gre, ipv4};
+use crate::wire::{bpdu, gre, ipv4};
 use egress::{Egress, NetView, TapRuns};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -543,10 +543,7 @@ impl Core {
         }
         let v = sw.handle(now, 0, frame);
         if let Some(h) = &gso {
-            // The core counted one frame; count the segments it stands for instead.
-            if let Some((k, wire)) = offload::gso::wire_size(frame, h) {
-                self.counters[i].rx_many(0, k - 1, wire.saturating_sub(frame.len()));
-            }
+            count_segments_rx(&self.counters[i], 0, frame, h);
         }
         if let Some(u) = v.sync {
             self.sync_out.push((net, u));
@@ -781,11 +778,7 @@ impl Core {
         let (key, frame) = tunnel::open_gre_unverified(gre_bytes)?;
         let k = self.by_key.binary_search_by_key(&key, |e| e.0).ok()?;
         let sw = &self.nets[usize::from(self.by_key[k].1)].switch;
-        if frame.len() <= sw.max_frame() {
-            return None;
-        }
-        let mtu = sw.max_frame() - ethernet::TAGGED_HEADER_LEN;
-        offload::underlay_gro::coalesced(frame, mtu).map(|_| (key, frame))
+        sw.merged_by_underlay(frame).map(|_| (key, frame))
     }
 
     /// One inner frame from tunnel `port` of network `net`: a hello, a BPDU, or data to
@@ -811,21 +804,13 @@ impl Core {
         }
         // Frames larger than the local MTU are giants, unless the underlay's GRO merged them
         // from segments that each fit: those go on as TCP super-frames.
-        let gro = if frame.len() > sw.max_frame() {
-            let mtu = sw.max_frame() - ethernet::TAGGED_HEADER_LEN;
-            offload::underlay_gro::coalesced(frame, mtu)
-        } else {
-            None
-        };
+        let gro = sw.merged_by_underlay(frame);
         let v = match &gro {
             None => sw.handle(now, port, frame),
             Some(h) => {
                 let v = sw.handle_coalesced(now, port, frame);
                 self.counters[i].event(Event::GreGroReceived);
-                // The core counted one frame; count the segments it stands for instead.
-                if let Some((k, wire)) = offload::gso::wire_size(frame, h) {
-                    self.counters[i].rx_many(port, k - 1, wire.saturating_sub(frame.len()));
-                }
+                count_segments_rx(&self.counters[i], port, frame, h);
                 v
             }
         };
@@ -1131,6 +1116,14 @@ fn net_view<'s>(
         all: counters,
         global,
         hosts,
+    }
+}
+
+/// A super-frame `frame` (described by `h`) came in on `port` and the switch counted it as
+/// one frame: count the segments it stands for instead.
+fn count_segments_rx(c: &Counters, port: PortId, frame: &[u8], h: &VnetHdr) {
+    if let Some((k, wire)) = offload::gso::wire_size(frame, h) {
+        c.rx_many(port, k - 1, wire.saturating_sub(frame.len()));
     }
 }
 

@@ -23,6 +23,7 @@ pub use forward::Action;
 pub use port::{Counters, DropReason, Event, NetId, PortId, PortKind, MAX_PORTS};
 
 use crate::wire::ethernet::{self, Frame};
+use crate::wire::vnet::VnetHdr;
 use fdb::Learned;
 use std::sync::Arc;
 
@@ -230,9 +231,15 @@ impl Switch {
         self.handle_sized(now, ingress, frame, usize::MAX)
     }
 
-    /// The largest frame a tunnel may bring (the local MTU plus an Ethernet header with a tag).
-    pub fn max_frame(&self) -> usize {
-        self.cfg.max_frame
+    /// The virtio-net header that makes `frame`, from a tunnel, a TCP super-frame, if it is too
+    /// large for the local MTU because the underlay's GRO merged it (see
+    /// `offload::underlay_gro`); `None` for every frame that fits, and for other giants.
+    pub fn merged_by_underlay(&self, frame: &[u8]) -> Option<VnetHdr> {
+        if frame.len() <= self.cfg.max_frame {
+            return None;
+        }
+        let mtu = self.cfg.max_frame - ethernet::TAGGED_HEADER_LEN;
+        crate::offload::underlay_gro::coalesced(frame, mtu)
     }
 
     fn handle_sized(
