@@ -198,6 +198,61 @@ fn first_frames_fall_back_to_the_raw_socket_until_the_next_hop_resolves() {
     }
 }
 
+/// After forwarding, a worker keeps polling for `--busy-poll` microseconds before it sleeps, so
+/// a reply that comes back within the window is taken without a wake-up (`busy_poll_hit`); a
+/// window that ends empty counts as `busy_poll_miss`. `--busy-poll 0` never polls.
+#[test]
+#[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
+fn busy_polling_takes_replies_and_can_be_turned_off() {
+    let tb = Testbed::new(2).expect("building testbed");
+    let (a, b) = (tb.host(0), tb.host(1));
+    let with = |args: &[&str]| SwitchOptions {
+        extra_args: args.iter().map(|a| a.to_string()).collect(),
+        ..SwitchOptions::default()
+    };
+    // a polls for the longest window allowed (10 ms), so each reply falls inside it however
+    // loaded the machine is; b does not poll at all.
+    let sw = [
+        tb.start_switch_with(0, &with(&["--busy-poll", "10000"]))
+            .expect("starting switch a"),
+        tb.start_switch_with(1, &with(&["--busy-poll", "0"]))
+            .expect("starting switch b"),
+    ];
+    let p = ping(&a.container_ns, b.container_ip, 20, Duration::from_secs(2)).expect("ping a->b");
+    assert_eq!(p.received, 20, "ping a->b lost replies: {p:?}");
+
+    // The last window ends empty 10 ms after the last reply: wait for that miss.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = settled_stats(&[&sw[0], &sw[1]]);
+        if event_count(&st[0], "busy_poll_miss") > 0 || Instant::now() >= deadline {
+            break st;
+        }
+    };
+    let count = |i: usize, what| event_count(&st[i], what);
+    eprintln!(
+        "a: busy_poll_hit {} busy_poll_miss {}; b: {} {}",
+        count(0, "busy_poll_hit"),
+        count(0, "busy_poll_miss"),
+        count(1, "busy_poll_hit"),
+        count(1, "busy_poll_miss")
+    );
+    // a forwards each request and polls; the reply comes back from b within the window.
+    assert!(
+        count(0, "busy_poll_hit") >= 1,
+        "a took no reply while polling"
+    );
+    assert!(
+        count(0, "busy_poll_miss") >= 1,
+        "a's last polling window never ended as a miss"
+    );
+    assert_eq!(
+        (count(1, "busy_poll_hit"), count(1, "busy_poll_miss")),
+        (0, 0),
+        "b polled with --busy-poll 0"
+    );
+}
+
 /// A NIC's receive path runs GRO before any socket sees a packet, and the kernel's GRE
 /// offload merges consecutive plain GRE packets of one inner TCP flow into one packet of up to
 /// 64 KiB, far larger than the TAP's MTU. Modelled here on b's underlay veth: GRO on, its

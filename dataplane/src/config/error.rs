@@ -3,7 +3,8 @@
 
 use super::input::Input;
 use super::limits::{
-    MAX_REKEY_AFTER_SECS, MAX_TTL_SECS, MAX_WORKERS, MIN_MTU, MIN_REKEY_AFTER_SECS, MIN_TTL_SECS,
+    MAX_BUSY_POLL_US, MAX_REKEY_AFTER_SECS, MAX_TTL_SECS, MAX_WORKERS, MIN_MTU,
+    MIN_REKEY_AFTER_SECS, MIN_TTL_SECS,
 };
 use crate::switch::tunnel::GRE_IN_UDP_PORT;
 use std::net::Ipv4Addr;
@@ -114,6 +115,9 @@ pub enum SettingsError {
     /// Workers out of range.
     #[error("{0}: out of range: use 1 to {MAX_WORKERS} worker threads")]
     Workers(Input),
+    /// Busy-poll window out of range (a file's value; the flag checks its own).
+    #[error("{0}: out of range: use 0 (off) to {MAX_BUSY_POLL_US} microseconds")]
+    BusyPoll(Input),
     /// TAP MTU below the IPv4 minimum.
     #[error("{0}: below the minimum {MIN_MTU}: use {MIN_MTU} or more, or leave it out to derive it from the underlay MTU")]
     MtuTooSmall(Input),

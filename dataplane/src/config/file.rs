@@ -342,7 +342,7 @@ encap = "udp"
                 "csum" | "seq" | "offload" | "clamp_mss" | "keepalive" | "loop_guard" | "stp"
                 | "docker" | "encrypt" => "true",
                 "mtu" | "key" | "ttl" | "tos" | "workers" | "flood_limit" | "etcd_ttl"
-                | "rekey_after" => "1",
+                | "rekey_after" | "busy_poll" => "1",
                 "keepalive_interval" | "keepalive_multiplier" | "stp_priority" | "udp_port" => "1",
                 "local" => "\"10.0.0.1\"",
                 "metrics" => "\"127.0.0.1:1\"",

@@ -11,6 +11,7 @@
 //! [`super::Settings::new`], and a row in docs/reference/dnet-switch.md and a line in
 //! dist/dnet.toml (tests/docs.rs fails until both are there).
 
+use super::limits::MAX_BUSY_POLL_US;
 use super::peer_spec::PeerSpec;
 use clap::{Args, Command, ValueEnum};
 use serde::Deserialize;
@@ -155,6 +156,14 @@ pub struct Options {
     /// an Ethernet underlay device the raw sockets are used [default: on].
     #[arg(long, value_name = "MODE")]
     pub packet_rings: Option<PacketRings>,
+
+    /// After forwarding, keep polling for up to USECS microseconds before sleeping, so the
+    /// reply of a request-response exchange is picked up without a thread wake-up (on a VM,
+    /// a wake-up of an idle vCPU is a hypervisor exit). The worker yields to any runnable
+    /// thread between polls, and polling uses at most 1/16 of its time; `0` turns it off
+    /// [default: 200].
+    #[arg(long, value_name = "USECS", value_parser = dnet_cli::int_in(0u32, MAX_BUSY_POLL_US, "busy-poll window in microseconds"))]
+    pub busy_poll: Option<u32>,
 
     /// UDP port of GRE-in-UDP (--encap udp), on every host [default: 4754, IANA gre-in-udp].
     #[arg(long, value_name = "PORT", value_parser = dnet_cli::int_in(1u16, u16::MAX, "UDP port"))]
@@ -430,7 +439,7 @@ mod tests {
     fn keys_are_the_flags_names() {
         let keys = Options::keys();
         assert_eq!(keys, serde_fields(), "clap ids and serde keys differ");
-        assert_eq!(keys.len(), 42);
+        assert_eq!(keys.len(), 43);
         for k in &keys {
             let flag = Options::flag(k).unwrap_or_else(|| panic!("no flag for {k}"));
             let expect = match k.as_str() {

@@ -254,6 +254,7 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
         workers,
         offload: s.offload,
         rings: rings(s.packet_rings),
+        busy_poll_us: s.busy_poll_us,
         networks: vec![NetworkConfig {
             // The etcd network's name; unnamed with peers given by hand.
             name: s

@@ -6,7 +6,7 @@ use super::encrypt::{encrypt_settings, EncryptSettings};
 pub use super::error::SettingsError;
 use super::fleet::{fleet_settings, FleetSettings};
 use super::input::{Input, Sourced};
-pub use super::limits::{MAX_WORKERS, MIN_MTU};
+pub use super::limits::{MAX_BUSY_POLL_US, MAX_WORKERS, MIN_MTU};
 use super::options::{Encap, PacketRings};
 use super::sources::{get, Sources};
 use crate::privdrop::{self, User};
@@ -53,6 +53,8 @@ pub struct Settings {
     pub offload: bool,
     /// Which AF_PACKET rings plain GRE uses.
     pub packet_rings: PacketRings,
+    /// Busy-poll window after traffic, microseconds (0: off).
+    pub busy_poll_us: u32,
     /// Log level.
     pub log_level: log::LevelFilter,
     /// Control socket path; `None`: `/run/dnet/<TAP>.sock` once the TAP's name is known.
@@ -103,6 +105,10 @@ pub struct ExtraNetwork {
     /// Its TAP MTU; `None`: underlay MTU − overhead.
     pub mtu: Option<Sourced<u32>>,
 }
+
+/// `--busy-poll` when not given, microseconds: covers a round trip's reply on the 2-vCPU
+/// test VM (measured in `docs/internals/performance.md#round-trip-time`).
+pub const DEFAULT_BUSY_POLL_US: u32 = 200;
 
 /// Where Docker looks for plugin sockets (`--docker-plugin-dir`'s default).
 pub const DEFAULT_PLUGIN_DIR: &str = "/run/docker/plugins";
@@ -191,6 +197,10 @@ impl Settings {
             .filter(|w| !(1..=MAX_WORKERS).contains(&w.value))
         {
             return Err(SettingsError::Workers(w.input.clone()));
+        }
+        let busy_poll = get!(s, busy_poll);
+        if let Some(b) = busy_poll.as_ref().filter(|b| b.value > MAX_BUSY_POLL_US) {
+            return Err(SettingsError::BusyPoll(b.input.clone()));
         }
         let mtu = get!(s, mtu);
         if let Some(m) = &mtu {
@@ -322,6 +332,7 @@ impl Settings {
             workers: workers.map(|w| w.value),
             offload: flag(get!(s, offload), true),
             packet_rings: get!(s, packet_rings).map_or(PacketRings::default(), |r| r.value),
+            busy_poll_us: busy_poll.map_or(DEFAULT_BUSY_POLL_US, |b| b.value),
             log_level: s.log_level(),
             control_socket,
             control_group,
@@ -518,6 +529,7 @@ mod tests {
         assert_eq!(s.tap, "dnet0");
         assert_eq!(s.gre, GreOptions::default());
         assert_eq!((s.ttl, s.tos, s.workers), (64, 0, None));
+        assert_eq!(s.busy_poll_us, DEFAULT_BUSY_POLL_US);
         assert!(s.offload && s.loop_guard && !s.clamp_mss);
         assert_eq!(s.liveness, liveness::Config::default());
         assert_eq!(s.stp, None);
@@ -588,6 +600,13 @@ mod tests {
                     ..Options::default()
                 },
                 "--workers 65: out of range",
+            ),
+            (
+                Options {
+                    busy_poll: Some(10_001),
+                    ..Options::default()
+                },
+                "--busy-poll 10001: out of range: use 0 (off) to 10000 microseconds",
             ),
             (
                 Options {

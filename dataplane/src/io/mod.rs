@@ -1,6 +1,7 @@
 //! The syscall edge: TAP queues, raw GRE sockets and one event-loop thread per worker.
 //! Nothing here decides where a frame goes; that is [`crate::switch`].
 
+pub mod busy_poll;
 pub mod gre_socket;
 pub mod nexthop;
 pub mod ring;
@@ -41,6 +42,8 @@ pub struct DataplaneConfig {
     pub offload: bool,
     /// Plain GRE through packet rings on the underlay device (`--packet-rings`).
     pub rings: ring::RingMode,
+    /// After traffic, poll this many microseconds before sleeping (`--busy-poll`, 0: off).
+    pub busy_poll_us: u32,
     /// The overlay networks this switch serves, at least one, with distinct keys and TAPs.
     pub networks: Vec<NetworkConfig>,
     /// Seal every tunnel datagram (`--encrypt`, GRE-in-UDP only).
@@ -744,6 +747,7 @@ impl Dataplane {
                 max_sealed,
                 ring_tx,
                 ring_rx,
+                busy_poll: busy_poll::BusyPoll::new(cfg.busy_poll_us),
             });
             wakers.push(waker);
             for (net, c) in per_net.into_iter().enumerate() {

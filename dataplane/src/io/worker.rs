@@ -3,6 +3,7 @@
 //! deadline, reads a burst, hands it to the core together with a [`Sink`] over its send batch
 //! and TAP queue, then sends what the core made and passes on what it asks for.
 
+use super::busy_poll::{BusyPoll, Idle};
 use super::gre_socket::Sockets;
 use super::ring::{RingRx, RingTx};
 use super::sys::mmsg::{self, RecvQueue, SendBatch, SendQueue};
@@ -132,7 +133,14 @@ pub struct Worker {
     pub ring_tx: Option<RingTx>,
     /// Plain GRE arrives through this packet ring (`--packet-rings`).
     pub ring_rx: Option<RingRx>,
+    /// Polls a little longer after traffic before sleeping (`--busy-poll`).
+    pub busy_poll: BusyPoll,
 }
+
+/// A yield longer than this let another thread run: the core is wanted, stop busy polling.
+/// (A yield with nothing else runnable returns in about a microsecond; another thread runs
+/// for a time slice, milliseconds, unless it blocks first.)
+const GAVE_WAY: Duration = Duration::from_micros(20);
 
 /// Creates a poll instance and its waker.
 pub fn poll_with_waker() -> io::Result<(Poll, Arc<Waker>)> {
@@ -388,28 +396,51 @@ impl Worker {
         let mut ring_ready = self.ring_rx.is_some();
         log::debug!("worker {} running", self.id);
         loop {
-            let timeout = if sock_ready || ring_ready || tap_ready.iter().any(|r| *r) {
+            let busy = sock_ready || ring_ready || tap_ready.iter().any(|r| *r);
+            let timeout = if busy {
                 Duration::ZERO
             } else {
-                let wait = self.core.poll_timeout().saturating_sub(self.now());
-                Duration::from_millis(wait.max(1))
+                match self.busy_poll.idle(self.now_us()) {
+                    Idle::Poll => {
+                        // Only a core nothing else wants: a yield that lets another thread
+                        // run takes far longer than one that returns at once.
+                        let t = Instant::now();
+                        std::thread::yield_now();
+                        if t.elapsed() > GAVE_WAY {
+                            self.busy_poll.give_way();
+                        }
+                        Duration::ZERO
+                    }
+                    Idle::Sleep { missed } => {
+                        if missed {
+                            self.core.global_counters().event(Event::BusyPollMiss);
+                        }
+                        let wait = self.core.poll_timeout().saturating_sub(self.now());
+                        Duration::from_millis(wait.max(1))
+                    }
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
+            let mut traffic = busy;
             for ev in events.iter() {
                 match ev.token() {
                     SOCK => sock_ready = true,
                     RING => ring_ready = true,
-                    WAKE => {}
+                    WAKE => continue,
                     Token(i) => {
                         if let Some(r) = tap_ready.get_mut(i) {
                             *r = true;
                         }
                     }
                 }
+                traffic = true;
+            }
+            if traffic && self.busy_poll.traffic(self.now_us()) {
+                self.core.global_counters().event(Event::BusyPollHit);
             }
             if self.stop.load(Ordering::Relaxed) {
                 log::debug!("worker {} stopping", self.id);
@@ -468,6 +499,11 @@ impl Worker {
     #[inline]
     fn now(&self) -> Millis {
         self.epoch.elapsed().as_millis() as Millis
+    }
+
+    #[inline]
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     /// Reads up to a burst from network `net`'s TAP and hands it to the core. Returns whether

@@ -269,11 +269,17 @@ pub enum Event {
     /// A plain GRE packet that the underlay's GRO had merged from several TCP segments of one
     /// flow (a NIC's receive offload): passed on as one TCP super-frame, not dropped as giant.
     GreGroReceived,
+    /// Traffic a worker found while busy polling after its last burst (`--busy-poll`): a
+    /// wake-up saved.
+    BusyPollHit,
+    /// A busy-poll window that ended without traffic: up to `--busy-poll` microseconds of a
+    /// core spent in vain (bounded to a share of the time, see [`crate::io::busy_poll`]).
+    BusyPollMiss,
 }
 
 impl Event {
     /// Number of events.
-    pub const COUNT: usize = Event::GreGroReceived as usize + 1;
+    pub const COUNT: usize = Event::BusyPollMiss as usize + 1;
     /// Every event, in counter order.
     pub const ALL: [Event; Event::COUNT] = [
         Event::FdbFull,
@@ -293,6 +299,8 @@ impl Event {
         Event::UdpCoalesced,
         Event::RingFallback,
         Event::GreGroReceived,
+        Event::BusyPollHit,
+        Event::BusyPollMiss,
     ];
 
     /// Stable snake_case name.
@@ -315,6 +323,8 @@ impl Event {
             Event::UdpCoalesced => "udp_coalesced",
             Event::RingFallback => "ring_fallback",
             Event::GreGroReceived => "gre_gro_received",
+            Event::BusyPollHit => "busy_poll_hit",
+            Event::BusyPollMiss => "busy_poll_miss",
         }
     }
 }
