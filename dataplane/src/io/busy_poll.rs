@@ -22,6 +22,11 @@
 /// Polling may use at most 1/`SHARE_DIV` of a worker's wall time (6.25 %).
 pub const SHARE_DIV: u64 = 16;
 
+/// After a full burst (more was waiting: a flood, not an exchange) the worker does not poll
+/// for this long: under a flood, sleeping between bursts lets frames gather into batches that
+/// polling would take one by one, and the flood needs no help with wake-ups.
+pub const HEAVY_QUIET_US: u64 = 1_000;
+
 /// Credit saved up while quiet, in windows: enough for a few exchanges in a row.
 const CAP_WINDOWS: u64 = 4;
 
@@ -47,6 +52,7 @@ pub struct BusyPoll {
     /// Elapsed-time remainder not yet turned into credit (keeps the refill exact).
     rest: u64,
     last_traffic: Option<u64>,
+    last_heavy: Option<u64>,
     seen: u64,
     polling: bool,
 }
@@ -61,6 +67,7 @@ impl BusyPoll {
             credit: window * CAP_WINDOWS,
             rest: 0,
             last_traffic: None,
+            last_heavy: None,
             seen: 0,
             polling: false,
         }
@@ -79,11 +86,14 @@ impl BusyPoll {
         }
     }
 
-    /// The worker handled traffic at `now`. Returns whether it arrived while polling (a
-    /// wake-up saved, counted `busy_poll_hit`).
-    pub fn traffic(&mut self, now: u64) -> bool {
+    /// The worker handled traffic at `now`; `heavy`: a full burst, more was waiting. Returns
+    /// whether it arrived while polling (a wake-up saved, counted `busy_poll_hit`).
+    pub fn traffic(&mut self, now: u64, heavy: bool) -> bool {
         self.account(now);
         self.last_traffic = Some(now);
+        if heavy {
+            self.last_heavy = Some(now);
+        }
         std::mem::take(&mut self.polling)
     }
 
@@ -99,7 +109,10 @@ impl BusyPoll {
         let recent = self
             .last_traffic
             .is_some_and(|t| now.saturating_sub(t) < self.window);
-        if recent && self.credit > 0 {
+        let flood = self
+            .last_heavy
+            .is_some_and(|h| now.saturating_sub(h) < HEAVY_QUIET_US);
+        if recent && !flood && self.credit > 0 {
             self.polling = true;
             Idle::Poll
         } else {
@@ -129,7 +142,7 @@ mod tests {
     #[test]
     fn off_never_polls() {
         let mut b = BusyPoll::new(0);
-        assert!(!b.traffic(10));
+        assert!(!b.traffic(10, false));
         assert_eq!(b.idle(10), Idle::Sleep { missed: false });
         assert_eq!(b.idle(11), Idle::Sleep { missed: false });
     }
@@ -143,7 +156,7 @@ mod tests {
     #[test]
     fn polls_for_the_window_after_traffic_then_sleeps_as_a_miss() {
         let mut b = BusyPoll::new(200);
-        assert!(!b.traffic(1_000));
+        assert!(!b.traffic(1_000, false));
         let (t, missed) = poll_until_sleep(&mut b, 1_001, 1);
         assert_eq!(t, 1_200);
         assert!(missed);
@@ -154,14 +167,14 @@ mod tests {
     #[test]
     fn traffic_during_the_window_is_a_hit_and_restarts_it() {
         let mut b = BusyPoll::new(200);
-        b.traffic(0);
+        b.traffic(0, false);
         assert_eq!(b.idle(10), Idle::Poll);
         assert_eq!(b.idle(120), Idle::Poll);
-        assert!(b.traffic(150), "arrived while polling");
+        assert!(b.traffic(150, false), "arrived while polling");
         assert_eq!(b.idle(340), Idle::Poll, "the window restarts at 150");
         // Traffic after a sleep is not a hit.
         assert_eq!(b.idle(350), Idle::Sleep { missed: true });
-        assert!(!b.traffic(60_000));
+        assert!(!b.traffic(60_000, false));
     }
 
     /// A ping every 50 ms: each worker polls after the request (reply comes 100 µs later)
@@ -172,9 +185,9 @@ mod tests {
         let (mut hits, mut misses) = (0, 0);
         for i in 0..1_000u64 {
             let t0 = i * 50_000;
-            b.traffic(t0);
+            b.traffic(t0, false);
             assert_eq!(b.idle(t0 + 1), Idle::Poll, "ping {i}");
-            hits += u32::from(b.traffic(t0 + 100));
+            hits += u32::from(b.traffic(t0 + 100, false));
             let (_, missed) = poll_until_sleep(&mut b, t0 + 101, 1);
             misses += u32::from(missed);
         }
@@ -190,7 +203,7 @@ mod tests {
         let (mut t, mut polled) = (0u64, 0u64);
         let end = 2_000_000;
         while t < end {
-            b.traffic(t);
+            b.traffic(t, false);
             let (stop, _) = poll_until_sleep(&mut b, t + 1, 1);
             polled += stop - (t + 1);
             t += u64::from(window) + 5;
@@ -207,22 +220,33 @@ mod tests {
     }
 
     #[test]
+    fn no_polling_for_a_while_after_a_full_burst() {
+        let mut b = BusyPoll::new(200);
+        b.traffic(0, true);
+        b.traffic(10, false);
+        assert_eq!(b.idle(11), Idle::Sleep { missed: false }, "a flood: sleep");
+        // Light traffic long after the last full burst opens windows again.
+        b.traffic(HEAVY_QUIET_US, false);
+        assert_eq!(b.idle(HEAVY_QUIET_US + 1), Idle::Poll);
+    }
+
+    #[test]
     fn giving_way_ends_the_window_as_a_miss() {
         let mut b = BusyPoll::new(200);
-        b.traffic(0);
+        b.traffic(0, false);
         assert_eq!(b.idle(1), Idle::Poll);
         b.give_way();
         assert_eq!(b.idle(2), Idle::Sleep { missed: true });
         assert_eq!(b.idle(3), Idle::Sleep { missed: false });
         // The next traffic opens a new window.
-        assert!(!b.traffic(10));
+        assert!(!b.traffic(10, false));
         assert_eq!(b.idle(11), Idle::Poll);
     }
 
     #[test]
     fn a_clock_that_steps_back_neither_panics_nor_mints_credit() {
         let mut b = BusyPoll::new(100);
-        b.traffic(1_000);
+        b.traffic(1_000, false);
         assert_eq!(b.idle(500), Idle::Poll);
         let credit = b.credit;
         b.idle(400);

@@ -439,7 +439,8 @@ impl Worker {
                 }
                 traffic = true;
             }
-            if traffic && self.busy_poll.traffic(self.now_us()) {
+            // `busy`: the last bursts filled up and more was waiting.
+            if traffic && self.busy_poll.traffic(self.now_us(), busy) {
                 self.core.global_counters().event(Event::BusyPollHit);
             }
             if self.stop.load(Ordering::Relaxed) {
