@@ -9,12 +9,14 @@
 //! 2-vCPU test VM (`haltpoll.guest_halt_poll_ns=0`) that is most of dnet's extra round-trip
 //! time (see `docs/internals/performance.md`).
 //!
-//! Cost is bounded twice: the worker yields the CPU between polls and stops polling as soon as
-//! a yield lets another thread run (it only uses a core nothing else wants: on a 2-core host,
-//! polling that merely yielded cost GRE-in-UDP one TCP stream ×0.8), and polling draws on a
-//! credit that refills at
-//! [`SHARE_DIV`]⁻¹ of wall time, so a traffic pattern that makes every window end empty (a
-//! frame just after each window) costs at most that share of a core, not all of it.
+//! Cost is bounded three ways:
+//! - the worker yields the CPU between polls and stops polling as soon as a yield lets another
+//!   thread run, so it only uses a core nothing else wants (on a 2-core host, polling that
+//!   merely yielded cost GRE-in-UDP one TCP stream ×0.8);
+//! - polling draws on a credit that refills at 1/[`SHARE_DIV`] of wall time, so a pattern
+//!   that leaves every window empty (a frame just after each) costs at most that share of a
+//!   core;
+//! - after a full burst (a flood) it does not poll for [`HEAVY_QUIET_US`].
 //!
 //! Pure: times are microseconds from the caller's clock, so the policy is unit-tested without
 //! one.
@@ -47,7 +49,6 @@ pub enum Idle {
 #[derive(Clone, Debug)]
 pub struct BusyPoll {
     window: u64,
-    cap: u64,
     credit: u64,
     /// Elapsed-time remainder not yet turned into credit (keeps the refill exact).
     rest: u64,
@@ -63,7 +64,6 @@ impl BusyPoll {
         let window = u64::from(window_us);
         BusyPoll {
             window,
-            cap: window * CAP_WINDOWS,
             credit: window * CAP_WINDOWS,
             rest: 0,
             last_traffic: None,
@@ -80,7 +80,7 @@ impl BusyPoll {
         self.seen = self.seen.max(now);
         let earned = self.rest + dt;
         self.rest = earned % SHARE_DIV;
-        self.credit = (self.credit + earned / SHARE_DIV).min(self.cap);
+        self.credit = (self.credit + earned / SHARE_DIV).min(self.window * CAP_WINDOWS);
         if self.polling {
             self.credit = self.credit.saturating_sub(dt);
         }

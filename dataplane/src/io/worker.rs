@@ -439,8 +439,11 @@ impl Worker {
                 }
                 traffic = true;
             }
+            // One clock read per turn: the µs for busy polling, the ms for the core.
+            let now_us = self.now_us();
+            let now = (now_us / 1000) as Millis;
             // `busy`: the last bursts filled up and more was waiting.
-            if traffic && self.busy_poll.traffic(self.now_us(), busy) {
+            if traffic && self.busy_poll.traffic(now_us, busy) {
                 self.core.global_counters().event(Event::BusyPollHit);
             }
             if self.stop.load(Ordering::Relaxed) {
@@ -450,7 +453,6 @@ impl Worker {
             while let Ok((net, u)) = self.sync_rx.try_recv() {
                 self.core.handle_sync(net, u);
             }
-            let now = self.now();
             while let Ok(c) = self.cmd_rx.try_recv() {
                 self.command(now, c);
             }
