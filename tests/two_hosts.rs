@@ -198,9 +198,10 @@ fn first_frames_fall_back_to_the_raw_socket_until_the_next_hop_resolves() {
     }
 }
 
-/// After forwarding, a worker keeps polling for `--busy-poll` microseconds before it sleeps, so
-/// a reply that comes back within the window is taken without a wake-up (`busy_poll_hit`); a
-/// window that ends empty counts as `busy_poll_miss`. `--busy-poll 0` never polls.
+/// After an exchange's traffic, a worker keeps polling for `--busy-poll` microseconds before it
+/// sleeps, so a reply that comes back within the window is taken without a wake-up
+/// (`busy_poll_hit`); a window that ends empty counts as `busy_poll_miss`. `--busy-poll 0`
+/// never polls.
 #[test]
 #[cfg_attr(not(dnet_e2e_root), ignore = "needs root: run cargo test as root")]
 fn busy_polling_takes_replies_and_can_be_turned_off() {
@@ -210,18 +211,23 @@ fn busy_polling_takes_replies_and_can_be_turned_off() {
         extra_args: args.iter().map(|a| a.to_string()).collect(),
         ..SwitchOptions::default()
     };
-    // a polls for the longest window allowed (10 ms), so each reply falls inside it however
+    // a polls for 2 ms (ten times the default), so each reply falls inside the window however
     // loaded the machine is; b does not poll at all.
     let sw = [
-        tb.start_switch_with(0, &with(&["--busy-poll", "10000"]))
+        tb.start_switch_with(0, &with(&["--busy-poll", "2000"]))
             .expect("starting switch a"),
         tb.start_switch_with(1, &with(&["--busy-poll", "0"]))
             .expect("starting switch b"),
     ];
-    let p = ping(&a.container_ns, b.container_ip, 20, Duration::from_secs(2)).expect("ping a->b");
-    assert_eq!(p.received, 20, "ping a->b lost replies: {p:?}");
+    // Exchanges after quiet spells, as a window needs: 16 windows (32 ms) without traffic
+    // before each ping. The pause shapes the traffic; it waits for nothing.
+    for i in 0..20 {
+        std::thread::sleep(Duration::from_millis(40));
+        let p = ping(&a.container_ns, b.container_ip, 1, Duration::from_secs(2)).expect("ping");
+        assert_eq!(p.received, 1, "ping {i} a->b lost its reply: {p:?}");
+    }
 
-    // The last window ends empty 10 ms after the last reply: wait for that miss.
+    // The last window ends empty 2 ms after the last reply: wait for that miss.
     let deadline = Instant::now() + Duration::from_secs(10);
     let st = loop {
         let st = settled_stats(&[&sw[0], &sw[1]]);

@@ -157,11 +157,11 @@ pub struct Options {
     #[arg(long, value_name = "MODE")]
     pub packet_rings: Option<PacketRings>,
 
-    /// After forwarding, keep polling for up to USECS microseconds before sleeping, so the
-    /// reply of a request-response exchange is picked up without a thread wake-up (on a VM,
-    /// a wake-up of an idle vCPU is a hypervisor exit). The worker stops polling as soon as
-    /// another thread wants its core, and polls at most 1/16 of its time; `0` turns it off
-    /// [default: 200 with plain GRE, 0 with --encap udp].
+    /// After an exchange's traffic (after a quiet spell, or its answer), keep polling for up to
+    /// USECS microseconds before sleeping, so the reply is picked up without a thread wake-up
+    /// (on a VM, a wake-up of an idle vCPU is a hypervisor exit). Streams and steady traffic
+    /// open no window; the worker stops polling as soon as another thread wants its core, and
+    /// polls at most 1/16 of its time; `0` turns it off [default: 200].
     #[arg(long, value_name = "USECS", value_parser = dnet_cli::int_in(0u32, MAX_BUSY_POLL_US, "busy-poll window in microseconds"))]
     pub busy_poll: Option<u32>,
 

@@ -106,9 +106,9 @@ pub struct ExtraNetwork {
     pub mtu: Option<Sourced<u32>>,
 }
 
-/// `--busy-poll` when not given with plain GRE, microseconds: covers a round trip's reply on
-/// the 2-vCPU test VM. With GRE-in-UDP the default is 0 (off): there polling cost 64-byte UDP
-/// ×0.76, where plain GRE's throughput did not move (`docs/internals/performance.md#round-trip-time`).
+/// `--busy-poll` when not given, microseconds: covers a round trip's reply on the 2-vCPU test
+/// VM. Since streams and steady traffic open no window, it costs neither encapsulation
+/// throughput (`docs/internals/performance.md#round-trip-time`).
 pub const DEFAULT_BUSY_POLL_US: u32 = 200;
 
 /// Where Docker looks for plugin sockets (`--docker-plugin-dir`'s default).
@@ -333,8 +333,7 @@ impl Settings {
             workers: workers.map(|w| w.value),
             offload: flag(get!(s, offload), true),
             packet_rings: get!(s, packet_rings).map_or(PacketRings::default(), |r| r.value),
-            // Off with GRE-in-UDP: there it cost 64-byte UDP ×0.76 (see the constant).
-            busy_poll_us: busy_poll.map_or(if udp { 0 } else { DEFAULT_BUSY_POLL_US }, |b| b.value),
+            busy_poll_us: busy_poll.map_or(DEFAULT_BUSY_POLL_US, |b| b.value),
             log_level: s.log_level(),
             control_socket,
             control_group,
@@ -525,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn busy_polling_is_off_by_default_with_gre_in_udp_only() {
+    fn busy_polling_defaults_alike_on_both_encapsulations() {
         let udp = |busy_poll| {
             Settings::new(&flags(Options {
                 encap: Some(Encap::Udp),
@@ -535,8 +534,8 @@ mod tests {
             .unwrap()
             .busy_poll_us
         };
-        assert_eq!(udp(None), 0);
-        assert_eq!(udp(Some(50)), 50);
+        assert_eq!(udp(None), DEFAULT_BUSY_POLL_US);
+        assert_eq!(udp(Some(0)), 0);
     }
 
     #[test]
