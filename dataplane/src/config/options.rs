@@ -80,7 +80,7 @@ pub struct Options {
     pub tos: Option<u8>,
 
     /// Worker threads, each with its own TAP queue and GRE socket [default: half the cores,
-    /// at least 1].
+    /// at least 1, with plain GRE; one per core with --encap udp].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 

@@ -129,7 +129,7 @@ fn route_to_etcd(
 pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> {
     let (workers, workers_why) = match s.workers {
         Some(n) => (n, format!("{n} worker(s): --workers {n}")),
-        None => default_workers(host.cores()),
+        None => default_workers(host.cores(), s.gre.udp_port.is_some()),
     };
     if let Some(b) = &s.bridge {
         if !host.link_exists(&b.value) {
@@ -300,22 +300,36 @@ pub fn resolve(s: &Settings, host: &dyn Host) -> Result<Resolved, ResolveError> 
     })
 }
 
-/// Workers without `--workers`: half the cores, at least one, and why.
+/// The worker count when `--workers` is not given, and why, for `cores` cores; `udp`: the
+/// tunnels are GRE-in-UDP.
 ///
 /// A worker is a busy thread, but so are the kernel's softirq work for the TAP and the
-/// underlay, and the containers it serves; with veth underlays the receiving namespace's
-/// kernel work runs on the sending CPU too. On a 2-core host one worker beat two on every
-/// path measured, plain GRE and GRE-in-UDP, one and four TCP streams, 64-byte UDP and RTT
-/// (README, Performance): a second worker only took CPU from the rest. So each worker is
-/// given a second core's worth of room.
-pub fn default_workers(cores: usize) -> (usize, String) {
-    let n = (cores / 2).clamp(1, MAX_WORKERS);
-    let why = format!(
-        "{n} worker(s): half of the {cores} core(s), at least 1, leaving the rest to the kernel's \
-         packet work and the containers (on 2 cores one worker outran two on every measured \
-         path); --workers N overrides"
-    );
-    (n, why)
+/// underlay, and the containers it serves. Plain GRE has the kernel cross the underlay once
+/// per segment (with veth underlays the receiving namespace's work runs on the sending CPU
+/// too), so each worker is given a second core's worth of room: on 2 cores one worker beat
+/// two on one and four TCP streams, 64-byte UDP and CPU per Gbit/s. GRE-in-UDP crosses it
+/// once per 64 KiB (UDP GSO and GRO) and leaves the cores to the workers: on a quiet 2-core
+/// host two workers beat or tied one on every measure, four TCP streams ×1.19
+/// (`docs/internals/performance.md#defaults`).
+pub fn default_workers(cores: usize, udp: bool) -> (usize, String) {
+    let (n, why) = if udp {
+        (
+            cores,
+            "one per core, as GRE-in-UDP leaves the cores to the workers (on 2 cores two \
+             workers beat or tied one on every measured path)",
+        )
+    } else {
+        (
+            cores / 2,
+            "half of the cores, at least 1, leaving the rest to the kernel's per-segment \
+             plain GRE work and the containers (on 2 cores one worker outran two)",
+        )
+    };
+    let n = n.clamp(1, MAX_WORKERS);
+    (
+        n,
+        format!("{n} worker(s) for {cores} core(s): {why}; --workers N overrides"),
+    )
 }
 
 /// The rings `--packet-rings` asks for.
@@ -337,7 +351,7 @@ fn rings(r: PacketRings) -> RingMode {
 #[cfg(test)]
 mod tests {
     use super::super::host::fake::FakeHost;
-    use super::super::options::Options;
+    use super::super::options::{Encap, Options};
     use super::super::sources::Sources;
     use super::*;
     use crate::error_chain;
@@ -412,7 +426,7 @@ mod tests {
         assert_eq!(d.workers, 1);
         assert!(r
             .workers_why
-            .starts_with("1 worker(s): half of the 2 core(s)"));
+            .starts_with("1 worker(s) for 2 core(s): half of the cores"));
         assert_eq!(net.core.flood_limit_pps, Some(1001));
         assert!(net.core.stp.is_some() && !net.core.split_horizon && net.core.loop_guard);
         assert!(d.outer.df && r.warnings.is_empty());
@@ -441,6 +455,20 @@ mod tests {
             };
             let r = resolve(&settings(Options::default()), &host).unwrap();
             assert_eq!(r.dataplane.workers, want, "{cores} cores");
+        }
+        // GRE-in-UDP: one worker per core, up to the most allowed.
+        for (cores, want) in [(200, 64), (2, 2), (1, 1), (3, 3)] {
+            let host = FakeHost {
+                cores,
+                ..FakeHost::new()
+            };
+            let udp = settings(Options {
+                encap: Some(Encap::Udp),
+                ..Options::default()
+            });
+            let r = resolve(&udp, &host).unwrap();
+            assert_eq!(r.dataplane.workers, want, "GRE-in-UDP, {cores} cores");
+            assert!(r.workers_why.contains("one per core"), "{}", r.workers_why);
         }
         let r = resolve(
             &settings(Options {

@@ -47,7 +47,7 @@ pub struct Settings {
     pub ttl: u8,
     /// Outer TOS.
     pub tos: u8,
-    /// Worker threads (1..=64); `None`: one per core.
+    /// Worker threads (1..=64); `None`: chosen by [`super::resolve::default_workers`].
     pub workers: Option<usize>,
     /// TAP offloads.
     pub offload: bool,
