@@ -20,6 +20,6 @@ pub const MIN_REKEY_AFTER_SECS: u64 = 1;
 /// Longest `rekey_after`: sessions are refused after 180 s, so rekeying must start before.
 pub const MAX_REKEY_AFTER_SECS: u64 = 120;
 
-/// Longest `--busy-poll` window, microseconds: a longer one would spend its whole credit
-/// (four windows) on a single miss.
+/// Longest `--busy-poll` window, microseconds: a window opens only after 16 windows without
+/// traffic, so a longer one would poll only for exchanges more than 160 ms apart.
 pub const MAX_BUSY_POLL_US: u32 = 10_000;

@@ -53,7 +53,7 @@ pub struct Settings {
     pub offload: bool,
     /// Which AF_PACKET rings plain GRE uses.
     pub packet_rings: PacketRings,
-    /// Busy-poll window after traffic, microseconds (0: off).
+    /// Busy-poll window after an exchange's traffic, microseconds (0: off).
     pub busy_poll_us: u32,
     /// Log level.
     pub log_level: log::LevelFilter,

@@ -151,6 +151,12 @@ mod tests {
         }
     }
 
+    /// Traffic at `t` that found no polling worker opens a window (an exchange after quiet).
+    fn opens_a_window(b: &mut BusyPoll, t: u64) {
+        assert!(!b.traffic(t, false), "traffic at {t} was a hit");
+        assert_eq!(b.idle(t + 1), Idle::Poll, "no window after traffic at {t}");
+    }
+
     #[test]
     fn off_never_polls() {
         let mut b = BusyPoll::new(0);
@@ -272,8 +278,7 @@ mod tests {
         b.traffic(0, true);
         assert_eq!(b.idle(1), Idle::Sleep { missed: false }, "a flood: sleep");
         // An exchange after a quiet spell is polled for again.
-        b.traffic(10_000, false);
-        assert_eq!(b.idle(10_001), Idle::Poll);
+        opens_a_window(&mut b, 10_000);
     }
 
     /// An answer a few µs after the traffic before it is a stream's: no window. One after
@@ -281,12 +286,10 @@ mod tests {
     #[test]
     fn a_quick_answer_is_a_stream_and_opens_no_window() {
         let mut b = BusyPoll::new(200);
-        b.traffic(0, false);
-        assert_eq!(b.idle(1), Idle::Poll);
+        opens_a_window(&mut b, 0);
         assert!(b.traffic(STREAM_GAP_US - 1, false), "still a hit");
         assert_eq!(b.idle(STREAM_GAP_US), Idle::Sleep { missed: false });
-        assert!(!b.traffic(10_000, false));
-        assert_eq!(b.idle(10_001), Idle::Poll, "after a quiet spell: polls");
+        opens_a_window(&mut b, 10_000);
         assert!(b.traffic(10_050, false), "an answer after 50 µs is a hit");
         assert_eq!(b.idle(10_051), Idle::Poll, "and opens the window again");
     }
@@ -308,22 +311,18 @@ mod tests {
         }
         assert_eq!(polled, 1, "only the first frame came after a quiet spell");
         // A quiet spell later, the next exchange is polled for again.
-        let t = 999 * 400 + 200 * SHARE_DIV;
-        b.traffic(t, false);
-        assert_eq!(b.idle(t + 1), Idle::Poll);
+        opens_a_window(&mut b, 999 * 400 + 200 * SHARE_DIV);
     }
 
     #[test]
     fn giving_way_ends_the_window_as_a_miss() {
         let mut b = BusyPoll::new(200);
-        b.traffic(0, false);
-        assert_eq!(b.idle(1), Idle::Poll);
+        opens_a_window(&mut b, 0);
         b.give_way();
         assert_eq!(b.idle(2), Idle::Sleep { missed: true });
         assert_eq!(b.idle(3), Idle::Sleep { missed: false });
         // The next exchange opens a new window.
-        assert!(!b.traffic(10_000, false));
-        assert_eq!(b.idle(10_001), Idle::Poll);
+        opens_a_window(&mut b, 10_000);
     }
 
     #[test]

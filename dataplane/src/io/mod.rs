@@ -42,7 +42,8 @@ pub struct DataplaneConfig {
     pub offload: bool,
     /// Plain GRE through packet rings on the underlay device (`--packet-rings`).
     pub rings: ring::RingMode,
-    /// After traffic, poll this many microseconds before sleeping (`--busy-poll`, 0: off).
+    /// After an exchange's traffic, poll this many microseconds before sleeping
+    /// (`--busy-poll`, 0: off).
     pub busy_poll_us: u32,
     /// The overlay networks this switch serves, at least one, with distinct keys and TAPs.
     pub networks: Vec<NetworkConfig>,

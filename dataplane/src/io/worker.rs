@@ -133,7 +133,7 @@ pub struct Worker {
     pub ring_tx: Option<RingTx>,
     /// Plain GRE arrives through this packet ring (`--packet-rings`).
     pub ring_rx: Option<RingRx>,
-    /// Polls a little longer after traffic before sleeping (`--busy-poll`).
+    /// Polls a little longer after an exchange's traffic before sleeping (`--busy-poll`).
     pub busy_poll: BusyPoll,
 }
 
@@ -400,7 +400,8 @@ impl Worker {
             let timeout = if busy {
                 Duration::ZERO
             } else {
-                match self.busy_poll.idle(self.now_us()) {
+                let now_us = self.now_us();
+                match self.busy_poll.idle(now_us) {
                     Idle::Poll => {
                         // Only a core nothing else wants: a yield that lets another thread
                         // run takes far longer than one that returns at once.
@@ -415,7 +416,8 @@ impl Worker {
                         if missed {
                             self.core.global_counters().event(Event::BusyPollMiss);
                         }
-                        let wait = self.core.poll_timeout().saturating_sub(self.now());
+                        let now = (now_us / 1000) as Millis;
+                        let wait = self.core.poll_timeout().saturating_sub(now);
                         Duration::from_millis(wait.max(1))
                     }
                 }

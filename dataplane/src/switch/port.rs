@@ -269,8 +269,8 @@ pub enum Event {
     /// A plain GRE packet that the underlay's GRO had merged from several TCP segments of one
     /// flow (a NIC's receive offload): passed on as one TCP super-frame, not dropped as giant.
     GreGroReceived,
-    /// Traffic a worker found while busy polling after its last burst (`--busy-poll`): a
-    /// wake-up saved.
+    /// Traffic a worker found while busy polling after an exchange (`--busy-poll`): a wake-up
+    /// saved.
     BusyPollHit,
     /// A busy-poll window that ended without traffic: up to `--busy-poll` microseconds of a
     /// core spent in vain (bounded to a share of the time, see [`crate::io::busy_poll`]).
